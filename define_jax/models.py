@@ -1,0 +1,258 @@
+"""Partial-convolution U-Net (Liu et al. 2018) and a plain U-Net baseline, Flax linen.
+
+Both U-Nets mirror naoto0804/pytorch-inpainting-with-partial-conv's `PConvUNet`:
+
+  encoder level i = 1..L: conv with kernel 7, 5, 5, 3, 3, ... and stride 2,
+    min(base_features * 2**(i-1), max_features) channels, BatchNorm (not on level 1),
+    ReLU. Convolutions followed by BatchNorm have no bias; as in the reference, neither
+    has level 1's.
+  decoder level i = L..1: nearest-neighbour upsampling x2, concatenation with the skip
+    (encoder level i-1's output, the network input for i = 1), conv 3x3 stride 1 with
+    the skip's channel count (the image's for i = 1), BatchNorm and LeakyReLU(0.2);
+    level 1 instead has a bias and no BatchNorm or activation (linear output).
+
+Variable naming, relied on by the training code (e.g. to check that a frozen encoder's
+statistics did not move, by the `enc_`/`dec_` prefixes):
+
+  params:      enc_1 .. enc_L, dec_L .. dec_1, each holding
+                 PartialConv_0 {kernel (HWIO), bias?}   (PConvUNet)
+                 Conv_0 {kernel (HWIO), bias?}          (UNet)
+                 BatchNorm_0 {scale, bias}              (where there is BatchNorm)
+  batch_stats: enc_2 .. enc_L, dec_L .. dec_2, each BatchNorm_0 {mean, var}
+
+Mask convention: float, 1 = known pixel, 0 = hole. Images float NHWC, masks N,H,W,1
+(or one channel per image channel).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from define_jax import validation
+
+Dtype = Any
+Activation = Optional[Callable[[jax.Array], jax.Array]]
+
+_leaky_relu = lambda x: nn.leaky_relu(x, negative_slope=0.2)
+
+
+class PartialConv(nn.Module):
+  """Partial convolution: y = W^T (X*M) * sum(1)/sum(M) + b where sum(M) > 0, else 0.
+
+  sum(1) = kernel_size**2 * C counts every window position, including the zero padding,
+  so the image border is treated as a hole and renormalised like one. Padding is
+  (kernel_size - 1) // 2 on every side (PyTorch's, symmetric also at stride 2).
+
+  __call__(x [N,H,W,C], mask [N,H,W,1] or [N,H,W,C]) returns (y, new_mask [N,H',W',1]),
+  new_mask = 1 where the window saw at least one known value.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    in_features = x.shape[-1]
+    if mask.shape[-1] not in (1, in_features):
+      raise ValueError(f'PartialConv mask has {mask.shape[-1]} channels; need 1 or the '
+                       f"input's {in_features}.")
+    kernel = self.param('kernel', nn.initializers.he_normal(),
+                        (self.kernel_size, self.kernel_size, in_features, self.features),
+                        jnp.float32)
+    pad = (self.kernel_size - 1) // 2
+    padding = ((pad, pad), (pad, pad))
+    window_strides = (self.strides, self.strides)
+
+    # The mask path needs no gradient and stays float32 so sums of many 1s are exact.
+    mask = jax.lax.stop_gradient(mask.astype(jnp.float32))
+    x, kernel, mask_x = nn.dtypes.promote_dtype(x, kernel, mask, dtype=self.dtype)
+    y = jax.lax.conv_general_dilated(
+        x * mask_x, kernel, window_strides, padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+    # sum(M) per window: sum the mask over channels (a single-channel mask stands for C
+    # identical ones), then over the k x k window; never a C_in -> C_out conv of the mask.
+    channel_sum = jnp.sum(mask, axis=-1, keepdims=True) * (in_features // mask.shape[-1])
+    mask_sum = jax.lax.reduce_window(
+        channel_sum, 0.0, jax.lax.add, (1, self.kernel_size, self.kernel_size, 1),
+        (1,) + window_strides + (1,), ((0, 0),) + padding + ((0, 0),))
+    seen = mask_sum > 0
+    window_size = self.kernel_size * self.kernel_size * in_features
+    # jnp.maximum keeps the unused branch of the where finite.
+    ratio = jnp.where(seen, window_size / jnp.maximum(mask_sum, 1e-8), 0.0)
+    y = y * ratio.astype(y.dtype)
+    if self.use_bias:
+      bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+      y = y + jnp.where(seen, bias.astype(y.dtype), 0)
+    return y, seen.astype(jnp.float32)
+
+
+class PConvBlock(nn.Module):
+  """PartialConv, then optional BatchNorm and activation."""
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  use_bias: bool = False
+  use_batch_norm: bool = True
+  activation: Activation = None
+  axis_name: Optional[str] = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, *,
+               use_running_average: bool) -> tuple[jax.Array, jax.Array]:
+    x, mask = PartialConv(self.features, self.kernel_size, self.strides,
+                          use_bias=self.use_bias, dtype=self.dtype)(x, mask)
+    if self.use_batch_norm:
+      x = _batch_norm(use_running_average, self.axis_name, self.dtype)(x)
+    if self.activation is not None:
+      x = self.activation(x)
+    return x, mask
+
+
+class ConvBlock(nn.Module):
+  """nn.Conv with PartialConv's symmetric padding, then optional BatchNorm and activation."""
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  use_bias: bool = False
+  use_batch_norm: bool = True
+  activation: Activation = None
+  axis_name: Optional[str] = None
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
+    pad = (self.kernel_size - 1) // 2
+    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
+                strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
+                use_bias=self.use_bias, kernel_init=nn.initializers.he_normal(),
+                dtype=self.dtype, param_dtype=jnp.float32)(x)
+    if self.use_batch_norm:
+      x = _batch_norm(use_running_average, self.axis_name, self.dtype)(x)
+    if self.activation is not None:
+      x = self.activation(x)
+    return x
+
+
+def _batch_norm(use_running_average: bool, axis_name: Optional[str], dtype: Dtype):
+  # PyTorch's BatchNorm2d defaults; statistics are reduced and stored in float32.
+  return nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
+                      axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32)
+
+
+class PConvUNet(nn.Module):
+  """The partial-convolution U-Net; layers=7 for 256x256 inputs, 8 for 512x512.
+
+  Attributes:
+    layers: number of encoder (and decoder) levels, >= 2.
+    base_features: channels of the first encoder level, doubled per level ...
+    max_features: ... up to this many.
+    axis_name: pmap axis over which BatchNorm averages its batch statistics; None to
+      init/apply outside pmap.
+    freeze_encoder_bn: encoder BatchNorm always normalises with, and never updates, its
+      running statistics (DeFINe's fine-tuning stage); decoder BatchNorm still trains.
+    dtype: computation dtype; parameters, BatchNorm statistics and the output stay float32.
+  """
+
+  layers: int = 7
+  base_features: int = 64
+  max_features: int = 512
+  axis_name: Optional[str] = None
+  freeze_encoder_bn: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
+    """Raw network output [N,H,W,C] (not composited with the known pixels)."""
+    validation.check_image_and_mask(image, mask, self.layers)
+    block = lambda **kwargs: PConvBlock(axis_name=self.axis_name, dtype=self.dtype, **kwargs)
+
+    skips = [(image, mask)]
+    x, x_mask = image, mask
+    for level in range(1, self.layers + 1):
+      x, x_mask = block(
+          features=_encoder_features(self, level), kernel_size=_encoder_kernel_size(level),
+          strides=2, use_batch_norm=level > 1, activation=nn.relu, name=f'enc_{level}')(
+              x, x_mask, use_running_average=not train or self.freeze_encoder_bn)
+      skips.append((x, x_mask))
+
+    for level in range(self.layers, 0, -1):
+      skip, skip_mask = skips[level - 1]
+      last = level == 1
+      x, x_mask = _upsample(x), _upsample(x_mask)
+      # One mask channel per feature channel, each group's broadcast from its own mask.
+      x_mask = jnp.concatenate(
+          [jnp.broadcast_to(x_mask, x.shape), jnp.broadcast_to(skip_mask, skip.shape)], axis=-1)
+      x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
+      x, x_mask = block(
+          features=skip.shape[-1], kernel_size=3, use_bias=last, use_batch_norm=not last,
+          activation=None if last else _leaky_relu, name=f'dec_{level}')(
+              x, x_mask, use_running_average=not train)
+    return x.astype(jnp.float32)
+
+
+class UNet(nn.Module):
+  """PConvUNet's architecture with ordinary convolutions, the mask as an extra input channel.
+
+  Same attributes and variable naming as PConvUNet (blocks hold Conv_0 instead of
+  PartialConv_0); the network input is concat(image * mask, mask).
+  """
+
+  layers: int = 7
+  base_features: int = 64
+  max_features: int = 512
+  axis_name: Optional[str] = None
+  freeze_encoder_bn: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
+    """Raw network output [N,H,W,C] (not composited with the known pixels)."""
+    validation.check_image_and_mask(image, mask, self.layers)
+    block = lambda **kwargs: ConvBlock(axis_name=self.axis_name, dtype=self.dtype, **kwargs)
+    mask = jnp.broadcast_to(mask, image.shape[:3] + mask.shape[3:]).astype(image.dtype)
+
+    x = jnp.concatenate([image * mask, mask], axis=-1)
+    skips = [x]
+    for level in range(1, self.layers + 1):
+      x = block(
+          features=_encoder_features(self, level), kernel_size=_encoder_kernel_size(level),
+          strides=2, use_batch_norm=level > 1, activation=nn.relu, name=f'enc_{level}')(
+              x, use_running_average=not train or self.freeze_encoder_bn)
+      skips.append(x)
+
+    for level in range(self.layers, 0, -1):
+      skip = skips[level - 1]
+      last = level == 1
+      x = jnp.concatenate([_upsample(x), skip.astype(x.dtype)], axis=-1)
+      x = block(
+          features=image.shape[-1] if last else skip.shape[-1], kernel_size=3,
+          use_bias=last, use_batch_norm=not last,
+          activation=None if last else _leaky_relu, name=f'dec_{level}')(
+              x, use_running_average=not train)
+    return x.astype(jnp.float32)
+
+
+def _encoder_features(unet: PConvUNet | UNet, level: int) -> int:
+  return min(unet.base_features * 2**(level - 1), unet.max_features)
+
+
+def _encoder_kernel_size(level: int) -> int:
+  return (7, 5, 5)[level - 1] if level <= 3 else 3
+
+
+def _upsample(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour upsampling x2 of an NHWC array."""
+  n, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+  return x.reshape(n, 2 * h, 2 * w, c)
