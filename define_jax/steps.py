@@ -1,0 +1,222 @@
+"""Model construction, train state and the per-device train/eval/inpaint steps.
+
+This is the compute core the training loop, the evaluation, the benchmarks, the notebook
+and the demo share. It imports only jax/flax/optax/numpy (dm-pix lazily for SSIM), no
+TensorFlow and no clu, so it runs on any accelerator host.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from define_jax import losses
+from define_jax import metrics
+from define_jax import models
+from define_jax import vgg_weights
+
+if TYPE_CHECKING:  # Configs are ConfigDicts; the core itself never needs ml_collections.
+  import ml_collections
+
+# The pmap axis over which gradients, metrics and BatchNorm statistics are averaged.
+AXIS_NAME = 'batch'
+
+MODELS = {'pconv_unet': models.PConvUNet, 'unet': models.UNet}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class TrainState(train_state.TrainState):
+  """Optimizer state plus BatchNorm statistics and non-finite step bookkeeping."""
+
+  batch_stats: Any
+  # Consecutive steps skipped because loss or gradients were NaN/Inf.
+  nonfinite_streak: jax.Array
+  # All steps skipped so far for the same reason.
+  nonfinite_total: jax.Array
+
+
+def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
+  """Rejects inconsistent settings before anything is compiled, naming the field."""
+  if config.model not in MODELS:
+    raise ValueError(f'config.model={config.model!r}: expected one of {sorted(MODELS)}.')
+  if config.dtype not in DTYPES:
+    raise ValueError(f'config.dtype={config.dtype!r}: expected one of {sorted(DTYPES)}.')
+  losses.get_loss_weights(config.loss)  # Raises with the known presets.
+  if config.tv_region not in ('dilated_hole', 'image'):
+    raise ValueError(f"config.tv_region={config.tv_region!r}: expected 'dilated_hole' or 'image'.")
+  if config.layers < 2:
+    raise ValueError(f'config.layers={config.layers}: need at least 2 levels.')
+  if config.image_size % (2 ** config.layers):
+    raise ValueError(
+        f'config.image_size={config.image_size} is not divisible by 2**config.layers='
+        f'{2 ** config.layers}; use layers=7 for 256², 8 for 512², or a matching image_size.')
+  device_count = jax.device_count() if device_count is None else device_count
+  if config.batch_size <= 0 or config.batch_size % device_count:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} must be a positive multiple of the '
+        f'{device_count} devices (the global batch is split evenly across them).')
+  if config.learning_rate <= 0:
+    raise ValueError(f'config.learning_rate={config.learning_rate} must be positive.')
+  if config.get('init_from', '') is None:
+    raise ValueError(
+        'config.init_from is required by this config: pass the stage-one workdir, '
+        'e.g. --config.init_from=runs/ffhq256.')
+
+
+def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None):
+  """The configured U-Net; axis_name=None gives a model usable outside pmap."""
+  return MODELS[config.model](
+      layers=config.layers,
+      base_features=config.base_features,
+      max_features=config.max_features,
+      axis_name=axis_name,
+      freeze_encoder_bn=config.freeze_encoder_bn,
+      dtype=DTYPES[config.dtype])
+
+
+def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
+  """Random model variables ({'params', 'batch_stats'}) for the configured size."""
+  model = create_model(config)
+  shape = (1, config.image_size, config.image_size)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      rng, jnp.zeros(shape + (3,), jnp.float32), jnp.ones(shape + (1,), jnp.float32))
+  return flax.core.unfreeze(variables)
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  # inject_hyperparams keeps the learning rate in the optimizer state, so it can be logged
+  # and a restored run picks up the rate of its current config.
+  return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
+
+
+def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
+                       variables: Mapping[str, Any] | None = None) -> TrainState:
+  """A fresh (unreplicated) train state, from random init or the given variables."""
+  if variables is None:
+    variables = init_variables(config, rng)
+  return TrainState.create(
+      apply_fn=create_model(config, axis_name=AXIS_NAME).apply,
+      params=variables['params'],
+      batch_stats=variables['batch_stats'],
+      tx=create_optimizer(config),
+      nonfinite_streak=jnp.zeros((), jnp.int32),
+      nonfinite_total=jnp.zeros((), jnp.int32))
+
+
+def learning_rate(state: TrainState) -> jax.Array:
+  return state.opt_state.hyperparams['learning_rate']
+
+
+def loss_fn_for_config(config: ml_collections.ConfigDict) -> Callable[..., tuple[jax.Array, dict]]:
+  """(output, target, mask, vgg_params) -> (total, terms) for the configured preset."""
+  weights = losses.get_loss_weights(config.loss)
+  needs_vgg = bool(weights.get('perceptual', 0) or weights.get('style', 0))
+  origin = load_vgg(config)[1] if needs_vgg else None
+
+  def loss_fn(output, target, mask, vgg_params):
+    features = vgg_weights.vgg_feature_fn(vgg_params, origin) if needs_vgg else None
+    return losses.total_loss(weights, output, target, mask, features,
+                             tv_region=config.tv_region)
+
+  return loss_fn
+
+
+@functools.lru_cache(maxsize=4)
+def _load_vgg_cached(source: str):
+  return vgg_weights.load_vgg16(source)
+
+
+def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str | None]:
+  """(params, origin) of the VGG16 trunk, or ({}, None) when the loss needs no VGG."""
+  weights = losses.get_loss_weights(config.loss)
+  if not (weights.get('perceptual', 0) or weights.get('style', 0)):
+    return {}, None
+  return _load_vgg_cached(config.vgg_weights)
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: Any, *,
+               loss_fn: Callable[..., tuple[jax.Array, dict]]) -> tuple[TrainState, dict]:
+  """One optimizer step on one device's shard; call under pmap with axis_name=AXIS_NAME.
+
+  Gradients, BatchNorm statistics and metrics are averaged over the device axis. A step
+  whose loss or gradients are not finite leaves parameters, statistics and optimizer
+  state unchanged (only `step` and the non-finite counters move).
+  """
+
+  def compute_loss(params):
+    output, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats},
+        batch['image'], batch['mask'], train=True, mutable=['batch_stats'])
+    total, terms = loss_fn(output, batch['image'], batch['mask'], vgg_params)
+    return total, (terms, updates['batch_stats'])
+
+  (total, (terms, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+      state.params)
+  grads = jax.lax.pmean(grads, AXIS_NAME)
+  batch_stats = jax.lax.pmean(batch_stats, AXIS_NAME)
+  finite = _all_finite((jax.lax.pmean(total, AXIS_NAME), grads))
+
+  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = updated.replace(
+      params=keep(updated.params, state.params),
+      batch_stats=keep(updated.batch_stats, state.batch_stats),
+      opt_state=keep(updated.opt_state, state.opt_state),
+      nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+      nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
+  metrics = jax.lax.pmean(terms, AXIS_NAME)
+  metrics['learning_rate'] = learning_rate(state)
+  metrics['nonfinite_streak'] = new_state.nonfinite_streak
+  metrics['nonfinite_total'] = new_state.nonfinite_total
+  return new_state, metrics
+
+
+def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
+  """The pmapped train step; the input state is donated (updated in place)."""
+  return jax.pmap(
+      functools.partial(train_step, loss_fn=loss_fn_for_config(config)),
+      axis_name=AXIS_NAME, donate_argnums=(0,))
+
+
+def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
+            mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(raw network output, composite with the known pixels restored), inference mode."""
+  output = apply_fn(variables, image * mask, mask, train=False)
+  return output, losses.composite(output, image, mask)
+
+
+def image_metrics(composite: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+  """Per-image L1, PSNR and SSIM of the clipped composite against the ground truth."""
+  return metrics.image_metrics(composite, target)
+
+
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """Per-image metrics and images of one device's eval shard (inference-mode BatchNorm)."""
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  output, comp = inpaint(state.apply_fn, variables, batch['image'], batch['mask'])
+  metrics = image_metrics(comp, batch['image'])
+  metrics['hole_ratio'] = 1.0 - jnp.mean(batch['mask'], axis=(1, 2, 3))
+  return {'metrics': metrics, 'output': output, 'composite': comp}
+
+
+def make_p_eval_step() -> Callable:
+  return jax.pmap(eval_step, axis_name=AXIS_NAME)
+
+
+def weighted_means(per_image: Mapping[str, np.ndarray], weight: np.ndarray) -> dict[str, float]:
+  """Means over real (weight 1) images of per-image metrics gathered from all devices."""
+  weight = np.asarray(weight, np.float64).reshape(-1)
+  total = max(weight.sum(), 1.0)
+  return {k: float((np.asarray(v, np.float64).reshape(-1) * weight).sum() / total)
+          for k, v in per_image.items()}

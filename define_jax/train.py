@@ -1,0 +1,246 @@
+"""The training loop: data-parallel (pmap) training with evaluation, logging and checkpoints.
+
+Follows the Flax ImageNet example: `train_and_evaluate(config, workdir)` builds the state,
+resumes from the newest readable checkpoint in the workdir, streams tf.data batches of shape
+[local_devices, per_device_batch, ...] and only brings metrics to the host every
+`log_every_steps`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+import time
+from typing import Any, Iterator
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from flax import jax_utils
+from jax.experimental import multihost_utils
+
+from define_jax import checkpoints
+from define_jax import input_pipeline
+from define_jax import steps
+from define_jax import visualize
+
+# Model fields that must match between a stage-one run and a fine-tuning run.
+ARCHITECTURE_FIELDS = ('model', 'layers', 'base_features', 'max_features')
+
+
+class StopSignal:
+  """Turns SIGTERM (cloud preemption notice) and Ctrl-C into a request to checkpoint and stop."""
+
+  def __init__(self):
+    self.received: str | None = None
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.received = signal.Signals(signum).name
+
+  @contextlib.contextmanager
+  def installed(self):
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in handlers:
+      signal.signal(sig, self._handle)
+    try:
+      yield self
+    finally:
+      for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+  def any_process_received(self) -> bool:
+    """True on every process once any process was signalled (a collective when multi-host)."""
+    local = self.received is not None
+    if jax.process_count() == 1:
+      return local
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+
+
+def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
+  """Model variables of the run named by config.init_from, checked for compatibility."""
+  if not config.init_from:
+    return None
+  variables, source_config, step = checkpoints.load_model(config.init_from)
+  for field in ARCHITECTURE_FIELDS:
+    if source_config.get(field) != config[field]:
+      raise ValueError(
+          f'config.init_from={config.init_from!r} was trained with {field}='
+          f'{source_config.get(field)!r}, but this config has {field}={config[field]!r}.')
+  logging.info('Initialised from %s at step %d.', config.init_from, step)
+  return variables
+
+
+def numpy_batches(dataset) -> Iterator[dict[str, np.ndarray]]:
+  for batch in dataset.as_numpy_iterator():
+    yield {'image': batch['image'], 'mask': batch['mask']}
+
+
+def evaluate(p_eval_step, state, eval_dataset) -> dict[str, float]:
+  """Mean L1/PSNR/SSIM of the composite over the fixed evaluation set (all hosts)."""
+  sums: dict[str, float] = {}
+  count = 0.0
+  for batch in eval_dataset.as_numpy_iterator():
+    weight = batch.pop('weight')
+    per_image = jax.device_get(p_eval_step(state, batch)['metrics'])
+    for name, values in per_image.items():
+      sums[name] = sums.get(name, 0.0) + float((values * weight).sum())
+    count += float(weight.sum())
+  names = sorted(sums)
+  totals = np.asarray([sums[n] for n in names] + [count])
+  if jax.process_count() > 1:
+    totals = np.asarray(multihost_utils.process_allgather(totals)).sum(axis=0)
+  return {f'eval_{n}': totals[i] / max(totals[-1], 1.0) for i, n in enumerate(names)}
+
+
+def first_eval_batch(eval_dataset) -> dict[str, np.ndarray]:
+  batch = next(eval_dataset.as_numpy_iterator())
+  return {'image': batch['image'], 'mask': batch['mask']}
+
+
+def sample_grid(p_eval_step, state, batch) -> np.ndarray:
+  result = jax.device_get(p_eval_step(state, batch))
+  flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[2:])
+  return visualize.inpainting_grid(flat(batch['image']), flat(batch['mask']),
+                                   flat(result['output']), flat(result['composite']))
+
+
+def write_before_after(workdir, config, p_eval_step, state, batch) -> str:
+  """masked input | untrained model | trained model | ground truth, on evaluation images."""
+  before = jax_utils.replicate(steps.create_train_state(config, jax.random.key(config.seed)))
+  flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[2:])
+  composite_before = flat(jax.device_get(p_eval_step(before, batch))['composite'])
+  composite_after = flat(jax.device_get(p_eval_step(state, batch))['composite'])
+  image, mask = flat(batch['image']), flat(batch['mask'])
+  picture = visualize.grid(
+      [visualize.masked_input(image, mask), composite_before, composite_after, image])
+  path = os.path.join(workdir, 'before_after.png')
+  visualize.save_png(path, picture, titles=['input', 'before', 'after', 'truth'])
+  return path
+
+
+def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
+  stacked = jax.device_get(device_metrics)
+  # Every value was pmean-ed, so device 0 holds the cross-device mean.
+  return {k: float(np.mean([m[k][0] for m in stacked])) for k in stacked[0]}
+
+
+def _progress_line(step: int, total: int, loss: float, images_per_sec: float, start: float,
+                   start_step: int) -> str:
+  done = step - start_step
+  eta = (time.time() - start) / max(done, 1) * (total - step)
+  return (f'step {step}/{total} | loss {loss:.4f} | {images_per_sec:.1f} img/s | '
+          f'ETA {datetime.timedelta(seconds=int(eta))}')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Trains (or resumes) the configured model in `workdir`; returns the final train state."""
+  steps.validate_config(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  config_dict = config.to_dict()
+
+  state = steps.create_train_state(config, jax.random.key(config.seed), initial_variables(config))
+  manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
+  restored = checkpoints.restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    logging.info('Resuming from %s at step %d.', checkpoints.checkpoint_dir(workdir),
+                 int(state.step))
+  else:
+    writer.write_hparams({k: v for k, v in config_dict.items() if v is not None})
+  start_step = int(state.step)
+  if start_step >= config.num_train_steps:
+    logging.info('Nothing to do: step %d >= num_train_steps=%d.', start_step,
+                 config.num_train_steps)
+    return state
+
+  state = jax_utils.replicate(state)
+  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  p_train_step = steps.make_p_train_step(config)
+  p_eval_step = steps.make_p_eval_step()
+
+  train_dataset = input_pipeline.create_train_dataset(config, start_step=start_step)
+  train_iter = jax_utils.prefetch_to_device(numpy_batches(train_dataset), 2)
+  eval_dataset = input_pipeline.create_eval_dataset(config)
+  sample_batch = first_eval_batch(eval_dataset)
+
+  hooks = [periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                           writer=writer,
+                                           every_steps=config.log_every_steps)]
+  if config.profile and is_chief:
+    hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
+
+  stop = StopSignal()
+  train_metrics: list[dict[str, Any]] = []
+  last_log_time, last_log_step, start_time = time.time(), start_step, time.time()
+  step = start_step
+  logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.model,
+               start_step, config.num_train_steps, jax.device_count(), jax.process_count())
+  with stop.installed():
+    while step < config.num_train_steps:
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = next(train_iter)
+        state, metrics = p_train_step(state, batch, vgg_params)
+      train_metrics.append(metrics)
+      step += 1
+      for hook in hooks:
+        hook(step)
+      last_step = step == config.num_train_steps
+
+      if step % config.log_every_steps == 0 or last_step:
+        summary = _mean_metrics(train_metrics)
+        train_metrics = []
+        now = time.time()
+        images_per_sec = (step - last_log_step) * config.batch_size / (now - last_log_time)
+        last_log_time, last_log_step = now, step
+        streak = int(summary.pop('nonfinite_streak'))
+        summary['images_per_sec'] = images_per_sec
+        writer.write_scalars(step, {f'train_{k}': v for k, v in summary.items()})
+        if is_chief:
+          logging.info(_progress_line(step, config.num_train_steps, summary['total'],
+                                      images_per_sec, start_time, start_step))
+        if streak >= config.max_consecutive_nonfinite_steps:
+          raise FloatingPointError(
+              f'{streak} consecutive steps up to step {step} had NaN/Inf loss or gradients '
+              f'and were skipped (config.max_consecutive_nonfinite_steps='
+              f'{config.max_consecutive_nonfinite_steps}). Training stopped; the last good '
+              f'checkpoint in {checkpoints.checkpoint_dir(workdir)} is kept. Lower '
+              'config.learning_rate or try config.dtype=float32.')
+
+      if step % config.eval_every_steps == 0 or last_step:
+        with hooks[0].timed('eval'):
+          writer.write_scalars(step, evaluate(p_eval_step, state, eval_dataset))
+
+      if step % config.image_every_steps == 0 or last_step:
+        picture = sample_grid(p_eval_step, state, sample_batch)
+        writer.write_images(step, {'samples': picture[None]})
+        if is_chief:
+          visualize.save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
+
+      # Multi-host runs agree on stopping at log steps (a collective), so all save together.
+      if jax.process_count() == 1:
+        preempted = stop.received is not None
+      else:
+        preempted = step % config.log_every_steps == 0 and stop.any_process_received()
+      if step % config.checkpoint_every_steps == 0 or last_step or preempted:
+        checkpoints.save(manager, jax_utils.unreplicate(state), config_dict)
+      if preempted:
+        logging.warning('Received %s: saved a checkpoint at step %d in %s and stopped. '
+                        'Run the same command again to resume.', stop.received, step,
+                        checkpoints.checkpoint_dir(workdir))
+        break
+
+  manager.wait_until_finished()
+  if is_chief and step == config.num_train_steps:
+    path = write_before_after(workdir, config, p_eval_step, state, sample_batch)
+    logging.info('Wrote %s', path)
+  writer.flush()
+  return jax_utils.unreplicate(state)

@@ -1,0 +1,196 @@
+"""Training system on CPU with 4 simulated devices: pmap steps, checkpoints, resume, fine-tuning."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import jax_utils
+
+from configs import tiny
+from define_jax import checkpoints
+from define_jax import steps
+from define_jax import train
+
+from conftest import REPO_ROOT
+
+
+def synthetic_batch(config, seed=0):
+  """[devices, per_device_batch, H, W, C] images with a square hole per image."""
+  rng = np.random.default_rng(seed)
+  devices, size = jax.local_device_count(), config.image_size
+  shape = (devices, config.batch_size // devices, size, size)
+  mask = np.ones(shape + (1,), np.float32)
+  mask[:, :, size // 4:size // 2, size // 3:2 * size // 3] = 0.0
+  return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}
+
+
+def run_steps(config, state, num_steps):
+  p_train_step = steps.make_p_train_step(config)
+  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  state = jax_utils.replicate(state)
+  history = []
+  for i in range(num_steps):
+    state, metrics = p_train_step(state, synthetic_batch(config, seed=i), vgg_params)
+    history.append(jax.device_get(metrics))
+  return state, history
+
+
+def test_pmap_steps_train_and_sync_batchnorm():
+  assert jax.local_device_count() == 4
+  config = tiny.get_config()
+  initial = steps.create_train_state(config, jax.random.key(0))
+  state, history = run_steps(config, initial, 3)
+  for metrics in history:
+    assert np.all(np.isfinite(metrics['total']))
+    assert set(metrics) >= {'valid', 'hole', 'perceptual', 'style_out', 'style_comp', 'tv'}
+  assert int(state.step[0]) == 3
+  moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a[0]) - np.asarray(b)).max()),
+                       state.params, initial.params)
+  assert max(jax.tree.leaves(moved)) > 0
+  for leaf in jax.tree.leaves(state.batch_stats):
+    np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
+  for leaf in jax.tree.leaves(state.params):
+    np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
+
+
+def test_nonfinite_step_is_skipped():
+  config = tiny.get_config()
+  initial = steps.create_train_state(config, jax.random.key(0))
+  p_train_step = steps.make_p_train_step(config)
+  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  state = jax_utils.replicate(initial)
+  batch = synthetic_batch(config)
+  batch['image'][0, 0, 0, 0, 0] = np.nan
+  state, metrics = p_train_step(state, batch, vgg_params)
+  state = jax_utils.unreplicate(state)
+  assert int(state.step) == 1 and int(state.nonfinite_streak) == 1
+  assert int(jax.device_get(metrics['nonfinite_total'])[0]) == 1
+  for new, old in zip(jax.tree.leaves((state.params, state.batch_stats, state.opt_state)),
+                      jax.tree.leaves((initial.params, initial.batch_stats, initial.opt_state))):
+    np.testing.assert_array_equal(new, old)
+
+
+def test_checkpoint_save_restore_is_identical(tmp_path):
+  config = tiny.get_config()
+  state, _ = run_steps(config, steps.create_train_state(config, jax.random.key(1)), 2)
+  state = jax_utils.unreplicate(state)
+  manager = checkpoints.create_manager(str(tmp_path))
+  checkpoints.save(manager, state, config.to_dict())
+  manager.wait_until_finished()
+  template = steps.create_train_state(config, jax.random.key(2))
+  restored = checkpoints.restore_latest(checkpoints.create_manager(str(tmp_path)), template)
+  assert int(restored.step) == 2
+  for a, b in zip(jax.tree.leaves((state.params, state.batch_stats, state.opt_state)),
+                  jax.tree.leaves((restored.params, restored.batch_stats, restored.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  variables, saved_config, step = checkpoints.load_model(str(tmp_path))
+  assert step == 2 and saved_config['layers'] == config.layers
+  np.testing.assert_array_equal(jax.tree.leaves(variables['params'])[0],
+                                jax.tree.leaves(state.params)[0])
+
+
+def test_load_model_without_checkpoint_lists_directory(tmp_path):
+  (tmp_path / 'notes.txt').write_text('x')
+  with pytest.raises(FileNotFoundError, match='notes.txt'):
+    checkpoints.load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('batch_size', 6, 'batch_size'),
+    ('image_size', 72, 'image_size'),
+    ('loss', 'bogus', 'bogus'),
+    ('init_from', None, 'init_from'),
+    ('model', 'resnet', 'model'),
+])
+def test_invalid_settings_name_the_field(field, value, message):
+  config = tiny.get_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
+    steps.validate_config(config)
+
+
+def test_train_resume_and_finetune(tmp_path):
+  stage_one = str(tmp_path / 'stage_one')
+  config = tiny.get_config()
+  config.num_train_steps = 3
+  train.train_and_evaluate(config, stage_one)
+  assert sorted(checkpoints.create_manager(stage_one).all_steps()) == [3]
+
+  # Same command with a longer budget resumes at the saved step instead of restarting.
+  config.num_train_steps = 5
+  state = train.train_and_evaluate(config, stage_one)
+  assert int(state.step) == 5
+  assert 5 in checkpoints.create_manager(stage_one).all_steps()
+  assert glob.glob(os.path.join(stage_one, 'events.out.tfevents.*'))
+  assert os.path.exists(os.path.join(stage_one, 'before_after.png'))
+  assert glob.glob(os.path.join(stage_one, 'images', 'step_*.png'))
+
+  # Fine-tuning: encoder statistics exactly as loaded, decoder statistics move.
+  loaded, _, _ = checkpoints.load_model(stage_one)
+  finetune = tiny.get_config()
+  finetune.init_from = stage_one
+  finetune.freeze_encoder_bn = True
+  finetune.learning_rate = 5e-5
+  finetune.num_train_steps = 2
+  tuned = train.train_and_evaluate(finetune, str(tmp_path / 'stage_two'))
+  loaded_stats = loaded['batch_stats']
+  tuned_stats = jax.device_get(tuned.batch_stats)
+  encoder = [k for k in loaded_stats if k.startswith('enc_')]
+  decoder = [k for k in loaded_stats if k.startswith('dec_')]
+  assert encoder and decoder
+  for key in encoder:
+    for a, b in zip(jax.tree.leaves(loaded_stats[key]), jax.tree.leaves(tuned_stats[key])):
+      np.testing.assert_array_equal(a, b)
+  assert any(np.abs(a - b).max() > 0
+             for key in decoder
+             for a, b in zip(jax.tree.leaves(loaded_stats[key]), jax.tree.leaves(tuned_stats[key])))
+
+
+def test_finetune_rejects_other_architecture(tmp_path):
+  config = tiny.get_config()
+  config.num_train_steps = 1
+  train.train_and_evaluate(config, str(tmp_path / 'a'))
+  other = tiny.get_config()
+  other.base_features = 16
+  other.init_from = str(tmp_path / 'a')
+  with pytest.raises(ValueError, match='base_features'):
+    train.train_and_evaluate(other, str(tmp_path / 'b'))
+
+
+def read_scalars(workdir, tag):
+  """Values of one scalar summary from the TensorBoard event files in workdir."""
+  import tensorflow as tf
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(workdir, size_guidance={'tensors': 0})
+  events.Reload()
+  return [float(tf.make_ndarray(event.tensor_proto)) for event in events.Tensors(tag)]
+
+
+@pytest.mark.slow
+def test_quickstart_command_end_to_end(tmp_path):
+  """The README's quickstart command with a reduced budget: runs and the loss goes down."""
+  workdir = str(tmp_path / 'quickstart')
+  command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/quickstart.py',
+             '--workdir', workdir, '--config.num_train_steps=120',
+             '--config.log_every_steps=20', '--config.eval_every_steps=120',
+             '--config.image_every_steps=120', '--config.checkpoint_every_steps=120']
+  result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-4000:]
+  losses = read_scalars(workdir, 'train_total')
+  assert len(losses) == 6
+  assert np.mean(losses[-2:]) < losses[0], losses
+  assert os.path.exists(os.path.join(workdir, 'before_after.png'))
+  assert checkpoints.create_manager(workdir).all_steps() == [120]
+
+
+def test_unknown_override_is_rejected():
+  command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
+             '--workdir', '/nonexistent/never', '--config.no_such_field=3']
+  result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'no_such_field' in result.stderr
+  assert not os.path.exists('/nonexistent/never')
