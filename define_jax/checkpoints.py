@@ -8,12 +8,14 @@ counters, `config` the run's config as JSON so a checkpoint rebuilds its own mod
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 ITEMS = ('model', 'optimizer', 'config')
 
@@ -53,11 +55,27 @@ def save(manager: ocp.CheckpointManager, state, config: Mapping[str, Any]) -> in
   return step
 
 
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves an unreadable checkpoint out of the manager's way (never deletes it), so the
+  resumed run can write that step again."""
+  source = os.path.join(str(manager.directory), str(step))
+  target_dir = os.path.join(os.path.dirname(str(manager.directory)), 'checkpoints_unreadable')
+  os.makedirs(target_dir, exist_ok=True)
+  target = os.path.join(target_dir, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  if jax.process_index() == 0:  # The directory is shared by all hosts.
+    os.replace(source, target)
+  multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+  manager.reload()
+  return target
+
+
 def restore_latest(manager: ocp.CheckpointManager, state):
   """The newest readable checkpoint restored into `state`'s structure, or None.
 
   Checkpoints that fail to restore (truncated or damaged files) are skipped with a
-  warning naming them, in favour of the next older one.
+  warning naming them, in favour of the next older one, and moved to
+  WORKDIR/checkpoints_unreadable/. Interrupted saves never count: Orbax only lists
+  checkpoints whose write completed.
   """
   template = _split_state(jax.device_get(state))
   for step in sorted(manager.all_steps(), reverse=True):
@@ -66,8 +84,9 @@ def restore_latest(manager: ocp.CheckpointManager, state):
           model=ocp.args.StandardRestore(template['model']),
           optimizer=ocp.args.StandardRestore(template['optimizer'])))
     except Exception as error:  # pylint: disable=broad-except
-      logging.warning('Skipping unreadable checkpoint %s: %s',
-                      os.path.join(str(manager.directory), str(step)), error)
+      logging.warning('Skipping unreadable checkpoint %s (%s: %s); moved to %s.',
+                      os.path.join(str(manager.directory), str(step)),
+                      type(error).__name__, error, _set_aside(manager, step))
       continue
     model, optimizer = restored['model'], restored['optimizer']
     return state.replace(

@@ -92,8 +92,14 @@ def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   # inject_hyperparams keeps the learning rate in the optimizer state, so it can be logged
-  # and a restored run picks up the rate of its current config.
+  # and replaced when a run resumes with another rate (see with_learning_rate).
   return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
+
+
+def with_learning_rate(state: TrainState, rate: float) -> TrainState:
+  """The state with its optimizer's learning rate set to `rate` (e.g. after a restore)."""
+  hyperparams = dict(state.opt_state.hyperparams, learning_rate=jnp.asarray(rate, jnp.float32))
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))
 
 
 def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,

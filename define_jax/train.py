@@ -151,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_latest(manager, state)
   if restored is not None:
-    state = restored
+    state = steps.with_learning_rate(restored, config.learning_rate)
     logging.info('Resuming from %s at step %d.', checkpoints.checkpoint_dir(workdir),
                  int(state.step))
   else:

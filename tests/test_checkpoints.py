@@ -1,0 +1,61 @@
+"""Damaged and interrupted checkpoints never stop a resume and are never deleted."""
+
+import os
+
+import jax
+import numpy as np
+
+from configs import tiny
+from define_jax import checkpoints
+from define_jax import steps
+
+
+def save_steps(workdir, config, step_numbers):
+  manager = checkpoints.create_manager(workdir, keep=5)
+  state = steps.create_train_state(config, jax.random.key(0))
+  for step in step_numbers:
+    state = state.replace(step=step, params=jax.tree.map(lambda x: x + 1.0, state.params))
+    checkpoints.save(manager, state, config.to_dict())
+  manager.wait_until_finished()
+  return state
+
+
+def truncate_files(directory):
+  for root, _, files in os.walk(directory):
+    for name in files:
+      with open(os.path.join(root, name), 'r+b') as handle:
+        handle.truncate(max(os.path.getsize(handle.name) // 3, 0))
+
+
+def test_truncated_checkpoint_is_skipped_and_kept_aside(tmp_path, caplog):
+  config = tiny.get_config()
+  workdir = str(tmp_path)
+  save_steps(workdir, config, [1, 2])
+  newest = os.path.join(checkpoints.checkpoint_dir(workdir), '2')
+  truncate_files(os.path.join(newest, 'model'))
+  template = steps.create_train_state(config, jax.random.key(1))
+
+  restored = checkpoints.restore_latest(checkpoints.create_manager(workdir), template)
+
+  assert int(restored.step) == 1
+  assert 'checkpoints/2' in caplog.text and 'unreadable' in caplog.text.lower()
+  aside = os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))
+  assert len(aside) == 1 and aside[0].startswith('2-')
+  assert checkpoints.create_manager(workdir).all_steps() == [1]
+  # Inference also falls back to the readable checkpoint.
+  _, _, step = checkpoints.load_model(workdir)
+  assert step == 1
+
+
+def test_interrupted_save_is_ignored(tmp_path):
+  config = tiny.get_config()
+  workdir = str(tmp_path)
+  state = save_steps(workdir, config, [1])
+  # What a save killed mid-write leaves behind: an unfinished temporary directory.
+  partial = os.path.join(checkpoints.checkpoint_dir(workdir), '2.orbax-checkpoint-tmp-123')
+  os.makedirs(os.path.join(partial, 'model'))
+  template = steps.create_train_state(config, jax.random.key(1))
+  restored = checkpoints.restore_latest(checkpoints.create_manager(workdir), template)
+  assert int(restored.step) == 1
+  np.testing.assert_array_equal(jax.tree.leaves(restored.params)[0],
+                                jax.tree.leaves(state.params)[0])

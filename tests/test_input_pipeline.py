@@ -1,0 +1,449 @@
+"""The tf.data input pipeline: element spec, determinism, exact resume, host sharding, bad input."""
+
+import io
+import os
+import shutil
+import time
+
+import cv2
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from define_jax import input_pipeline
+from define_jax.datasets import prepare
+
+SIZE = 32
+
+
+def smooth_photo(height, width, seed):
+  """A smooth random RGB image (survives JPEG) that differs per seed."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+  return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope='module')
+def face_dir(tmp_path_factory):
+  """30 photos of several sizes and formats in nested folders."""
+  directory = tmp_path_factory.mktemp('faces')
+  for k in range(30):
+    height, width = [(48, 40), (40, 56), (64, 64)][k % 3]
+    path = directory / f'person_{k % 4}' / f'face {k:02d}.{"jpg" if k % 2 else "png"}'
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(smooth_photo(height, width, k)).save(path)
+  return directory
+
+
+def make_config(**overrides):
+  config = ml_collections.ConfigDict(
+      {
+          'seed': 0,
+          'image_size': SIZE,
+          'batch_size': 8,
+          'dataset': 'image_folder',
+          'image_dir': '',
+          'data_dir': None,
+          'ffhq_config': 'ffhq/256',
+          'validation_fraction': 0.5,
+          'masks': 'generated',
+          'mask_dir': '',
+          'hole_ratio_min': 0.2,
+          'hole_ratio_max': 0.4,
+          'mask_augment': True,
+          'num_eval_images': 10,
+          'prefetch': 2,
+      }
+  )
+  config.update(overrides)
+  return config
+
+
+def take(dataset, count):
+  iterator = dataset.as_numpy_iterator()
+  return [next(iterator) for _ in range(count)]
+
+
+def flat(batch, name):
+  """[devices, per_device, ...] -> [local_batch, ...] in host position order."""
+  return batch[name].reshape((-1,) + batch[name].shape[2:])
+
+
+def assert_batches_equal(first, second):
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    assert a.keys() == b.keys()
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_four_simulated_devices():
+  assert jax.local_device_count() == 4  # tests/conftest.py sets XLA_FLAGS
+
+
+def test_train_element_spec_range_and_mask_convention(face_dir):
+  (batch,) = take(input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir))), 1)
+  assert set(batch) == {'image', 'mask'}
+  assert batch['image'].shape == (4, 2, SIZE, SIZE, 3) and batch['image'].dtype == np.float32
+  assert batch['mask'].shape == (4, 2, SIZE, SIZE, 1) and batch['mask'].dtype == np.float32
+  assert 0.0 <= batch['image'].min() and batch['image'].max() <= 1.0 and batch['image'].std() > 0.05
+  assert set(np.unique(batch['mask'])) == {0.0, 1.0}
+  # 1 = known: the hole (zeros) fraction of every mask is in [hole_ratio_min, hole_ratio_max].
+  hole_ratios = 1.0 - flat(batch, 'mask').mean(axis=(1, 2, 3))
+  assert ((hole_ratios >= 0.2) & (hole_ratios <= 0.4)).all(), hole_ratios
+
+
+def test_same_seed_same_batches_other_seed_other_batches(face_dir):
+  config = make_config(image_dir=str(face_dir))
+  first = take(input_pipeline.create_train_dataset(config), 3)
+  assert_batches_equal(first, take(input_pipeline.create_train_dataset(config), 3))
+  other = take(
+      input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir), seed=1)), 1
+  )[0]
+  assert not np.array_equal(first[0]['mask'], other['mask'])
+  assert not np.array_equal(first[0]['image'], other['image'])
+
+
+def test_resume_at_step_k_equals_the_uninterrupted_batches(face_dir):
+  config = make_config(image_dir=str(face_dir))  # about 15 training images: epochs end mid-batch
+  uninterrupted = take(input_pipeline.create_train_dataset(config), 8)
+  resumed = take(input_pipeline.create_train_dataset(config, start_step=5), 3)
+  assert_batches_equal(uninterrupted[5:], resumed)
+
+
+def test_resume_far_ahead_needs_no_replay(face_dir):
+  start = time.perf_counter()
+  take(
+      input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir)), start_step=10**9), 1
+  )
+  assert time.perf_counter() - start < 20  # replaying 8e9 elements would take days
+
+
+def test_hosts_take_disjoint_slices_of_the_same_global_batch(face_dir):
+  config = make_config(image_dir=str(face_dir))
+  single = take(input_pipeline.create_train_dataset(config), 3)
+  hosts = [
+      take(input_pipeline.create_train_dataset(config, process_index=p, process_count=2), 3)
+      for p in (0, 1)
+  ]
+  for step in range(3):
+    for host in hosts:
+      assert host[step]['image'].shape == (4, 1, SIZE, SIZE, 3)
+    for name in ('image', 'mask'):
+      joined = np.concatenate([flat(hosts[0][step], name), flat(hosts[1][step], name)])
+      np.testing.assert_array_equal(joined, flat(single[step], name))
+    masks_0, masks_1 = flat(hosts[0][step], 'mask'), flat(hosts[1][step], 'mask')
+    assert not any(np.array_equal(a, b) for a in masks_0 for b in masks_1)
+
+
+def test_each_epoch_visits_every_training_image_once(tmp_path):
+  colours = [(20 * k, 255 - 20 * k, 100 + 10 * k) for k in range(12)]
+  for k, colour in enumerate(colours):
+    Image.new('RGB', (40, 40), colour).save(tmp_path / f'{k}.png')
+  config = make_config(image_dir=str(tmp_path), validation_fraction=0.0, batch_size=4)
+  batches = take(input_pipeline.create_train_dataset(config), 6)  # two epochs of 12
+  seen = [
+      tuple(np.round(image.mean(axis=(0, 1)) * 255).astype(int))
+      for b in batches
+      for image in flat(b, 'image')
+  ]
+  assert sorted(seen[:12]) == sorted(colours) and sorted(seen[12:]) == sorted(colours)
+  assert seen[:12] != seen[12:]  # a new permutation per epoch
+
+
+@pytest.mark.parametrize('batch_size, process_count', [(6, 1), (4, 2)])
+def test_batch_size_must_split_over_all_devices(face_dir, batch_size, process_count):
+  config = make_config(image_dir=str(face_dir), batch_size=batch_size)
+  with pytest.raises(ValueError, match='batch_size'):
+    input_pipeline.create_train_dataset(config, process_index=0, process_count=process_count)
+
+
+def test_eval_set_is_fixed_padded_and_weighted(face_dir):
+  config = make_config(image_dir=str(face_dir))
+  batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  assert len(batches) == 2  # 10 images in global batches of 8
+  batch = batches[0]
+  assert set(batch) == {'image', 'mask', 'weight'}
+  assert batch['weight'].shape == (4, 2) and batch['weight'].dtype == np.float32
+  assert batch['image'].shape == (4, 2, SIZE, SIZE, 3) and batch['mask'].shape == (
+      4,
+      2,
+      SIZE,
+      SIZE,
+      1,
+  )
+  weights = np.concatenate([b['weight'].reshape(-1) for b in batches])
+  np.testing.assert_array_equal(weights, [1.0] * 10 + [0.0] * 6)
+  assert not flat(batches[1], 'image')[2:].any()  # padding
+  # Every evaluation sees the same images and masks, whatever the training seed.
+  assert_batches_equal(
+      batches, list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  )
+  other_seed = list(
+      input_pipeline.create_eval_dataset(
+          make_config(image_dir=str(face_dir), seed=3)
+      ).as_numpy_iterator()
+  )
+  assert_batches_equal(batches, other_seed)
+  real_masks = np.concatenate([flat(b, 'mask') for b in batches])[:10]
+  hole_ratios = 1.0 - real_masks.mean(axis=(1, 2, 3))
+  assert ((hole_ratios >= 0.2) & (hole_ratios <= 0.4)).all()
+
+
+def test_eval_shards_over_hosts_and_is_capped_by_the_split(face_dir):
+  config = make_config(image_dir=str(face_dir), num_eval_images=1000)
+  single = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  num_validation = int(sum(b['weight'].sum() for b in single))
+  assert 3 <= num_validation < 30  # the whole validation split, each image once
+  hosts = [
+      list(
+          input_pipeline.create_eval_dataset(
+              config, process_index=p, process_count=2
+          ).as_numpy_iterator()
+      )
+      for p in (0, 1)
+  ]
+  assert sum(b['weight'].sum() for host in hosts for b in host) == num_validation
+  for step, batch in enumerate(single):
+    joined = np.concatenate([flat(hosts[0][step], 'image'), flat(hosts[1][step], 'image')])
+    np.testing.assert_array_equal(joined, flat(batch, 'image'))
+
+
+def png_bytes(pixels):
+  """PNG encoding of an array or a PIL image."""
+  buffer = io.BytesIO()
+  (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(
+      buffer, format='PNG'
+  )
+  return buffer.getvalue()
+
+
+def jpeg_bytes(pixels):
+  ok, encoded = cv2.imencode('.jpg', pixels[..., ::-1])
+  assert ok
+  return encoded.tobytes()
+
+
+def test_decode_converts_grey_alpha_palette_and_16_bit():
+  rgb = smooth_photo(20, 30, 0)
+  grey = input_pipeline.decode_rgb(png_bytes(rgb[..., 0]))
+  assert grey.shape == (20, 30, 3) and (grey == rgb[..., :1]).all()
+  rgba = np.concatenate([rgb, np.zeros((20, 30, 1), np.uint8)], axis=-1)
+  np.testing.assert_array_equal(input_pipeline.decode_rgb(png_bytes(rgba)), rgb)  # alpha dropped
+  palette = Image.fromarray(rgb).convert('P')
+  np.testing.assert_array_equal(
+      input_pipeline.decode_rgb(png_bytes(palette)), np.asarray(palette.convert('RGB'))
+  )
+  ok, sixteen = cv2.imencode('.png', np.full((8, 8), 0x8080, np.uint16))
+  assert ok and (input_pipeline.decode_rgb(sixteen.tobytes()) == 128).all()
+  ok, sixteen_rgb = cv2.imencode('.png', np.full((8, 8, 3), 0xFF00, np.uint16))
+  assert ok and (input_pipeline.decode_rgb(sixteen_rgb.tobytes()) == 255).all()
+
+
+def test_decode_rejects_corrupt_and_truncated_data():
+  photo = jpeg_bytes(smooth_photo(64, 64, 1))
+  for data in (
+      b'',
+      b'definitely not an image',
+      photo[: len(photo) // 2],
+      png_bytes(smooth_photo(64, 64, 2))[:300],
+  ):
+    with pytest.raises(input_pipeline.UnreadableInputError):
+      input_pipeline.decode_rgb(data)
+
+
+def test_small_images_are_upscaled_and_crops_are_square():
+  tiny = smooth_photo(3, 5, 0)
+  assert input_pipeline.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
+  wide = smooth_photo(50, 120, 0)
+  centre = input_pipeline.crop_and_resize(wide, 50, None)
+  np.testing.assert_array_equal(centre, wide[:, 35:85])
+  random_crop = input_pipeline.crop_and_resize(wide, 50, np.random.default_rng(0))
+  assert random_crop.shape == (50, 50, 3)
+
+
+@pytest.fixture()
+def bad_face_dir(tmp_path):
+  """Readable oddities (converted) and unreadable files (skipped), plus a non-image file."""
+  photo = smooth_photo(48, 48, 5)
+  (tmp_path / 'good.jpg').write_bytes(jpeg_bytes(photo))
+  (tmp_path / 'grey.png').write_bytes(png_bytes(photo[..., 0]))
+  (tmp_path / 'rgba.png').write_bytes(png_bytes(np.concatenate([photo, photo[..., :1]], axis=-1)))
+  cv2.imwrite(str(tmp_path / 'sixteen.png'), photo.astype(np.uint16) * 257)
+  (tmp_path / 'tiny.png').write_bytes(png_bytes(smooth_photo(3, 5, 6)))
+  (tmp_path / 'corrupt.jpg').write_bytes(os.urandom(2000))
+  (tmp_path / 'truncated.jpg').write_bytes(jpeg_bytes(photo)[:400])
+  (tmp_path / 'truncated.png').write_bytes(png_bytes(photo)[:200])
+  (tmp_path / 'empty.png').write_bytes(b'')
+  (tmp_path / 'notes.txt').write_text('not an image')
+  return tmp_path
+
+
+def test_bad_files_are_converted_or_skipped_and_counted(bad_face_dir):
+  config = make_config(image_dir=str(bad_face_dir), validation_fraction=0.0, batch_size=4)
+  before = input_pipeline.skipped_input_counts()['images']
+  batches = take(
+      input_pipeline.create_train_dataset(config), 6
+  )  # 24 elements: two epochs of 9 files and more
+  skipped = input_pipeline.skipped_input_counts()['images'] - before
+  assert skipped >= 2 * 4  # four unreadable files, hit at least once per epoch
+  for batch in batches:
+    assert np.isfinite(batch['image']).all() and batch['image'].std() > 0.01
+  # The skips are deterministic: the same batches again.
+  assert_batches_equal(batches, take(input_pipeline.create_train_dataset(config), 6))
+
+
+def test_unreadable_eval_images_get_weight_zero(bad_face_dir):
+  config = make_config(
+      image_dir=str(bad_face_dir), validation_fraction=1.0, batch_size=4, num_eval_images=9
+  )
+  batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  assert sum(b['weight'].sum() for b in batches) == 5  # the five readable files, each once
+
+
+def test_folders_without_usable_images_fail_at_once_naming_the_folder(tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  (empty / 'notes.txt').write_text('no images')
+  with pytest.raises(ValueError, match=str(empty)):
+    input_pipeline.create_train_dataset(make_config(image_dir=str(empty)))
+  broken = tmp_path / 'broken'
+  broken.mkdir()
+  for k in range(3):
+    (broken / f'{k}.jpg').write_bytes(b'garbage')
+  with pytest.raises(ValueError, match=f'no readable image in {broken}'):
+    input_pipeline.create_train_dataset(make_config(image_dir=str(broken), validation_fraction=0.0))
+  with pytest.raises(FileNotFoundError, match='missing'):
+    input_pipeline.create_train_dataset(make_config(image_dir=str(tmp_path / 'missing')))
+  with pytest.raises(ValueError, match='image_dir'):
+    input_pipeline.create_train_dataset(make_config(image_dir=''))
+
+
+def write_mask_set(directory, hole_white):
+  """Six 64x64 masks: four with holes, one without, one all hole."""
+  directory.mkdir(parents=True)
+  for k in range(6):
+    hole = np.zeros((64, 64), bool)
+    if k < 4:
+      hole[8 * k : 8 * k + 20, 10:50] = True
+    elif k == 5:
+      hole[:] = True
+    white = hole if hole_white else ~hole
+    Image.fromarray(white.astype(np.uint8) * 255).save(directory / f'{2000 * (k % 6) + k:05d}.png')
+  return directory
+
+
+@pytest.mark.parametrize('augment', [True, False])
+def test_nvidia_mask_set_prepared_on_first_use(face_dir, tmp_path, augment):
+  mask_dir = write_mask_set(tmp_path / 'nvidia', hole_white=True)
+  config = make_config(
+      image_dir=str(face_dir),
+      masks='nvidia_irregular',
+      mask_dir=str(mask_dir),
+      data_dir=str(tmp_path / 'tfds'),
+      mask_augment=augment,
+  )
+  before = input_pipeline.skipped_input_counts()['masks']
+  batches = take(input_pipeline.create_train_dataset(config), 4)
+  masks = np.concatenate([flat(b, 'mask') for b in batches])
+  assert set(np.unique(masks)) == {0.0, 1.0}
+  known_fraction = masks.mean(axis=(1, 2, 3))
+  assert ((known_fraction > 0) & (known_fraction < 1)).all()  # degenerate masks are redrawn ...
+  assert input_pipeline.skipped_input_counts()['masks'] > before  # ... and counted
+  if not augment:  # then each mask is a resized file of the set
+    sources = [
+        (~(np.asarray(Image.open(p)) > 127)).astype(np.float32) for p in sorted(mask_dir.iterdir())
+    ]
+    sources = [cv2.resize(s, (SIZE, SIZE), interpolation=cv2.INTER_AREA) >= 0.5 for s in sources]
+    assert all(any(np.array_equal(m[..., 0] == 1, s) for s in sources) for m in masks)
+  eval_batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  assert_batches_equal(
+      eval_batches, list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  )
+
+
+def test_qd_imd_masks_keep_white_as_known(face_dir, tmp_path):
+  manual_dir = tmp_path / 'qd'
+  write_mask_set(manual_dir / 'train', hole_white=False)
+  shutil.copytree(manual_dir / 'train', manual_dir / 'test')
+  prepare.prepare_dataset('qd_imd', manual_dir, tmp_path / 'tfds')
+  config = make_config(
+      image_dir=str(face_dir), masks='qd_imd', data_dir=str(tmp_path / 'tfds'), mask_augment=False
+  )
+  masks = np.concatenate(
+      [flat(b, 'mask') for b in take(input_pipeline.create_train_dataset(config), 2)]
+  )
+  hole_ratios = 1.0 - masks.mean(axis=(1, 2, 3))
+  assert ((hole_ratios > 0.05) & (hole_ratios < 0.5)).all()  # the holes are the small black bands
+
+
+def test_unprepared_sources_say_how_to_prepare(face_dir, tmp_path):
+  config = make_config(image_dir=str(face_dir), masks='qd_imd', data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
+    input_pipeline.create_train_dataset(config)
+  with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
+    input_pipeline.create_train_dataset(make_config(dataset='ffhq', data_dir=str(tmp_path)))
+  with pytest.raises(ValueError, match='unknown masks'):
+    input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir), masks='squares'))
+
+
+def test_ffhq_dataset(tmp_path):
+  manual_dir = tmp_path / 'manual' / 'images1024x1024'
+  for number in (0, 1, 2, 60000, 60001):
+    (manual_dir / f'{number // 1000 * 1000:05d}').mkdir(parents=True, exist_ok=True)
+    Image.fromarray(smooth_photo(64, 64, number)).save(
+        manual_dir / f'{number // 1000 * 1000:05d}/{number:05d}.png'
+    )
+  prepare.prepare_dataset('ffhq/256', manual_dir.parent, tmp_path / 'tfds')
+  config = make_config(
+      dataset='ffhq', data_dir=str(tmp_path / 'tfds'), batch_size=4, num_eval_images=3
+  )
+  (batch,) = take(input_pipeline.create_train_dataset(config), 1)
+  assert batch['image'].shape == (4, 1, SIZE, SIZE, 3)
+  weights = [
+      b['weight'].sum() for b in input_pipeline.create_eval_dataset(config).as_numpy_iterator()
+  ]
+  assert sum(weights) == 2  # the two validation images
+
+
+def test_quickstart_photos_with_random_crops():
+  config = make_config(dataset='quickstart', image_size=64, num_eval_images=12)
+  (batch,) = take(input_pipeline.create_train_dataset(config), 1)
+  images = flat(batch, 'image')
+  assert images.shape == (8, 64, 64, 3) and len({image.tobytes() for image in images}) == 8
+  eval_batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  assert sum(b['weight'].sum() for b in eval_batches) == 12
+  assert_batches_equal(
+      eval_batches, list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
+  )
+
+
+def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
+  """UTKFace (one file name has a space) with a few real NVIDIA masks, augmented."""
+  manual_dir = tmp_path / 'nvidia'
+  manual_dir.mkdir()
+  for number in (0, 2002, 4004, 6006, 8008, 10010):
+    os.symlink(
+        os.path.join(shared_data, 'masks', 'nvidia_irregular', f'{number:05d}.png'),
+        manual_dir / f'{number:05d}.png',
+    )
+  config = make_config(
+      image_dir=os.path.join(shared_data, 'faces', 'utkface'),
+      image_size=64,
+      masks='nvidia_irregular',
+      mask_dir=str(manual_dir),
+      data_dir=str(tmp_path / 'tfds'),
+  )
+  batches = take(input_pipeline.create_train_dataset(config), 2)
+  for batch in batches:
+    assert batch['image'].shape == (4, 2, 64, 64, 3) and batch['image'].std() > 0.05
+    known_fraction = flat(batch, 'mask').mean(axis=(1, 2, 3))
+    assert ((known_fraction > 0) & (known_fraction < 1)).all()
+  eval_batches = list(
+      input_pipeline.create_eval_dataset(
+          make_config(image_dir=os.path.join(shared_data, 'faces', 'utkface'), image_size=64)
+      ).as_numpy_iterator()
+  )
+  assert sum(b['weight'].sum() for b in eval_batches) == 10
