@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import os
 import signal
+import tempfile
 import time
 from typing import Any, Iterator
 
@@ -22,6 +23,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from etils import epath
 from flax import jax_utils
 from jax.experimental import multihost_utils
 
@@ -110,8 +112,12 @@ def sample_grid(p_eval_step, state, batch) -> np.ndarray:
                                    flat(result['output']), flat(result['composite']))
 
 
-def write_before_after(workdir, config, p_eval_step, state, batch) -> str:
-  """masked input | untrained model | trained model | ground truth, on evaluation images."""
+def write_before_after(workdir, config, p_eval_step, state, batch) -> str | None:
+  """masked input | untrained model | trained model | ground truth, on evaluation images.
+
+  Every process runs the (pmapped, hence global) eval steps; only process 0 writes the file,
+  whose path it returns.
+  """
   before = jax_utils.replicate(steps.create_train_state(config, jax.random.key(config.seed)))
   flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[2:])
   composite_before = flat(jax.device_get(p_eval_step(before, batch))['composite'])
@@ -119,9 +125,25 @@ def write_before_after(workdir, config, p_eval_step, state, batch) -> str:
   image, mask = flat(batch['image']), flat(batch['mask'])
   picture = visualize.grid(
       [visualize.masked_input(image, mask), composite_before, composite_after, image])
+  if jax.process_index() != 0:
+    return None
   path = os.path.join(workdir, 'before_after.png')
-  visualize.save_png(path, picture, titles=['input', 'before', 'after', 'truth'])
+  save_png(path, picture, titles=['input', 'before', 'after', 'truth'])
   return path
+
+
+def save_png(path: str, picture: np.ndarray, **kwargs) -> None:
+  """visualize.save_png, also into a bucket (gs://...): Pillow writes only local files, so a
+  remote picture is written to a temporary file and copied."""
+  if '://' not in path:
+    visualize.save_png(path, picture, **kwargs)
+    return
+  with tempfile.TemporaryDirectory() as local_dir:
+    local = os.path.join(local_dir, os.path.basename(path))
+    visualize.save_png(local, picture, **kwargs)
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    epath.Path(local).copy(target, overwrite=True)
 
 
 def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
@@ -141,8 +163,8 @@ def _progress_line(step: int, total: int, loss: float, images_per_sec: float, st
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Trains (or resumes) the configured model in `workdir`; returns the final train state."""
   steps.validate_config(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = checkpoints.resolve_workdir(workdir)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   config_dict = config.to_dict()
@@ -188,6 +210,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     while step < config.num_train_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(train_iter)
+        if step == start_step:  # Shows that every host reads its own share of the data.
+          logging.info('First local batch checksum (process %d, step %d): %.8f',
+                       jax.process_index(), step,
+                       np.sum(jax.device_get(batch['image']), dtype=np.float64))
         state, metrics = p_train_step(state, batch, vgg_params)
       train_metrics.append(metrics)
       step += 1
@@ -203,6 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         last_log_time, last_log_step = now, step
         streak = int(summary.pop('nonfinite_streak'))
         summary['images_per_sec'] = images_per_sec
+        summary.update({f'skipped_{kind}': count
+                        for kind, count in input_pipeline.skipped_input_counts().items()})
         writer.write_scalars(step, {f'train_{k}': v for k, v in summary.items()})
         if is_chief:
           logging.info(_progress_line(step, config.num_train_steps, summary['total'],
@@ -223,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         picture = sample_grid(p_eval_step, state, sample_batch)
         writer.write_images(step, {'samples': picture[None]})
         if is_chief:
-          visualize.save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
+          save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
 
       # Multi-host runs agree on stopping at log steps (a collective), so all save together.
       if jax.process_count() == 1:
@@ -239,8 +267,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         break
 
   manager.wait_until_finished()
-  if is_chief and step == config.num_train_steps:
+  if step == config.num_train_steps:
     path = write_before_after(workdir, config, p_eval_step, state, sample_batch)
-    logging.info('Wrote %s', path)
+    if path:
+      logging.info('Wrote %s', path)
   writer.flush()
   return jax_utils.unreplicate(state)
