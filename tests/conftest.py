@@ -8,6 +8,15 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # pylint: disable=g-import-not-at-top
+import jax
+import numpy as np
+import skimage.data
+import skimage.transform
+from flax import jax_utils
+
+from configs import tiny
+from define_jax import checkpoints
+from define_jax import steps
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')
@@ -19,3 +28,42 @@ def shared_data() -> str:
   if not os.path.isdir(SHARED_DATA):
     pytest.skip(f'{SHARED_DATA} is absent')
   return SHARED_DATA
+
+
+TRAIN_STEPS = 2
+
+
+def astronaut(height, width):
+  return skimage.transform.resize(skimage.data.astronaut(), (height, width)).astype(np.float32)
+
+
+def save_checkpoint(workdir, config, state):
+  manager = checkpoints.create_manager(str(workdir))
+  checkpoints.save(manager, state, config.to_dict())
+  manager.wait_until_finished()
+
+
+def train_tiny(workdir):
+  """The tiny config trained for TRAIN_STEPS steps (L1 loss: no VGG to compile) and saved."""
+  config = tiny.get_config()
+  config.loss = 'l1'
+  devices, per_device = jax.local_device_count(), config.batch_size // jax.local_device_count()
+  image = astronaut(config.image_size, config.image_size)
+  mask = np.ones(image.shape[:2] + (1,), np.float32)
+  mask[16:40, 20:44] = 0.0
+  batch = {'image': np.broadcast_to(image, (devices, per_device) + image.shape).copy(),
+           'mask': np.broadcast_to(mask, (devices, per_device) + mask.shape).copy()}
+  state = jax_utils.replicate(steps.create_train_state(config, jax.random.key(0)))
+  p_train_step = steps.make_p_train_step(config)
+  vgg_params = jax_utils.replicate({})
+  for _ in range(TRAIN_STEPS):
+    state, _ = p_train_step(state, batch, vgg_params)
+  save_checkpoint(workdir, config, jax_utils.unreplicate(state))
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tmp_path_factory) -> str:
+  """Workdir of the tiny config trained for TRAIN_STEPS steps, made once per test process."""
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  train_tiny(workdir)
+  return str(workdir)

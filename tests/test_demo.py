@@ -31,7 +31,6 @@ from PIL import Image
 from define_jax import demo
 
 from conftest import REPO_ROOT
-from test_inference import tiny_checkpoint  # pylint: disable=unused-import  (fixture)
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',

@@ -3,17 +3,13 @@ error from image/mask decoding and the inference API, never a crash or a hang.""
 
 import io
 
-import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
 
-from configs import tiny
-from define_jax import checkpoints
 from define_jax import input_pipeline
 from define_jax import masks
-from define_jax import steps
 from define_jax.inference import Inpainter
 
 FAST = settings(max_examples=300, deadline=None)
@@ -81,14 +77,8 @@ def test_decode_mask_of_arbitrary_bytes(data, polarity):
 
 
 @pytest.fixture(scope='module')
-def inpainter(tmp_path_factory) -> Inpainter:
-  config = tiny.get_config()
-  workdir = str(tmp_path_factory.mktemp('hostile'))
-  manager = checkpoints.create_manager(workdir)
-  checkpoints.save(manager, steps.create_train_state(config, jax.random.key(0)),
-                   config.to_dict())
-  manager.wait_until_finished()
-  return Inpainter.from_checkpoint(workdir)
+def inpainter(tiny_checkpoint) -> Inpainter:
+  return Inpainter.from_checkpoint(tiny_checkpoint)
 
 
 def arbitrary_array(draw, shape, binary=False):

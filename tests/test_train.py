@@ -187,10 +187,16 @@ def test_quickstart_command_end_to_end(tmp_path):
   assert checkpoints.create_manager(workdir).all_steps() == [120]
 
 
-def test_unknown_override_is_rejected():
+@pytest.mark.parametrize('override, field', [
+    ('--config.no_such_field=3', 'no_such_field'),
+    ('--config.batch_size=abc', 'batch_size'),
+    ('--config.learning_rate=fast', 'learning_rate'),
+])
+def test_config_mistakes_are_rejected_naming_the_field(tmp_path, override, field):
+  workdir = tmp_path / 'never'
   command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
-             '--workdir', '/nonexistent/never', '--config.no_such_field=3']
+             '--workdir', str(workdir), override]
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
-  assert 'no_such_field' in result.stderr
-  assert not os.path.exists('/nonexistent/never')
+  assert field in result.stderr
+  assert not workdir.exists()

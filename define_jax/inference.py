@@ -1,0 +1,346 @@
+"""Inpainting with a trained checkpoint: images of any size, explicit mask polarity, batches.
+
+  inpainter = Inpainter.from_checkpoint('runs/ffhq256')
+  result = inpainter(photo, mask, polarity='hole_white')   # white mask pixels = holes
+
+Pure JAX/Flax/NumPy/Pillow (no TensorFlow, no clu), so it runs wherever JAX does.
+
+Size handling (`fit`): 'resize' (default) scales the image so its longer side is the
+model's training size, which suits faces framed like the training data; 'pad' keeps the
+native resolution. Either way the network's canvas is then padded to a size the U-Net
+accepts, the margin treated like the area beyond the image border (a hole, which partial
+convolutions ignore), and the fill is scaled back. The known pixels of the result are
+exactly the input's, at the input's resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Literal, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
+
+from define_jax import checkpoints
+from define_jax import masks
+from define_jax import steps
+
+Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
+Fit = Literal['resize', 'pad']
+
+# Config fields that define the network; a checkpoint's config must have them all.
+MODEL_FIELDS = ('model', 'layers', 'base_features', 'max_features', 'freeze_encoder_bn',
+                'dtype', 'image_size')
+
+# A mask is thresholded at mid-grey. Anti-aliased edges are fine, but a mask with more
+# than this fraction of clearly grey pixels (between 10% and 90%) is rejected: it is a soft
+# mask or not a mask at all, and any threshold would be a guess.
+MAX_GREY_FRACTION = 0.05
+
+# A resized mask pixel counts as known only if no hole pixel contributed to it, so hole
+# content can never leak into the network's known input.
+_FULLY_KNOWN = 1.0 - 1e-4
+
+
+def _check_model_config(config: Mapping[str, Any], path: str) -> None:
+  missing = [field for field in MODEL_FIELDS if field not in config]
+  if missing:
+    raise ValueError(f'The checkpoint at {path} has a config without {", ".join(missing)}; '
+                     'it was not written by define_jax.train.')
+
+
+def _shape_mismatches(expected: Any, actual: Any) -> list[str]:
+  """'path: expected shape, found shape' for every differing leaf, missing or extra."""
+  expected_flat = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+  actual_flat = dict(jax.tree_util.tree_flatten_with_path(actual)[0])
+  problems = []
+  for key in sorted(set(expected_flat) | set(actual_flat), key=jax.tree_util.keystr):
+    want = tuple(expected_flat[key].shape) if key in expected_flat else 'nothing'
+    have = tuple(np.shape(actual_flat[key])) if key in actual_flat else 'nothing'
+    if want != have:
+      problems.append(f'{jax.tree_util.keystr(key)}: config expects {want}, checkpoint has {have}')
+  return problems
+
+
+def check_variables_match(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+                          path: str) -> None:
+  """ValueError unless the checkpoint's weights have the shapes its config's model needs."""
+  model = steps.create_model(config)
+  size = config.image_size
+  expected = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                         jnp.ones((1, size, size, 1)), train=False))
+  problems = _shape_mismatches(dict(expected), dict(variables))
+  if problems:
+    shown = '\n  '.join(problems[:8])
+    raise ValueError(
+        f'The weights in {path} do not fit the model its config describes '
+        f'(model={config.model}, layers={config.layers}, base_features={config.base_features}, '
+        f'max_features={config.max_features}); {len(problems)} mismatches:\n  {shown}\n'
+        'The checkpoint was probably written with another config.')
+
+
+class DataParallel:
+  """Runs jitted per-example functions with the batch split across the local devices.
+
+  Batches are padded to a multiple of the device count (repeating the last example) and the
+  padding is dropped from the results, so any batch size works.
+  """
+
+  def __init__(self, devices: list[jax.Device] | None = None):
+    self.devices = list(devices or jax.local_devices())
+    mesh = Mesh(np.asarray(self.devices), ('batch',))
+    self._batch_sharding = NamedSharding(mesh, PartitionSpec('batch'))
+    self._replicated = NamedSharding(mesh, PartitionSpec())
+
+  def replicate(self, tree: Any) -> Any:
+    return jax.device_put(tree, self._replicated)
+
+  def padded_size(self, size: int) -> int:
+    return math.ceil(size / len(self.devices)) * len(self.devices)
+
+  def __call__(self, fn: Callable[..., Any], replicated: Any, *batch: np.ndarray) -> Any:
+    """fn(replicated, *batch) with every array of `batch` split along axis 0; NumPy result."""
+    size = len(batch[0])
+    pad = self.padded_size(size) - size
+    padded = [np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) for x in batch]
+    sharded = [jax.device_put(x, self._batch_sharding) for x in padded]
+    result = jax.device_get(fn(replicated, *sharded))
+    return jax.tree.map(lambda x: np.asarray(x)[:size], result)
+
+
+def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Antialiased bilinear resize of [N, H, W, C]; identity when the size already matches."""
+  if x.shape[1:3] == (height, width):
+    return x
+  return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]), 'linear', antialias=True)
+
+
+def _network_canvas(height: int, width: int, size: int, multiple: int, fit: Fit
+                    ) -> tuple[tuple[int, int], tuple[int, int]]:
+  """(content height and width, canvas height and width) the network sees.
+
+  'resize' scales the longer side to `size` (aspect ratio kept) on a size×size canvas;
+  'pad' keeps the content and grows the canvas to at least size×size and a multiple of
+  `multiple` (the U-Net's total downsampling) per side.
+  """
+  if fit == 'resize':
+    scale = size / max(height, width)
+    return (max(1, round(height * scale)), max(1, round(width * scale))), (size, size)
+  canvas = tuple(max(size, math.ceil(side / multiple) * multiple) for side in (height, width))
+  return (height, width), canvas
+
+
+def _to_canvas(image: jax.Array, known: jax.Array, content: tuple[int, int],
+               canvas: tuple[int, int]) -> tuple[jax.Array, jax.Array, tuple[int, int]]:
+  """Resized image and known-mask, centred on the canvas; the margin counts as hole.
+
+  A resized pixel is known only if all pixels it was made from are, so hole content never
+  leaks into the network's known input. Returns the content's top-left corner too.
+  """
+  known_fraction = _resize(known, *content)
+  # Normalised resize of the known pixels only, so holes do not darken their neighbours.
+  image = _resize(image * known, *content) / jnp.maximum(known_fraction, 1e-6)
+  known = (known_fraction >= _FULLY_KNOWN).astype(jnp.float32)
+  top, left = (canvas[0] - content[0]) // 2, (canvas[1] - content[1]) // 2
+  padding = ((0, 0), (top, canvas[0] - content[0] - top), (left, canvas[1] - content[1] - left),
+             (0, 0))
+  return jnp.pad(image * known, padding), jnp.pad(known, padding), (top, left)
+
+
+def _as_float_images(images: np.ndarray) -> np.ndarray:
+  """uint8, uint16 or float [N, H, W, 3] as float32 in [0, 1]."""
+  if images.dtype == np.uint8 or images.dtype == np.uint16:
+    return images.astype(np.float32) / np.iinfo(images.dtype).max
+  if np.issubdtype(images.dtype, np.floating):
+    if not np.all((images >= 0.0) & (images <= 1.0)):  # Written so that NaN fails too.
+      raise ValueError(
+          f'Float images must lie in [0, 1]; got range [{np.nanmin(images)}, '
+          f'{np.nanmax(images)}]{" with NaNs" if np.isnan(images).any() else ""}. '
+          'Divide 0–255 data by 255 or pass it as uint8.')
+    return images.astype(np.float32)
+  raise ValueError(f'Unsupported image dtype {images.dtype}: use uint8, uint16 or float in [0, 1].')
+
+
+def _restore_dtype(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  if np.issubdtype(dtype, np.integer):
+    return np.round(np.clip(result, 0.0, 1.0) * np.iinfo(dtype).max).astype(dtype)
+  return result.astype(dtype)
+
+
+def known_mask(mask: np.ndarray, polarity: Polarity) -> np.ndarray:
+  """float32 [..., 1], 1 = known, from a mask array [..., H, W] or [..., H, W, 1|3].
+
+  Accepts bool, uint8, uint16 and float in [0, 1]; 'hole_white' means bright = hole,
+  'keep_white' bright = known. The mask is thresholded at mid-grey; ValueError for a mask
+  that is not (nearly) binary, see MAX_GREY_FRACTION.
+  """
+  if polarity not in ('hole_white', 'keep_white'):
+    raise ValueError(f"polarity must be 'hole_white' or 'keep_white', got {polarity!r}.")
+  mask = np.asarray(mask)
+  if mask.dtype == bool:
+    brightness = mask.astype(np.float32)
+  elif mask.dtype in (np.uint8, np.uint16):
+    brightness = mask.astype(np.float32) / np.iinfo(mask.dtype).max
+  elif np.issubdtype(mask.dtype, np.floating):
+    if not np.all((mask >= 0.0) & (mask <= 1.0)):
+      raise ValueError(f'Float masks must lie in [0, 1]; got range [{np.nanmin(mask)}, '
+                       f'{np.nanmax(mask)}].')
+    brightness = mask.astype(np.float32)
+  else:
+    raise ValueError(f'Unsupported mask dtype {mask.dtype}: use bool, uint8, uint16 or float.')
+  grey_fraction = float(np.mean((brightness > 0.1) & (brightness < 0.9)))
+  if grey_fraction > MAX_GREY_FRACTION:
+    raise ValueError(
+        f'The mask is not binary: {grey_fraction:.0%} of its pixels are neither near black nor '
+        f'near white (at most {MAX_GREY_FRACTION:.0%} allowed, for anti-aliased edges). '
+        'Threshold it yourself, e.g. mask > 127, if that is what you mean.')
+  white = brightness > 0.5
+  return (white if polarity == 'keep_white' else ~white).astype(np.float32)
+
+
+def _image_array(image: np.ndarray | Image.Image) -> np.ndarray:
+  if isinstance(image, Image.Image):
+    return np.asarray(image.convert('RGB'))
+  image = np.asarray(image)
+  if image.ndim not in (3, 4) or image.shape[-1] != 3:
+    raise ValueError(f'Expected an RGB image [H, W, 3] or a batch [N, H, W, 3]; got shape '
+                     f'{image.shape}. Convert greyscale with np.repeat(image[..., None], 3, -1).')
+  return image
+
+
+def _mask_array(mask: np.ndarray | Image.Image, batched: bool) -> np.ndarray:
+  """The mask as [N, H, W] or [N, H, W, C] (a channel axis is kept if given)."""
+  if isinstance(mask, Image.Image):
+    mask = np.asarray(mask.convert('L'))
+  mask = np.asarray(mask)
+  if mask.ndim not in ((3, 4) if batched else (2, 3)):
+    raise ValueError(f'Expected a mask [{"N, " if batched else ""}H, W] or '
+                     f'[{"N, " if batched else ""}H, W, 1]; got shape {mask.shape}.')
+  has_channels = mask.ndim == (4 if batched else 3)
+  if has_channels and mask.shape[-1] == 3:
+    mask = mask.mean(axis=-1).astype(mask.dtype)  # An RGB rendering of a grey mask.
+  elif has_channels and mask.shape[-1] == 1:
+    mask = mask[..., 0]
+  elif has_channels:
+    raise ValueError(f'A mask needs 1 or 3 channels; got shape {mask.shape}. '
+                     'Pass the one channel that marks the holes.')
+  return mask if batched else mask[None]
+
+
+def _resize_known(known: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes float [N, h, w, 1] known-masks to height×width (area, threshold at 0.5)."""
+  resized = [masks.resize_mask(k[..., 0].astype(np.uint8), (height, width)) for k in known]
+  return np.stack(resized)[..., None].astype(np.float32)
+
+
+class Inpainter:
+  """A restored model ready to inpaint; batched and data-parallel across local devices.
+
+  Each distinct input shape (with the same fit and passes) is compiled once and cached.
+  """
+
+  def __init__(self, variables: Mapping[str, Any], config: ml_collections.ConfigDict,
+               *, step: int | None = None, devices: list[jax.Device] | None = None):
+    self.config = config
+    self.step = step  # The training step of the checkpoint, when restored from one.
+    self.image_size: int = config.image_size
+    self._size_multiple = 2 ** config.layers
+    self._apply = steps.create_model(config).apply
+    self.parallel = DataParallel(devices)
+    self._variables = self.parallel.replicate(dict(variables))
+    self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('passes', 'fit'))
+    # (batch shape, fit, passes) of every compilation, for users and tests to inspect.
+    self.compiled_shapes: list[tuple[tuple[int, ...], str, int]] = []
+
+  @classmethod
+  def from_checkpoint(cls, path: str, *, step: int | None = None,
+                      devices: list[jax.Device] | None = None) -> Inpainter:
+    """From a training workdir, its checkpoints directory or one step's directory (the
+    newest readable checkpoint unless `step` is given).
+
+    FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
+    weights do not match the checkpoint's own config.
+    """
+    variables, config_dict, restored_step = checkpoints.load_model(path, step)
+    _check_model_config(config_dict, path)
+    config = ml_collections.ConfigDict(config_dict)
+    check_variables_match(config, variables, path)
+    return cls(variables, config, step=restored_step, devices=devices)
+
+  def _network_pass(self, variables, image: jax.Array, known: jax.Array) -> jax.Array:
+    output = self._apply(variables, image * known, known, train=False)
+    return known * image + (1.0 - known) * output
+
+  def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array, *,
+                        passes: int, fit: Fit) -> jax.Array:
+    self.compiled_shapes.append((tuple(images.shape), fit, passes))  # Runs only when tracing.
+    _, height, width, _ = images.shape
+    content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
+    net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
+    fill = self._network_pass(variables, net_image, net_known)
+    for _ in range(passes - 1):
+      # Later passes see the previous result as known everywhere (with the original mask the
+      # partial convolutions would ignore the fill and repeat the first pass); the original
+      # known pixels are restored after each pass.
+      refined = self._apply(variables, fill, jnp.ones_like(net_known), train=False)
+      fill = net_known * net_image + (1.0 - net_known) * refined
+    fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
+    return known * images + (1.0 - known) * jnp.clip(fill, 0.0, 1.0)
+
+  def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
+                     fit: Fit = 'resize') -> np.ndarray:
+    """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1]."""
+    if passes < 1:
+      raise ValueError(f'passes={passes}: need at least one pass.')
+    if fit not in ('resize', 'pad'):
+      raise ValueError(f"fit={fit!r}: expected 'resize' or 'pad'.")
+    if images.shape[:3] != known.shape[:3] or known.shape[3:] != (1,):
+      raise ValueError(f'Images {images.shape} and masks {known.shape} do not match: need '
+                       '[N, H, W, 3] and [N, H, W, 1].')
+    return self.parallel(lambda v, i, k: self._pipeline(v, i, k, passes=passes, fit=fit),
+                          self._variables, images.astype(np.float32), known.astype(np.float32))
+
+  def __call__(self, image: np.ndarray | Image.Image, mask: np.ndarray | Image.Image, *,
+               polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
+               resize_mask: bool = False) -> np.ndarray | Image.Image:
+    """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy or PIL).
+
+    Args:
+      image: uint8, uint16 or float in [0, 1]; a PIL image of any mode is read as RGB.
+      mask: same height and width as the image (or a batch of them): bool, integer or float
+        in [0, 1], [H, W], [H, W, 1] or [H, W, 3]; a PIL image is read as greyscale.
+      polarity: which mask pixels are holes: 'hole_white' (e.g. NVIDIA masks) or
+        'keep_white' (e.g. qd-imd masks). Required, because guessing it fails silently.
+      passes: network passes; passes after the first refine the previous result.
+      fit: 'resize' (to the model's size) or 'pad' (native resolution), see the module
+        docstring.
+      resize_mask: resize a mask of another size to the image's (area, threshold at 0.5)
+        instead of raising ValueError.
+
+    Returns:
+      The composite, same type, size and dtype as `image` (a PIL image keeps its mode if it
+      is 'RGB' or 'L', otherwise comes back as 'RGB').
+    """
+    pixels = _image_array(image)
+    batched = pixels.ndim == 4
+    images = _as_float_images(pixels if batched else pixels[None])
+    known = known_mask(_mask_array(mask, batched), polarity)[..., None]
+    if known.shape[0] != images.shape[0]:
+      raise ValueError(f'{images.shape[0]} images but {known.shape[0]} masks.')
+    height, width = images.shape[1:3]
+    if known.shape[1:3] != (height, width):
+      if not resize_mask:
+        raise ValueError(
+            f'The mask is {known.shape[2]}×{known.shape[1]} but the image is {width}×{height}. '
+            'Pass resize_mask=True to resize the mask to the image.')
+      known = _resize_known(known, height, width)
+    result = self.inpaint_arrays(images, known, passes=passes, fit=fit)
+    result = _restore_dtype(result if batched else result[0], pixels.dtype)
+    if isinstance(image, Image.Image):
+      return Image.fromarray(result).convert(image.mode if image.mode in ('RGB', 'L') else 'RGB')
+    return result

@@ -1,0 +1,158 @@
+"""Evaluation: mask choice and bands, baselines, reports, determinism, CLI and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from define_jax import baselines
+from define_jax import evaluate
+from define_jax import metrics
+
+from conftest import REPO_ROOT
+from conftest import astronaut
+
+
+# Hole rows of a 64-row mask: 3, 10, 16, 22, 29, 35 rows lie in bands 0..5; 0 and 52
+# rows (no hole, 81%) in none.
+BAND_ROWS = (3, 10, 16, 22, 29, 35)
+OUT_OF_BAND_ROWS = (0, 52)
+
+
+def write_masks(directory, rows_list, *, white_is_hole=True, copies=2):
+  directory.mkdir(parents=True, exist_ok=True)
+  for copy in range(copies):
+    for rows in rows_list:
+      holes = np.zeros((64, 64), bool)
+      holes[:rows] = True
+      pixels = np.where(holes == white_is_hole, 255, 0).astype(np.uint8)
+      Image.fromarray(pixels).save(directory / f'{rows:02d}_{copy}.png')
+  return directory
+
+
+@pytest.fixture(scope='module')
+def face_dir(tmp_path_factory):
+  """Twelve 'photos': crops of the astronaut at different offsets."""
+  directory = tmp_path_factory.mktemp('faces')
+  photo = (astronaut(160, 160) * 255).astype(np.uint8)
+  for k in range(12):
+    top, left = 8 * (k % 4), 8 * (k // 4)
+    Image.fromarray(photo[top:top + 120, left:left + 100]).save(directory / f'face_{k:02d}.png')
+  return directory
+
+
+def test_round_robin_covers_bands_in_turn_and_cycles():
+  buckets = [[0, 1], [], [2], [3, 4, 5], [], []]
+  assert evaluate._round_robin(buckets, 8) == [0, 2, 3, 1, 4, 5, 0, 2]
+
+
+def test_mask_files_are_bucketed_by_their_actual_hole_ratio(tmp_path):
+  mask_dir = write_masks(tmp_path / 'masks', BAND_ROWS + OUT_OF_BAND_ROWS)
+  known, names = evaluate.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
+  bands = metrics.band_index(metrics.hole_ratio(known))
+  np.testing.assert_array_equal(bands, np.arange(12) % 6)
+  assert len(set(names)) == 12  # Each band's two files both used.
+  again, _ = evaluate.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
+  np.testing.assert_array_equal(known, again)
+  # The same files read as white = keep: holes of 100%, 95% .. 45%, 19%; bands 1, 4, 5 in turn.
+  flipped, _ = evaluate.masks_from_dir(str(mask_dir), 'keep_white', 64, 4, seed=0)
+  assert list(metrics.band_index(metrics.hole_ratio(flipped))) == [1, 4, 5, 1]
+
+
+def test_generated_masks_cover_every_band():
+  known, _ = evaluate.generated_masks(64, 18, seed=0)
+  np.testing.assert_array_equal(metrics.band_index(metrics.hole_ratio(known)), np.arange(18) % 6)
+
+
+def test_baselines_fill_holes_and_keep_known_pixels():
+  image = astronaut(64, 64)
+  known = np.ones((64, 64, 1), np.float32)
+  known[20:30, 20:40] = 0.0
+  for baseline in baselines.BASELINES:
+    result = baseline.inpaint(image, known)
+    np.testing.assert_array_equal(result[known[..., 0] == 1], image[known[..., 0] == 1])
+    hole_error = np.abs(result - image)[known[..., 0] == 0].mean()
+    assert hole_error < np.abs(0.5 - image)[known[..., 0] == 0].mean(), baseline.name
+  assert [b.short_name for b in baselines.applicable_baselines(512)] == ['Telea', 'NS']
+
+
+def test_evaluation_report_is_complete_and_deterministic(tiny_checkpoint, face_dir, tmp_path):
+  mask_dir = write_masks(tmp_path / 'masks', BAND_ROWS + OUT_OF_BAND_ROWS)
+  args = ['--workdir', tiny_checkpoint, '--image_dir', str(face_dir), '--masks',
+          'nvidia_irregular', '--mask_dir', str(mask_dir), '--num_images', '12', '--baselines',
+          '--batch_size', '5']
+  result = evaluate.run(args)
+  out_dir = result['out_dir']
+  assert sorted(os.listdir(out_dir)) == sorted(
+      ['report.md', 'report.json'] +
+      [f'band_{10 * b:02d}-{10 * b + 10:02d}.png' for b in range(6)])
+  methods = ['DeFINe', 'Telea (OpenCV)', 'Navier–Stokes (OpenCV)', 'Biharmonic (scikit-image)']
+  bands = ['0–10%', '10–20%', '20–30%', '30–40%', '40–50%', '50–60%', 'All']
+  rows = result['rows']
+  assert [(r['band'], r['method']) for r in rows] == [(b, m) for b in bands for m in methods]
+  assert [r['images'] for r in rows[::4]] == [2] * 6 + [12]
+  for row in rows:
+    assert 0 <= row['l1'] <= 100 and 0 <= row['ssim'] <= 1 and row['lpips'] >= 0
+  # Error grows with the hole ratio for every method (masks are top rows of the same photos).
+  for method in methods:
+    l1 = [r['l1'] for r in rows if r['method'] == method and r['band'] != 'All']
+    assert l1 == sorted(l1), (method, l1)
+  with open(os.path.join(out_dir, 'report.json'), encoding='utf-8') as f:
+    report = json.load(f)
+  assert len(report['per_image']) == 12
+  assert report['per_image'][0]['image'] == 'face_00.png'
+  with open(os.path.join(out_dir, 'report.md'), encoding='utf-8') as f:
+    markdown = f.read()
+  heading = '| Hole ratio | Images | Method | L1 (×100) ↓ | PSNR ↑ | SSIM ↑ | LPIPS ↓ |'
+  assert heading in markdown
+  assert markdown == result['markdown']
+  # Same command, same numbers (batching changed too).
+  again = evaluate.run(args[:-1] + ['3'])
+  assert again['rows'] == rows
+
+
+def test_validation_split_of_the_checkpoint_dataset(tiny_checkpoint):
+  """The tiny config's dataset is the quickstart photos: their validation crops."""
+  result = evaluate.run(['--workdir', tiny_checkpoint, '--num_images', '6'])
+  assert result['rows'][-1]['band'] == 'All' and result['rows'][-1]['images'] == 6
+  assert 'validation split' in result['markdown']
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--masks', 'qd_imd'], 'needs --mask_dir'),
+    (['--image_dir', 'FACES', '--masks', 'qd_imd', '--mask_dir', 'BROKEN'], 'Cannot read mask'),
+    (['--image_dir', 'BROKEN'], 'Cannot read image'),
+])
+def test_bad_input_gives_clear_errors(tiny_checkpoint, face_dir, tmp_path, capsys, extra,
+                                      message):
+  broken = tmp_path / 'broken'
+  broken.mkdir()
+  (broken / 'x.png').write_bytes(b'\x89PNG truncated')
+  extra = [{'BROKEN': str(broken), 'FACES': str(face_dir)}.get(arg, arg) for arg in extra]
+  assert evaluate.main(['--workdir', tiny_checkpoint, '--num_images', '2'] + extra) == 1
+  assert message in capsys.readouterr().err
+
+
+def test_workdir_without_checkpoint_lists_its_contents(tmp_path, capsys):
+  (tmp_path / 'notes.txt').write_text('')
+  assert evaluate.main(['--workdir', str(tmp_path)]) == 1
+  assert 'notes.txt' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_command_line_on_real_faces_and_nvidia_masks(tiny_checkpoint, shared_data):
+  """`python -m define_jax.evaluate` on UTKFace faces and NVIDIA masks: every band filled."""
+  command = [sys.executable, '-m', 'define_jax.evaluate', '--workdir', tiny_checkpoint,
+             '--image_dir', os.path.join(shared_data, 'faces', 'utkface'),
+             '--masks', 'nvidia_irregular',
+             '--mask_dir', os.path.join(shared_data, 'masks', 'nvidia_irregular'),
+             '--num_images', '12', '--baselines']
+  result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  for band in ('0–10%', '10–20%', '20–30%', '30–40%', '40–50%', '50–60%'):
+    assert f'| {band} | 2 | DeFINe |' in result.stdout
+  assert '| All | 12 | DeFINe |' in result.stdout
