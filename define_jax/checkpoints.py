@@ -15,13 +15,25 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 ITEMS = ('model', 'optimizer', 'config')
 
 
+def resolve_workdir(workdir: str) -> str:
+  """An absolute local path, or a URL such as gs://bucket/run unchanged.
+
+  Multi-host runs need a workdir that every host sees (a shared filesystem or a bucket):
+  all hosts restore from it, and Orbax's primary host finalises each checkpoint in it.
+  """
+  if '://' in workdir:
+    return workdir
+  return os.path.abspath(os.path.expanduser(workdir))
+
+
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return os.path.join(resolve_workdir(workdir), 'checkpoints')
 
 
 def create_manager(workdir: str, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
@@ -58,15 +70,15 @@ def save(manager: ocp.CheckpointManager, state, config: Mapping[str, Any]) -> in
 def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
   """Moves an unreadable checkpoint out of the manager's way (never deletes it), so the
   resumed run can write that step again."""
-  source = os.path.join(str(manager.directory), str(step))
-  target_dir = os.path.join(os.path.dirname(str(manager.directory)), 'checkpoints_unreadable')
-  os.makedirs(target_dir, exist_ok=True)
-  target = os.path.join(target_dir, f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+  directory = epath.Path(manager.directory)
+  target = (directory.parent / 'checkpoints_unreadable' /
+            f'{step}-{time.strftime("%Y%m%d-%H%M%S")}')
   if jax.process_index() == 0:  # The directory is shared by all hosts.
-    os.replace(source, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (directory / str(step)).rename(target)
   multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
   manager.reload()
-  return target
+  return str(target)
 
 
 def restore_latest(manager: ocp.CheckpointManager, state):
@@ -97,28 +109,29 @@ def restore_latest(manager: ocp.CheckpointManager, state):
   return None
 
 
-def _describe(path: str) -> str:
-  if not os.path.isdir(path):
+def _describe(path: epath.Path) -> str:
+  if not path.is_dir():
     return f'{path} does not exist'
-  entries = sorted(os.listdir(path))
+  entries = sorted(entry.name for entry in path.iterdir())
   return f'{path} contains: {", ".join(entries) if entries else "(nothing)"}'
 
 
 def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
   """(variables, config dict, step) for inference, without the optimizer.
 
-  `path` is a training workdir, its `checkpoints` directory, or one step's directory.
-  Raises FileNotFoundError listing what is there when no checkpoint is found.
+  `path` is a training workdir, its `checkpoints` directory, or one step's directory,
+  local or a URL (gs://...). Raises FileNotFoundError listing what is there when no
+  checkpoint is found.
   """
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(os.path.join(path, 'model')) and os.path.basename(path).isdigit():
-    root, step = os.path.dirname(path), int(os.path.basename(path))
-  elif os.path.isdir(os.path.join(path, 'checkpoints')):
-    root = os.path.join(path, 'checkpoints')
+  path = epath.Path(resolve_workdir(path))
+  if (path / 'model').is_dir() and path.name.isdigit():
+    root, step = path.parent, int(path.name)
+  elif (path / 'checkpoints').is_dir():
+    root = path / 'checkpoints'
   else:
     root = path
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f'No checkpoint at {path}: {_describe(os.path.dirname(path))}')
+  if not root.is_dir():
+    raise FileNotFoundError(f'No checkpoint at {path}: {_describe(path.parent)}')
   manager = ocp.CheckpointManager(
       root, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
       item_names=ITEMS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import signal
 import tempfile
@@ -76,6 +77,15 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
           f'{source_config.get(field)!r}, but this config has {field}={config[field]!r}.')
   logging.info('Initialised from %s at step %d.', config.init_from, step)
   return variables
+
+
+def parameter_fingerprint(variables: dict) -> str:
+  """A digest of the exact values of {'params', 'batch_stats'}: equal digests mean equal
+  models (across the processes of a run, or a run and a checkpoint)."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(variables):
+    digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def numpy_batches(dataset) -> Iterator[dict[str, np.ndarray]]:
