@@ -122,13 +122,14 @@ def sample_grid(p_eval_step, state, batch) -> np.ndarray:
                                    flat(result['output']), flat(result['composite']))
 
 
-def write_before_after(workdir, config, p_eval_step, state, batch) -> str | None:
-  """masked input | untrained model | trained model | ground truth, on evaluation images.
+def write_before_after(workdir, p_eval_step, state, starting_variables, batch) -> str | None:
+  """masked input | model before training | trained model | ground truth, on evaluation
+  images ("before" is the random init, or the init_from model when fine-tuning).
 
   Every process runs the (pmapped, hence global) eval steps; only process 0 writes the file,
   whose path it returns.
   """
-  before = jax_utils.replicate(steps.create_train_state(config, jax.random.key(config.seed)))
+  before = state.replace(**jax_utils.replicate(starting_variables))
   flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[2:])
   composite_before = flat(jax.device_get(p_eval_step(before, batch))['composite'])
   composite_after = flat(jax.device_get(p_eval_step(state, batch))['composite'])
@@ -180,6 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   config_dict = config.to_dict()
 
   state = steps.create_train_state(config, jax.random.key(config.seed), initial_variables(config))
+  # Kept on the host for before_after.png, so the end of the run needs no re-initialisation.
+  starting_variables = jax.device_get(
+      {'params': state.params, 'batch_stats': state.batch_stats})
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_latest(manager, state)
   if restored is not None:
@@ -278,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
   manager.wait_until_finished()
   if step == config.num_train_steps:
-    path = write_before_after(workdir, config, p_eval_step, state, sample_batch)
+    path = write_before_after(workdir, p_eval_step, state, starting_variables, sample_batch)
     if path:
       logging.info('Wrote %s', path)
   writer.flush()
