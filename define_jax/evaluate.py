@@ -53,6 +53,8 @@ EXAMPLES_PER_BAND = 4
 # Grid tiles are enlarged to at least this many pixels so small models' examples are visible.
 _MIN_TILE = 128
 OVERALL = 'All'
+# Decimals shown per metric in the tables.
+METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4}
 # One jitted scorer per process, so repeated evaluations reuse its compilations.
 _score_batch = jax.jit(metrics.all_metrics)
 
@@ -206,7 +208,7 @@ def score(inpainter: Inpainter, methods: dict[str, Method], eval_set: EvalSet,
   Inpainting and scoring run data-parallel across the local devices, batch by batch.
   """
   lpips_params = inpainter.parallel.replicate(metrics.load_lpips_params())
-  examples = _example_indices(eval_set.bands)
+  examples = example_indices(eval_set.bands)
   scores = {name: {metric: [] for metric in metrics.METRICS} for name in methods}
   example_composites = {name: [] for name in methods}
   for start in range(0, len(eval_set.images), batch_size):
@@ -224,7 +226,7 @@ def score(inpainter: Inpainter, methods: dict[str, Method], eval_set: EvalSet,
   return per_image, {name: np.stack(c) for name, c in example_composites.items() if c}
 
 
-def _example_indices(bands: np.ndarray) -> list[int]:
+def example_indices(bands: np.ndarray) -> list[int]:
   """The first EXAMPLES_PER_BAND images of each band, in image order."""
   chosen = [np.flatnonzero(bands == band)[:EXAMPLES_PER_BAND] for band in range(metrics.NUM_BANDS)]
   return sorted(int(i) for indices in chosen for i in indices)
@@ -247,7 +249,7 @@ def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) ->
   return rows
 
 
-def _best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
+def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
   """(row index, metric) of the best method of each band and metric, for bold type."""
   best = set()
   for band in {row['band'] for row in rows}:
@@ -262,8 +264,7 @@ def _best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
 
 def markdown_table(rows: list[dict]) -> str:
   headings = ['Hole ratio', 'Images', 'Method'] + [h for h, _ in metrics.METRICS.values()]
-  digits = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4}
-  best = _best_per_group(rows)
+  best = best_per_group(rows)
   lines = ['| ' + ' | '.join(headings) + ' |', '|' + '---|' * 3 + '---:|' * len(metrics.METRICS)]
   previous_band = None
   for i, row in enumerate(rows):
@@ -271,7 +272,7 @@ def markdown_table(rows: list[dict]) -> str:
     previous_band = row['band']
     cells = [row['band'] if first else '', str(row['images']) if first else '', row['method']]
     for metric in metrics.METRICS:
-      text = f'{row[metric]:.{digits[metric]}f}'
+      text = f'{row[metric]:.{METRIC_DIGITS[metric]}f}'
       cells.append(f'**{text}**' if (i, metric) in best else text)
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -285,7 +286,7 @@ def _enlarge(images: np.ndarray) -> np.ndarray:
 def write_example_grids(out_dir: Path, eval_set: EvalSet, example_composites: dict[str, np.ndarray],
                         titles: dict[str, str]) -> list[str]:
   """band_<low>-<high>.png per band: masked input | each method | ground truth."""
-  examples = _example_indices(eval_set.bands)
+  examples = example_indices(eval_set.bands)
   example_bands = eval_set.bands[examples]
   images, known = eval_set.images[examples], eval_set.known[examples]
   paths = []

@@ -1,0 +1,491 @@
+"""Loss study: train config variants alike, score them on one fixed evaluation set, report.
+
+  python -m define_jax.study --configs loss_l1,loss_valid_hole,loss_style,loss_final \
+      --workdir runs/study --steps 2000 --config.dataset=image_folder \
+      --config.image_dir=/data/faces --config.image_size=64 --config.layers=5
+
+Each variant (configs/NAME.py, with the same --config.key=value overrides and --steps)
+trains in WORKDIR/NAME/ from the same seed, so all see the same batches and masks; a run
+whose checkpoint already reached the budget is reused, a shorter one is continued, and a
+run made with other settings is refused rather than silently mixed in. Then every variant
+inpaints the same images (the first variant's validation split, as define_jax.evaluate
+reads it) with the same band-balanced masks, and WORKDIR gets:
+
+  study.md     table of L1 (×100), PSNR, SSIM, LPIPS per hole-ratio band and overall (best
+               per column in bold), a generated summary, the curves and the grid
+  curves.png   training and evaluation curves read from each run's TensorBoard events
+  grid.png     the same inputs inpainted by every variant side by side
+  study.json   every number of the report
+
+and keeps XLA compilations in WORKDIR/jax_cache, since the variants share most of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+from absl import logging
+from matplotlib import ticker
+from matplotlib.figure import Figure
+from ml_collections import config_flags
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+
+from define_jax import checkpoints
+from define_jax import evaluate
+from define_jax import metrics
+from define_jax import train
+from define_jax import visualize
+from define_jax.inference import Inpainter
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIGS = 'loss_l1,loss_valid_hole,loss_style,loss_final'
+# Fields that change how often a run reports, not what it learns (how long it trains is
+# checked on its own): a run that differs only in these is still reused.
+RESULT_NEUTRAL_FIELDS = frozenset({
+    'num_train_steps', 'log_every_steps', 'eval_every_steps', 'image_every_steps',
+    'checkpoint_every_steps', 'keep_checkpoints', 'prefetch', 'profile'})
+# With --steps, the logging and evaluation cadence (unless overridden) gives this many
+# points per curve.
+CURVE_POINTS = {'log_every_steps': 50, 'eval_every_steps': 10}
+MASK_SEED = 0  # The mask choice of the evaluation set (define_jax.evaluate's default).
+SCORE_BATCH_SIZE = 32
+GRID_ROWS = 4
+# Variants whose curves coincide (e.g. style and final early on) stay visible.
+LINE_STYLES = ('-', '--', '-.', ':')
+# A difference between two variants counts as real beyond this many standard errors of
+# the paired per-image differences.
+SIGNIFICANT_STANDARD_ERRORS = 2.0
+
+
+class StudyInterrupted(Exception):
+  """A variant's training stopped early (SIGTERM, Ctrl-C); its checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Variant:
+  name: str
+  config: ml_collections.ConfigDict
+  run_dir: Path
+
+
+def resolve_config_file(name: str) -> Path:
+  """NAME, NAME.py or a path: configs/NAME.py below the working directory or the repo."""
+  candidates = [Path(name)] if name.endswith('.py') else []
+  file_name = name if name.endswith('.py') else f'{name}.py'
+  candidates += [Path.cwd() / 'configs' / file_name, REPO_ROOT / 'configs' / file_name]
+  for candidate in candidates:
+    if candidate.is_file():
+      return candidate.resolve()
+  raise FileNotFoundError(f'No config {name!r}: looked for ' +
+                          ', '.join(str(c) for c in candidates))
+
+
+def load_config(config_file: Path, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """The config with --config.key=value overrides, parsed and type-checked by ml_collections
+  exactly as define_jax.main parses them."""
+  # Config files import their base as `from configs import default`.
+  if str(config_file.parent.parent) not in sys.path:
+    sys.path.insert(0, str(config_file.parent.parent))
+  argv = ['study', f'--config={config_file}', *overrides]
+  flag_values = flags.FlagValues()  # Private, so every variant parses its own overrides.
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  try:
+    flag_values(argv)
+  except (AttributeError, KeyError) as error:  # ml_collections' report of an unknown field.
+    field = str(error.args[0]).strip('\'"')
+    raise ValueError(f'{config_file.name} has no config field {field!r} '
+                     f'(overrides: {" ".join(overrides)}).') from error
+  except flags.Error as error:
+    raise ValueError(f'{config_file.name}: {error}') from error
+  return flag_values.config
+
+
+def load_variants(options: argparse.Namespace, overrides: Sequence[str]) -> list[Variant]:
+  names = [name.strip() for name in options.configs.split(',') if name.strip()]
+  variants = []
+  for name in names:
+    config_file = resolve_config_file(name)
+    config = load_config(config_file, overrides)
+    if options.steps is not None:
+      config.num_train_steps = options.steps
+      overridden = {o.split('=', 1)[0].removeprefix('--config.') for o in overrides}
+      for field, points in CURVE_POINTS.items():
+        if field not in overridden:
+          config[field] = max(1, options.steps // points)
+    variants.append(Variant(config_file.stem, config, Path(options.workdir, config_file.stem)))
+  if len({v.name for v in variants}) != len(variants) or len(variants) < 2:
+    raise ValueError(f'--configs needs at least two different config names; got {names}.')
+  return variants
+
+
+def _plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as its checkpoint stores it (JSON types)."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def check_reusable(variant: Variant) -> None:
+  """ValueError if the variant's run directory holds a run made with other settings or
+  trained past the budget; a fresh directory or a shorter matching run is fine."""
+  try:
+    _, saved, step = checkpoints.load_model(str(variant.run_dir))
+  except FileNotFoundError:
+    return
+  wanted = _plain(variant.config)
+  differing = sorted(field for field in set(saved) | set(wanted)
+                     if field not in RESULT_NEUTRAL_FIELDS
+                     and saved.get(field) != wanted.get(field))
+  if differing:
+    changes = ', '.join(f'{f}: {saved.get(f)!r} there, {wanted.get(f)!r} now' for f in differing)
+    raise ValueError(f'{variant.run_dir} holds a run with other settings ({changes}); use '
+                     'another --workdir or the same overrides.')
+  if step > variant.config.num_train_steps:
+    raise ValueError(f'{variant.run_dir} was trained for {step} steps, more than the budget '
+                     f'of {variant.config.num_train_steps}; pass --steps {step} or use another '
+                     '--workdir.')
+
+
+def config_differences(variants: Sequence[Variant]) -> dict[str, list[Any]]:
+  """{field: value per variant} for the fields in which the variants differ."""
+  plain = [_plain(v.config) for v in variants]
+  fields = sorted(set().union(*plain))
+  return {field: [p.get(field) for p in plain] for field in fields
+          if len({json.dumps(p.get(field)) for p in plain}) > 1}
+
+
+def train_variants(variants: Sequence[Variant]) -> None:
+  for variant in variants:
+    budget = variant.config.num_train_steps
+    logging.info('Study: %s in %s (%d steps).', variant.name, variant.run_dir, budget)
+    state = train.train_and_evaluate(variant.config, str(variant.run_dir))
+    if int(state.step) != budget:
+      raise StudyInterrupted(f'{variant.name} stopped at step {int(state.step)} of {budget} '
+                         '(interrupted); run the same command again to resume.')
+
+
+def build_eval_set(config: ml_collections.ConfigDict) -> evaluate.EvalSet:
+  """config.num_eval_images validation images with band-balanced masks (image k gets band
+  k mod 6); a small validation split is cycled through, each pass with other masks."""
+  size, count = config.image_size, config.num_eval_images
+  images, image_names = evaluate.images_from_validation_split(config, size, count)
+  reuse = np.arange(count) % len(images)
+  images, image_names = images[reuse], [image_names[i] for i in reuse]
+  if config.masks == 'generated':
+    known, mask_names = evaluate.generated_masks(size, count, MASK_SEED)
+  else:
+    known, mask_names = evaluate.masks_from_dir(
+        config.mask_dir, evaluate.MASK_POLARITIES[config.masks], size, count, MASK_SEED)
+  return evaluate.EvalSet(images, known, image_names, mask_names)
+
+
+def band_labels() -> list[str]:
+  return [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [evaluate.OVERALL]
+
+
+def markdown_table(rows: list[dict], variants: Sequence[str]) -> str:
+  """Metric and variant per row, one column per band and overall; best per column bold."""
+  best = evaluate.best_per_group(rows)
+  where = {(row['band'], row['method']): i for i, row in enumerate(rows)}
+  images = {row['band']: row['images'] for row in rows}
+  columns = band_labels()
+  headings = ['Metric', 'Variant'] + [f'{label} (n={images.get(label, 0)})' for label in columns]
+  lines = ['| ' + ' | '.join(headings) + ' |', '|---|---|' + '---:|' * len(columns)]
+  for metric, (heading, _) in metrics.METRICS.items():
+    for k, variant in enumerate(variants):
+      cells = [heading if k == 0 else '', f'`{variant}`']
+      for label in columns:
+        i = where.get((label, variant))
+        text = '–' if i is None else f'{rows[i][metric]:.{evaluate.METRIC_DIGITS[metric]}f}'
+        cells.append(f'**{text}**' if (i, metric) in best else text)
+      lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def _join(items: Sequence[str]) -> str:
+  """'a', 'a and b', 'a, b and c'."""
+  return items[0] if len(items) == 1 else ', '.join(items[:-1]) + ' and ' + items[-1]
+
+
+def _metric_name(metric: str) -> str:
+  """'L1', 'PSNR', …: the report heading without unit and arrow."""
+  return metrics.METRICS[metric][0].split()[0]
+
+
+def summary_lines(rows: list[dict], per_image: dict[str, dict[str, np.ndarray]],
+                  variants: Sequence[str], differences: dict[str, list[Any]]) -> list[str]:
+  """Which variant wins overall, per band, on the largest holes, and what each change did."""
+  best = evaluate.best_per_group(rows)
+  winners = {(rows[i]['band'], metric): rows[i]['method'] for i, metric in best}
+  lines = []
+  overall: dict[str, list[str]] = {}
+  for metric in metrics.METRICS:
+    overall.setdefault(winners[(evaluate.OVERALL, metric)], []).append(_metric_name(metric))
+  lines.append('Overall: ' + '; '.join(f'`{v}` is best on {_join(m)}'
+                                       for v, m in overall.items()) + '.')
+  band_cells = [(band, metric) for band, metric in winners if band != evaluate.OVERALL]
+  wins = {v: sum(winners[cell] == v for cell in band_cells) for v in variants}
+  ranked = sorted(variants, key=lambda v: -wins[v])
+  lines.append(f'Band × metric cells won (of {len(band_cells)}): ' +
+               ', '.join(f'`{v}` {wins[v]}' for v in ranked) + '.')
+  bands_present = [label for label in band_labels()[:-1] if (label, 'l1') in winners]
+  largest = bands_present[-1]
+  lines.append(f'Largest holes ({largest}): ' + ', '.join(
+      f'{_metric_name(m)} `{winners[(largest, m)]}`' for m in metrics.METRICS) + '.')
+  for previous, current in zip(variants, variants[1:]):
+    lines.append(_pairwise_line(variants, previous, current, per_image, differences))
+  return lines
+
+
+def _pairwise_line(variants: Sequence[str], previous: str, current: str,
+                   per_image: dict[str, dict[str, np.ndarray]],
+                   differences: dict[str, list[Any]]) -> str:
+  """Overall change from one variant to the next, ± one standard error of the paired
+  per-image differences (the same images and masks make the pairing exact)."""
+  before, after = variants.index(previous), variants.index(current)
+  changed = ', '.join(f'{field} {values[before]} → {values[after]}'
+                      for field, values in differences.items()) or 'same config'
+  deltas, significant = [], []
+  for metric, (_, higher_is_better) in metrics.METRICS.items():
+    scale = 100.0 if metric == 'l1' else 1.0
+    diff = (per_image[current][metric] - per_image[previous][metric]) * scale
+    mean = float(np.mean(diff))
+    error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+    digits = evaluate.METRIC_DIGITS[metric] + 1
+    deltas.append(f'{_metric_name(metric)} {mean:+.{digits}f} ± {error:.{digits}f}')
+    # A change too small to show at the printed precision is no change, however consistent.
+    if abs(mean) > SIGNIFICANT_STANDARD_ERRORS * error and round(mean, digits) != 0:
+      better = (mean > 0) == higher_is_better
+      significant.append(f'{_metric_name(metric)} {"better" if better else "worse"}')
+  beyond = f'beyond {SIGNIFICANT_STANDARD_ERRORS:g} standard errors'
+  verdict = f'; {beyond}: ' + ', '.join(significant) if significant else f'; no change {beyond}'
+  return f'`{current}` vs `{previous}` ({changed}): ' + ', '.join(deltas) + verdict + '.'
+
+
+def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+  """(step, value) of every train_*/eval_* scalar in the run's TensorBoard events; a step
+  logged twice (a run resumed from an older checkpoint) keeps its last value."""
+  events = event_accumulator.EventAccumulator(
+      str(run_dir), size_guidance={event_accumulator.TENSORS: 0})
+  events.Reload()
+  curves = {}
+  for tag in events.Tags()[event_accumulator.TENSORS]:
+    if tag.startswith(('train_', 'eval_')):
+      by_step = {event.step: float(tensor_util.make_ndarray(event.tensor_proto))
+                 for event in events.Tensors(tag)}
+      curves[tag] = sorted(by_step.items())
+  return curves
+
+
+def raw_output_l1(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
+  """Training L1 of the raw output: the l1 term, or valid + hole (they partition it)."""
+  if 'train_l1' in curves:
+    return curves['train_l1']
+  hole = dict(curves.get('train_hole', []))
+  return [(step, value + hole[step]) for step, value in curves.get('train_valid', [])
+          if step in hole]
+
+
+def plot_curves(path: Path, curves: dict[str, dict[str, list[tuple[int, float]]]]) -> None:
+  panels = [
+      ('Training objective (own loss: not comparable across variants)',
+       lambda c: c.get('train_total', []), 'log'),
+      ('Training L1 of the raw output (l1, or valid + hole)', raw_output_l1, 'linear'),
+      ('Evaluation L1 ×100 of the composite (training eval set)',
+       lambda c: [(s, 100 * v) for s, v in c.get('eval_l1', [])], 'linear'),
+      ('Evaluation PSNR (dB) of the composite (training eval set)',
+       lambda c: c.get('eval_psnr', []), 'linear'),
+  ]
+  figure = Figure(figsize=(11, 7), layout='constrained')  # No pyplot: no GUI backend, no state.
+  axes = figure.subplots(2, 2)
+  for axis, (title, series, scale) in zip(axes.flat, panels):
+    for (variant, variant_curves), style in zip(curves.items(), itertools.cycle(LINE_STYLES)):
+      points = series(variant_curves)
+      if points:
+        steps, values = zip(*points)
+        axis.plot(steps, values, style, marker='o', markersize=2.5, linewidth=1.2, label=variant)
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel('step')
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    axis.set_yscale(scale)
+    axis.grid(True, alpha=0.3)
+  axes.flat[0].legend(fontsize=8)
+  figure.savefig(path, dpi=90)
+
+
+def _short_titles(names: Sequence[str]) -> list[str]:
+  """Names without their common prefix up to an underscore (loss_l1 -> l1), for grid titles."""
+  common = os.path.commonprefix(list(names))
+  cut = common.rfind('_') + 1
+  return [name[cut:] for name in names]
+
+
+def write_grid(path: Path, eval_set: evaluate.EvalSet,
+               example_composites: dict[str, np.ndarray]) -> list[int]:
+  """masked input | every variant | truth, one row per band spread over the populated bands;
+  returns the evaluation-set indices shown."""
+  # The composites that evaluate.score kept: the first few images of each band.
+  examples = np.asarray(evaluate.example_indices(eval_set.bands))
+  example_bands = eval_set.bands[examples]
+  populated = sorted(set(example_bands.tolist()))
+  spread = np.linspace(0, len(populated) - 1, min(GRID_ROWS, len(populated))).round().astype(int)
+  rows = [int(np.flatnonzero(example_bands == populated[k])[0]) for k in spread]
+  shown = examples[rows]
+  columns = [visualize.masked_input(eval_set.images[shown], eval_set.known[shown])]
+  columns += [composites[rows] for composites in example_composites.values()]
+  columns.append(eval_set.images[shown])
+  titles = ['input'] + _short_titles(list(example_composites)) + ['truth']
+  visualize.save_png(str(path), visualize.grid(columns, max_rows=GRID_ROWS), titles=titles)
+  return [int(i) for i in shown]
+
+
+def _eval_source(config: ml_collections.ConfigDict) -> str:
+  if config.dataset == 'image_folder':
+    return f'the validation split ({config.validation_fraction:.0%}) of `{config.image_dir}`'
+  return f'the validation split of dataset `{config.dataset}`'
+
+
+def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
+                   differences: dict[str, list[Any]], eval_set: evaluate.EvalSet, table: str,
+                   summary: list[str], grid_bands: list[str]) -> str:
+  config = variants[0].config
+  distinct_images = len(set(eval_set.image_names))
+  reuse = (f' ({distinct_images} distinct, each with several masks)'
+           if distinct_images < len(eval_set.image_names) else '')
+  masks_from = ('generated strokes and ellipses' if config.masks == 'generated'
+                else f'`{config.masks}` files from `{config.mask_dir}`')
+  changed = '; '.join(f'{field}: ' + ', '.join(str(v) for v in values)
+                      for field, values in differences.items()) or 'nothing (identical configs)'
+  lines = [
+      '# Loss study', '',
+      f'Command: `python -m define_jax.study {shlex.join(argv)}`', '',
+      f'- Variants, in order: {", ".join(f"`{v.name}`" for v in variants)}, each trained for '
+      f'{config.num_train_steps} steps at {config.image_size}² (batch {config.batch_size}, '
+      f'seed {config.seed}, {config.layers} levels, {config.base_features}–'
+      f'{config.max_features} channels) on dataset `{config.dataset}`.',
+      f'- They differ only in: {changed}.',
+      f'- Evaluation: {len(eval_set.images)} images{reuse} from {_eval_source(config)}, '
+      f'masks: {masks_from}, image k in hole-ratio band k mod 6, seed {MASK_SEED}; the same '
+      'images and masks for every variant. Metrics of the composite (known pixels pasted '
+      'back); L1 ×100; best per column in bold.', '',
+      table, '',
+      '## Summary', '',
+      *[f'- {line}' for line in summary],
+      '- ± is one standard error of the paired per-image differences.', '',
+      '## Curves', '',
+      '![Training and evaluation curves](curves.png)', '',
+      '## Examples', '',
+      '![The same inputs inpainted by every variant](grid.png)', '',
+      f'Columns: masked input | {" | ".join(f"`{v.name}`" for v in variants)} | ground truth; '
+      f'rows: hole-ratio bands {", ".join(grid_bands)}.', '',
+  ]
+  markdown = '\n'.join(lines)
+  path.write_text(markdown, encoding='utf-8')
+  return markdown
+
+
+def score_variants(variants: Sequence[Variant], eval_set: evaluate.EvalSet
+                   ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+  inpainters = {v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants}
+  methods = {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()}
+  return evaluate.score(next(iter(inpainters.values())), methods, eval_set, SCORE_BATCH_SIZE)
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+  parser = argparse.ArgumentParser(prog='python -m define_jax.study', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--configs', default=DEFAULT_CONFIGS,
+                      help='Comma-separated config names (configs/NAME.py) or paths, in the '
+                      'order of the comparison.')
+  parser.add_argument('--workdir', required=True,
+                      help='Study directory: one run per variant in WORKDIR/NAME, the report here.')
+  parser.add_argument('--steps', type=int,
+                      help="Training steps per variant (default: each config's "
+                      'num_train_steps); also sets log/eval cadence for 50/10 curve points '
+                      'unless --config.log_every_steps/eval_every_steps are given.')
+  options, overrides = parser.parse_known_args(argv)
+  unexpected = [arg for arg in overrides if not arg.startswith('--config.')]
+  if unexpected:
+    parser.error(f'unrecognized arguments: {" ".join(unexpected)} (config fields are set '
+                 'with --config.key=value)')
+  if options.steps is not None and options.steps < 1:
+    parser.error('--steps must be positive.')
+  return options, overrides
+
+
+def run(argv: Sequence[str]) -> dict:
+  """Runs the study as the command line says; returns the report's numbers."""
+  options, overrides = parse_args(argv)
+  variants = load_variants(options, overrides)
+  for variant in variants:  # Before any training, so a mistake surfaces at once.
+    check_reusable(variant)
+  train_variants(variants)
+
+  eval_set = build_eval_set(variants[0].config)
+  per_image, example_composites = score_variants(variants, eval_set)
+  rows = evaluate.summarize(per_image, eval_set.bands)
+  names = [v.name for v in variants]
+  differences = config_differences(variants)
+  summary = summary_lines(rows, per_image, names, differences)
+  curves = {v.name: read_curves(v.run_dir) for v in variants}
+
+  out_dir = Path(options.workdir)
+  plot_curves(out_dir / 'curves.png', curves)
+  shown = write_grid(out_dir / 'grid.png', eval_set, example_composites)
+  grid_bands = [metrics.band_label(int(eval_set.bands[i])) for i in shown]
+  table = markdown_table(rows, names)
+  markdown = write_markdown(out_dir / 'study.md', argv, variants, differences, eval_set, table,
+                            summary, grid_bands)
+  report = {
+      'command': ['python', '-m', 'define_jax.study', *argv],
+      'variants': [{'name': v.name, 'run_dir': str(v.run_dir),
+                    'config': _plain(v.config)} for v in variants],
+      'differences': differences,
+      'eval_set': {'images': len(eval_set.images), 'mask_seed': MASK_SEED,
+                   'bands': [metrics.band_label(int(b)) for b in eval_set.bands]},
+      'l1_scale': 100, 'rows': rows, 'summary': summary, 'curves': curves,
+  }
+  (out_dir / 'study.json').write_text(json.dumps(report, indent=1, ensure_ascii=False),
+                                      encoding='utf-8')
+  return {'markdown': markdown, 'rows': rows, 'summary': summary, 'out_dir': str(out_dir)}
+
+
+def cache_compilations(workdir: str) -> None:
+  """Keeps XLA compilations in WORKDIR/jax_cache unless a cache is configured already: the
+  variants share model, initialisation, evaluation and inpainting, so most of their
+  compilations (minutes on CPU) are made once, and a rerun of the study reuses all of them."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.join(os.path.abspath(workdir), 'jax_cache'))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line: run() plus INFO logging (training progress) and the compilation cache."""
+  argv = sys.argv[1:] if argv is None else argv
+  logging.set_verbosity(logging.INFO)
+  options, _ = parse_args(argv)
+  cache_compilations(options.workdir)
+  try:
+    result = run(argv)
+  except (FileNotFoundError, ValueError, StudyInterrupted) as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 1
+  print(result['markdown'])
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

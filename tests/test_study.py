@@ -1,0 +1,111 @@
+"""Loss study: all four loss variants on the tiny setting, end to end; reuse and refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from define_jax import checkpoints
+from define_jax import evaluate
+from define_jax import metrics
+from define_jax import study
+
+from conftest import REPO_ROOT
+
+CONFIG_DIR = Path(REPO_ROOT, 'configs').resolve()
+VARIANTS = ('loss_l1', 'loss_valid_hole', 'loss_style', 'loss_final')
+STEPS = 2
+TINY = ('--config.image_size=64', '--config.layers=4', '--config.base_features=8',
+        '--config.max_features=32', '--config.batch_size=8', '--config.dataset=quickstart',
+        '--config.num_eval_images=8')
+
+
+def run_study(workdir):
+  """The command line; its compilation cache (WORKDIR/jax_cache) also keeps the tiny model's
+  sub-second compilations, which the variants share."""
+  command = [sys.executable, '-m', 'define_jax.study', '--configs', ','.join(VARIANTS),
+             '--workdir', str(workdir), '--steps', str(STEPS), *TINY]
+  env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return result
+
+
+def table_rows(markdown):
+  """The table's lines as lists of cells (header first, separator dropped)."""
+  lines = [line for line in markdown.splitlines() if line.startswith('| ')]
+  return [[cell.strip() for cell in line.strip('|').split('|')] for line in lines]
+
+
+def check_artifacts(workdir):
+  for name in ('study.md', 'curves.png', 'grid.png', 'study.json'):
+    assert (workdir / name).stat().st_size > 0, name
+  for variant in VARIANTS:
+    manager = checkpoints.create_manager(str(workdir / variant), read_only=True)
+    assert manager.all_steps() == [STEPS]
+
+  header, *rows = table_rows((workdir / 'study.md').read_text(encoding='utf-8'))
+  bands = [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [evaluate.OVERALL]
+  assert [cell.split(' (')[0] for cell in header[2:]] == bands
+  # One row per variant for each metric, in --configs order.
+  assert [row[1].strip('`') for row in rows] == list(VARIANTS) * len(metrics.METRICS)
+  for first in range(0, len(rows), len(VARIANTS)):
+    block = rows[first:first + len(VARIANTS)]
+    for column in range(2, len(header)):
+      # Every band has images (the small validation split is cycled) and one best value.
+      assert sum(row[column].startswith('**') for row in block) == 1, (block, column)
+
+  report = json.loads((workdir / 'study.json').read_text(encoding='utf-8'))
+  assert report['differences'] == {'loss': ['l1', 'valid_hole', 'style', 'final']}
+  assert {row['method'] for row in report['rows']} == set(VARIANTS)
+  assert len(report['summary']) == 3 + len(VARIANTS) - 1
+  for variant in VARIANTS:
+    assert report['curves'][variant]['eval_psnr'], variant
+    assert study.raw_output_l1(report['curves'][variant]), variant
+  return report
+
+
+# One test, so that parallel test workers never run the study twice.
+@pytest.mark.slow
+def test_study_end_to_end_reuse_and_refusals(tmp_path):
+  workdir = tmp_path / 'study'
+  run_study(workdir)
+  report = check_artifacts(workdir)
+  assert any((workdir / 'jax_cache').iterdir())
+
+  # A second run reuses every finished run and reproduces the numbers.
+  checkpoint_times = {v: os.path.getmtime(workdir / v / 'checkpoints' / str(STEPS))
+                      for v in VARIANTS}
+  rerun = run_study(workdir)
+  assert 'Nothing to do' in rerun.stderr and 'Training pconv_unet' not in rerun.stderr
+  for variant, mtime in checkpoint_times.items():
+    assert os.path.getmtime(workdir / variant / 'checkpoints' / str(STEPS)) == mtime
+  assert check_artifacts(workdir)['rows'] == report['rows']
+
+  # Runs made with other settings or past the budget are refused before any training.
+  argv = ['--configs', ','.join(VARIANTS), '--workdir', str(workdir), '--steps', str(STEPS),
+          *TINY]
+  with pytest.raises(ValueError, match='learning_rate: 0.0002 there, 0.5 now'):
+    study.run(argv + ['--config.learning_rate=0.5'])
+  with pytest.raises(ValueError, match='trained for 2 steps, more than the budget of 1'):
+    study.run(argv + ['--steps', '1'])
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.no_such_field=3', "no config field 'no_such_field'"),
+    ('--config.batch_size=abc', 'config.batch_size=abc'),
+])
+def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message):
+  with pytest.raises(ValueError, match=message):
+    study.run(['--workdir', str(tmp_path), override])
+
+
+def test_configs_resolve_by_name_and_unknown_names_are_listed(tmp_path):
+  assert study.resolve_config_file('loss_l1') == CONFIG_DIR / 'loss_l1.py'
+  with pytest.raises(FileNotFoundError, match='configs/loss_nothing.py'):
+    study.run(['--workdir', str(tmp_path), '--configs', 'loss_l1,loss_nothing'])
