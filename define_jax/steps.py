@@ -127,7 +127,10 @@ def loss_fn_for_config(config: ml_collections.ConfigDict) -> Callable[..., tuple
   origin = load_vgg(config)[1] if needs_vgg else None
 
   def loss_fn(output, target, mask, vgg_params):
-    features = vgg_weights.vgg_feature_fn(vgg_params, origin) if needs_vgg else None
+    # VGG computes in the model's dtype too (most of a step's FLOPs); its features, like
+    # the network output, are cast to float32 before any loss term.
+    features = (vgg_weights.vgg_feature_fn(vgg_params, origin, DTYPES[config.dtype])
+                if needs_vgg else None)
     return losses.total_loss(weights, output, target, mask, features,
                              tv_region=config.tv_region)
 

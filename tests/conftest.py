@@ -6,6 +6,10 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Many tests (and the training subprocesses they start) compile the same tiny programs:
+# JAX's persistent compilation cache makes each compile once per suite run.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.pytest_cache', 'jax'))
 
 import pytest  # pylint: disable=g-import-not-at-top
 import jax

@@ -87,6 +87,31 @@ def test_partial_conv_reduces_mask_cheaply():
   assert str(jaxpr).count('conv_general_dilated') == 1
 
 
+@pytest.mark.parametrize('size', [16, 32])  # Decoder paths: concatenation, low resolution.
+def test_partial_conv_of_upsampled_and_skip_matches_numpy_reference(size):
+  """upsampled=(a, mask_a) convolves concat(upsample(a), x), each part under its own mask."""
+  rng = np.random.default_rng(size)
+  x, mask, kernel, bias = _random_partial_conv(rng, 3, per_channel=False, in_features=5,
+                                               size=size)
+  low = rng.uniform(size=(2, size // 2, size // 2, 6)).astype(np.float32)
+  low_mask = (rng.uniform(size=(2, size // 2, size // 2, 1)) > 0.5).astype(np.float32)
+  low_mask[:, :3, :4] = 0.0
+  kernel = (0.2 * rng.normal(size=(3, 3, 11, 4))).astype(np.float32)
+  conv = models.PartialConv(4, 3)
+  y, new_mask = conv.apply({'params': {'kernel': kernel, 'bias': bias}}, x, mask,
+                           (low, low_mask))
+
+  upsample = lambda a: a.repeat(2, axis=1).repeat(2, axis=2)
+  full_x = np.concatenate([upsample(low), x], axis=-1).astype(np.float64)
+  full_mask = np.concatenate([np.broadcast_to(upsample(low_mask), x.shape[:3] + (6,)),
+                              np.broadcast_to(mask, x.shape)], axis=-1)
+  expected, expected_mask = partial_conv_reference(full_x, full_mask, kernel.astype(np.float64),
+                                                   bias, 1)
+  assert 0 < expected_mask.mean() < 1
+  np.testing.assert_array_equal(new_mask, expected_mask)
+  np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
+
+
 class NvidiaPartialConv2d(torch.nn.Conv2d):
   """NVIDIA's PartialConv2d (single-channel mask, return_mask=True) re-typed from its paper code."""
 
