@@ -9,17 +9,9 @@ from flax import jax_utils
 from configs import tiny
 from define_jax import steps
 
+from conftest import synthetic_batch
+
 NUM_STEPS = 6
-
-
-def _batch(config, seed):
-  """[devices, per_device_batch, H, W, C] images, each with a rectangular hole."""
-  rng = np.random.default_rng(seed)
-  devices, size = jax.local_device_count(), config.image_size
-  shape = (devices, config.batch_size // devices, size, size)
-  mask = np.ones(shape + (1,), np.float32)
-  mask[:, :, size // 4:size // 2, size // 3:2 * size // 3] = 0.0
-  return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}
 
 
 def _train(dtype):
@@ -31,7 +23,7 @@ def _train(dtype):
   state = jax_utils.replicate(initial)
   losses = []
   for i in range(NUM_STEPS):
-    state, metrics = p_train_step(state, _batch(config, seed=i % 2), vgg_params)
+    state, metrics = p_train_step(state, synthetic_batch(config, seed=i % 2), vgg_params)
     assert metrics['total'].dtype == jnp.float32
     losses.append(float(metrics['total'][0]))
   return initial, jax_utils.unreplicate(state), np.array(losses)

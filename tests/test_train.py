@@ -15,17 +15,7 @@ from define_jax import checkpoints
 from define_jax import steps
 from define_jax import train
 
-from conftest import REPO_ROOT
-
-
-def synthetic_batch(config, seed=0):
-  """[devices, per_device_batch, H, W, C] images with a square hole per image."""
-  rng = np.random.default_rng(seed)
-  devices, size = jax.local_device_count(), config.image_size
-  shape = (devices, config.batch_size // devices, size, size)
-  mask = np.ones(shape + (1,), np.float32)
-  mask[:, :, size // 4:size // 2, size // 3:2 * size // 3] = 0.0
-  return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}
+from conftest import REPO_ROOT, synthetic_batch
 
 
 def run_steps(config, state, num_steps):
