@@ -30,6 +30,7 @@ def run_study(workdir):
              '--workdir', str(workdir), '--steps', str(STEPS), *TINY]
   env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)  # The suite's cache (conftest): use the study's.
   result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-4000:]
