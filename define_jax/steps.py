@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training import train_state
 
@@ -205,27 +204,14 @@ def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
   return output, losses.composite(output, image, mask)
 
 
-def image_metrics(composite: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
-  """Per-image L1, PSNR and SSIM of the clipped composite against the ground truth."""
-  return metrics.image_metrics(composite, target)
-
-
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   """Per-image metrics and images of one device's eval shard (inference-mode BatchNorm)."""
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   output, comp = inpaint(state.apply_fn, variables, batch['image'], batch['mask'])
-  metrics = image_metrics(comp, batch['image'])
-  metrics['hole_ratio'] = 1.0 - jnp.mean(batch['mask'], axis=(1, 2, 3))
-  return {'metrics': metrics, 'output': output, 'composite': comp}
+  per_image = metrics.image_metrics(comp, batch['image'])
+  per_image['hole_ratio'] = 1.0 - jnp.mean(batch['mask'], axis=(1, 2, 3))
+  return {'metrics': per_image, 'output': output, 'composite': comp}
 
 
 def make_p_eval_step() -> Callable:
   return jax.pmap(eval_step, axis_name=AXIS_NAME)
-
-
-def weighted_means(per_image: Mapping[str, np.ndarray], weight: np.ndarray) -> dict[str, float]:
-  """Means over real (weight 1) images of per-image metrics gathered from all devices."""
-  weight = np.asarray(weight, np.float64).reshape(-1)
-  total = max(weight.sum(), 1.0)
-  return {k: float((np.asarray(v, np.float64).reshape(-1) * weight).sum() / total)
-          for k, v in per_image.items()}
