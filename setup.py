@@ -18,7 +18,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["define_jax", "define_jax.*"]),
-    package_data={"define_jax": ["demo_static/*"]},
+    package_data={"define_jax": ["demo_static/*", "pretrained/*"]},
     python_requires=">=3.10",
     install_requires=CORE + [
         "tensorflow-cpu>=2.15",  # tf.data only; JAX owns the accelerators.

@@ -24,6 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.dtype = 'float32'
   # Freeze encoder BatchNorm statistics (DeFINe's fine-tuning stage: BatchNorm only in the decoder).
   config.freeze_encoder_bn = False
+  # Also feed the mask as an input channel (pconv_unet; the plain unet always does). Without
+  # it a partial-convolution U-Net cannot tell a 1-pixel hole from a dark line (prefill.py).
+  config.mask_channel = False
+  # 'none' (paper), or 'harmonic': the network gets a harmonic fill of the holes as input and
+  # outputs a correction to it (see define_jax/prefill.py).
+  config.prefill = 'none'
 
   # --- Losses ------------------------------------------------------------
   # Weight preset: 'l1' (V1), 'valid_hole' (V2), 'style' (V3), 'final' (V4, DeFINe), 'pconv' (Liu et al.).
@@ -37,8 +43,20 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Optimisation --------------------------------------------------------
   # Global batch over all devices of all hosts (DeFINe: 6).
   config.batch_size = 6
-  # Adam learning rate (DeFINe stage one: 2e-4; fine-tuning: 5e-5).
+  # Adam (peak) learning rate (DeFINe stage one: 2e-4; fine-tuning: 5e-5).
   config.learning_rate = 2e-4
+  # Learning-rate schedule after warm-up: 'constant' (paper), 'cosine' or 'linear' decay to
+  # final_learning_rate_fraction * learning_rate at num_train_steps.
+  config.lr_schedule = 'constant'
+  # Steps of linear warm-up from 0 to learning_rate (0 = none).
+  config.warmup_steps = 0
+  # End of the cosine/linear decay, as a fraction of learning_rate.
+  config.final_learning_rate_fraction = 0.0
+  # Clip gradients to this global L2 norm before Adam (0 = no clipping).
+  config.grad_clip_norm = 0.0
+  # Decay of the exponential moving average of weights and BatchNorm statistics that
+  # evaluation, inference and export use (0 = no average; the raw weights are used).
+  config.ema_decay = 0.0
   # Total optimizer steps of this stage (a resumed run continues up to this count).
   config.num_train_steps = 500_000
   # Workdir of a finished run whose weights and BatchNorm statistics initialise this one
@@ -73,6 +91,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.hole_ratio_max = 0.6
   # Apply the paper's augmentations (dilation, rotation, translation, crop, flip) to mask-set masks.
   config.mask_augment = True
+  # With a mask set: fraction of training masks generated instead (in the hole-ratio range);
+  # generated strokes reach down to 2 pixels at 128², thinner than augmented mask-set masks.
+  config.generated_mask_fraction = 0.0
   # Size of the fixed evaluation set (same images and masks at every evaluation).
   config.num_eval_images = 120
   # tf.data prefetch depth (batches).

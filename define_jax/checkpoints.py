@@ -1,7 +1,8 @@
 """Orbax checkpoints of a run: save, resume past damaged checkpoints, restore for inference.
 
 Layout: WORKDIR/checkpoints/<step>/{model,optimizer,config}. `model` holds params and
-BatchNorm statistics (all inference needs), `optimizer` the Adam state and non-finite
+BatchNorm statistics, and their moving averages under `ema` when the run keeps them (all
+inference needs), `optimizer` the Adam state and non-finite
 counters, `config` the run's config as JSON so a checkpoint rebuilds its own model.
 """
 
@@ -17,6 +18,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
+
+from define_jax import export
 
 ITEMS = ('model', 'optimizer', 'config')
 
@@ -47,8 +50,11 @@ def create_manager(workdir: str, *, keep: int = 3, read_only: bool = False) -> o
 
 
 def _split_state(state) -> dict[str, Any]:
+  model = {'params': state.params, 'batch_stats': state.batch_stats}
+  if state.ema_params:  # Moving averages, what inference and export use.
+    model['ema'] = {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
   return {
-      'model': {'params': state.params, 'batch_stats': state.batch_stats},
+      'model': model,
       'optimizer': {'opt_state': state.opt_state,
                     'nonfinite_streak': state.nonfinite_streak,
                     'nonfinite_total': state.nonfinite_total},
@@ -101,9 +107,11 @@ def restore_latest(manager: ocp.CheckpointManager, state):
                       type(error).__name__, error, _set_aside(manager, step))
       continue
     model, optimizer = restored['model'], restored['optimizer']
+    ema = model.get('ema', {'params': {}, 'batch_stats': {}})
     return state.replace(
         step=np.asarray(step, np.int32), params=model['params'],
-        batch_stats=model['batch_stats'], opt_state=optimizer['opt_state'],
+        batch_stats=model['batch_stats'], ema_params=ema['params'],
+        ema_batch_stats=ema['batch_stats'], opt_state=optimizer['opt_state'],
         nonfinite_streak=optimizer['nonfinite_streak'],
         nonfinite_total=optimizer['nonfinite_total'])
   return None
@@ -117,12 +125,17 @@ def _describe(path: epath.Path) -> str:
 
 
 def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
-  """(variables, config dict, step) for inference, without the optimizer.
+  """(variables, config dict, step) for inference, without the optimizer; the variables
+  are the moving averages of the weights when the run kept them (config.ema_decay > 0).
+
+  `path` may also be a model file written by define_jax.export (*.msgpack).
 
   `path` is a training workdir, its `checkpoints` directory, or one step's directory,
   local or a URL (gs://...). Raises FileNotFoundError listing what is there when no
   checkpoint is found.
   """
+  if export.is_model_file(str(path)):
+    return export.read_model_file(str(path))
   path = epath.Path(resolve_workdir(path))
   if (path / 'model').is_dir() and path.name.isdigit():
     root, step = path.parent, int(path.name)
@@ -147,6 +160,9 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
       logging.warning('Skipping unreadable checkpoint %s/%s: %s', root, candidate, error)
       errors.append(f'{candidate}: {error}')
       continue
-    variables = jax.tree.map(np.asarray, dict(restored['model']))
+    model = dict(restored['model'])
+    # The moving averages, when the run kept them, are the weights to use.
+    model = dict(model.get('ema', model))
+    variables = jax.tree.map(np.asarray, {k: model[k] for k in ('params', 'batch_stats')})
     return variables, dict(restored['config']), int(candidate)
   raise FileNotFoundError(f'No readable checkpoint under {root}: ' + '; '.join(errors))

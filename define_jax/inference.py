@@ -1,6 +1,7 @@
 """Inpainting with a trained checkpoint: images of any size, explicit mask polarity, batches.
 
-  inpainter = Inpainter.from_checkpoint('runs/ffhq256')
+  inpainter = Inpainter.pretrained()                        # the model shipped in the package
+  inpainter = Inpainter.from_checkpoint('runs/ffhq256')      # or a workdir / exported file
   result = inpainter(photo, mask, polarity='hole_white')   # white mask pixels = holes
 
 Pure JAX/Flax/NumPy/Pillow (no TensorFlow, no clu), so it runs wherever JAX does.
@@ -16,6 +17,7 @@ exactly the input's, at the input's resolution.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import jax
@@ -31,6 +33,9 @@ from define_jax import steps
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
 Fit = Literal['resize', 'pad']
+
+# The model shipped with the package (see pretrained/MODEL_CARD.md).
+PRETRAINED_MODEL = Path(__file__).parent / 'pretrained' / 'faces128.msgpack'
 
 # Config fields that define the network; a checkpoint's config must have them all.
 MODEL_FIELDS = ('model', 'layers', 'base_features', 'max_features', 'freeze_encoder_bn',
@@ -271,6 +276,20 @@ class Inpainter:
     config = ml_collections.ConfigDict(config_dict)
     check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices)
+
+  @classmethod
+  def pretrained(cls, *, devices: list[jax.Device] | None = None) -> Inpainter:
+    """The face model shipped with define_jax (128², trained on UTKFace; licence and scores
+    in define_jax/pretrained/MODEL_CARD.md)."""
+    if not PRETRAINED_MODEL.is_file():
+      raise FileNotFoundError(f'The packaged model {PRETRAINED_MODEL} is missing; reinstall '
+                              'define_jax or pass a checkpoint.')
+    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices)
+
+  @classmethod
+  def load(cls, path: str | None, **kwargs) -> Inpainter:
+    """from_checkpoint(path), or the packaged model when path is None or empty."""
+    return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
 
   def _network_pass(self, variables, image: jax.Array, known: jax.Array) -> jax.Array:
     output = self._apply(variables, image * known, known, train=False)

@@ -1,8 +1,8 @@
-"""Inpaints photos with a trained checkpoint from the command line.
+"""Inpaints photos from the command line, with the packaged face model or a checkpoint.
 
-One image:
-  python -m define_jax.inpaint --checkpoint runs/ffhq256 --image face.jpg --mask holes.png \
-      --polarity hole_white --out filled.png
+One image (the packaged model unless --checkpoint names a workdir or an exported file):
+  python -m define_jax.inpaint --image face.jpg --mask holes.png --polarity hole_white \
+      --out filled.png
 
 A folder (masks matched by relative path without extension, e.g. a/b.jpg <- a/b.png;
 results written as PNG under the same relative path):
@@ -89,8 +89,9 @@ def inpaint_folder(inpainter: Inpainter, options: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.inpaint', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', required=True,
-                      help='Training workdir, its checkpoints directory or one step directory.')
+  parser.add_argument('--checkpoint', default='',
+                      help='Training workdir, its checkpoints directory, one step directory or '
+                      'a model file from define_jax.export (default: the packaged model).')
   parser.add_argument('--image', help='One photo.')
   parser.add_argument('--mask', help="The photo's mask.")
   parser.add_argument('--images', help='A folder of photos (searched recursively).')
@@ -114,7 +115,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    inpainter = Inpainter.from_checkpoint(options.checkpoint)
+    inpainter = Inpainter.load(options.checkpoint)
     if options.images:
       return 1 if inpaint_folder(inpainter, options) else 0
     inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)

@@ -367,19 +367,25 @@ class _MaskSetMasks:
       size: int,
       augment: bool,
       fallback: _GeneratedMasks,
+      generated_fraction: float,
   ) -> None:
+    if not 0.0 <= generated_fraction <= 1.0:
+      raise ValueError(f'config.generated_mask_fraction={generated_fraction} must lie in [0, 1]')
     self._sources = {True: train_source, False: eval_source}
     self._size = size
     self._augment = augment
     self._fallback = fallback
+    self._generated_fraction = generated_fraction
 
   def train_mask(self, rng: np.random.Generator) -> np.ndarray:
-    return self._draw(rng, training=True)
+    if rng.random() < self._generated_fraction:
+      return self._fallback.train_mask(rng)
+    return self._draw(rng, training=True, augment=self._augment)
 
   def eval_mask(self, rng: np.random.Generator) -> np.ndarray:
-    return self._draw(rng, training=False)
+    return self._draw(rng, training=False, augment=False)
 
-  def _draw(self, rng: np.random.Generator, training: bool) -> np.ndarray:
+  def _draw(self, rng: np.random.Generator, training: bool, augment: bool) -> np.ndarray:
     source = self._sources[training]
     for _ in range(_MAX_MASK_DRAWS):
       index = int(rng.integers(len(source)))
@@ -391,7 +397,7 @@ class _MaskSetMasks:
       if mask_lib.is_degenerate(known):
         _SKIPS.record('masks', source.name(index), 'no hole or no known pixel')
         continue
-      if training and self._augment:
+      if augment:
         # A crop can miss every hole: an ordinary redraw, not a bad input.
         known = mask_lib.augment_mask(known, rng, (self._size, self._size))
       else:
@@ -643,8 +649,9 @@ def _mask_maker(config: ml_collections.ConfigDict, process_count: int) -> _MaskM
       _TfdsRecords(builder, train_split, 'mask'),
       _TfdsRecords(builder, eval_split, 'mask'),
       size,
-      bool(config.get('mask_augment', True)),
+      bool(config.mask_augment),
       generated,
+      float(config.generated_mask_fraction),
   )
 
 

@@ -22,6 +22,12 @@ statistics did not move, by the `enc_`/`dec_` prefixes):
 
 Mask convention: float, 1 = known pixel, 0 = hole. Images float NHWC, masks N,H,W,1
 (or one channel per image channel).
+
+Two input options (both off in the paper's configuration) let the network see thin holes,
+which partial convolutions alone barely distinguish from dark lines (see prefill.py):
+`mask_channel` adds the mask as an always-known input channel; `prefill='harmonic'` adds a
+harmonic fill of the holes as always-known input channels and makes the output a
+correction added to that fill.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from define_jax import prefill as prefill_lib
 from define_jax import validation
 
 Dtype = Any
@@ -244,6 +251,9 @@ class PConvUNet(nn.Module):
     freeze_encoder_bn: encoder BatchNorm always normalises with, and never updates, its
       running statistics (DeFINe's fine-tuning stage); decoder BatchNorm still trains.
     dtype: computation dtype; parameters, BatchNorm statistics and the output stay float32.
+    mask_channel: also feed the mask itself as an (always known) input channel.
+    prefill: 'none', or 'harmonic': feed a harmonic fill of the holes as (always known)
+      input channels and output a correction added to it.
   """
 
   layers: int = 7
@@ -252,15 +262,17 @@ class PConvUNet(nn.Module):
   axis_name: Optional[str] = None
   freeze_encoder_bn: bool = False
   dtype: Dtype = jnp.float32
+  mask_channel: bool = False
+  prefill: str = 'none'
 
   @nn.compact
   def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
     """Raw network output [N,H,W,C] (not composited with the known pixels)."""
     validation.check_image_and_mask(image, mask, self.layers)
     block = lambda **kwargs: PConvBlock(axis_name=self.axis_name, dtype=self.dtype, **kwargs)
+    x, x_mask, base = _network_input(image, mask, self.mask_channel, self.prefill)
 
-    skips = [(image, mask)]
-    x, x_mask = image, mask
+    skips = [(x, x_mask)]
     for level in range(1, self.layers + 1):
       x, x_mask = block(
           features=_encoder_features(self, level), kernel_size=_encoder_kernel_size(level),
@@ -273,17 +285,17 @@ class PConvUNet(nn.Module):
       last = level == 1
       # Convolves concat(upsample(x), skip), each part masked by its own mask.
       x, x_mask = block(
-          features=skip.shape[-1], kernel_size=3, use_bias=last, use_batch_norm=not last,
-          activation=None if last else _leaky_relu, name=f'dec_{level}')(
-              skip, skip_mask, (x, x_mask), use_running_average=not train)
-    return x.astype(jnp.float32)
+          features=image.shape[-1] if last else skip.shape[-1], kernel_size=3, use_bias=last,
+          use_batch_norm=not last, activation=None if last else _leaky_relu,
+          name=f'dec_{level}')(skip, skip_mask, (x, x_mask), use_running_average=not train)
+    return (x + base).astype(jnp.float32)
 
 
 class UNet(nn.Module):
   """PConvUNet's architecture with ordinary convolutions, the mask as an extra input channel.
 
   Same attributes and variable naming as PConvUNet (blocks hold Conv_0 instead of
-  PartialConv_0); the network input is concat(image * mask, mask).
+  PartialConv_0); the mask is always an input channel (mask_channel is ignored).
   """
 
   layers: int = 7
@@ -292,15 +304,15 @@ class UNet(nn.Module):
   axis_name: Optional[str] = None
   freeze_encoder_bn: bool = False
   dtype: Dtype = jnp.float32
+  mask_channel: bool = True
+  prefill: str = 'none'
 
   @nn.compact
   def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
     """Raw network output [N,H,W,C] (not composited with the known pixels)."""
     validation.check_image_and_mask(image, mask, self.layers)
     block = lambda **kwargs: ConvBlock(axis_name=self.axis_name, dtype=self.dtype, **kwargs)
-    mask = jnp.broadcast_to(mask, image.shape[:3] + mask.shape[3:]).astype(image.dtype)
-
-    x = jnp.concatenate([image * mask, mask], axis=-1)
+    x, _, base = _network_input(image, mask, True, self.prefill)
     skips = [x]
     for level in range(1, self.layers + 1):
       x = block(
@@ -318,7 +330,37 @@ class UNet(nn.Module):
           use_bias=last, use_batch_norm=not last,
           activation=None if last else _leaky_relu, name=f'dec_{level}')(
               x, use_running_average=not train)
-    return x.astype(jnp.float32)
+    return (x + base).astype(jnp.float32)
+
+
+PREFILLS = ('none', 'harmonic')
+
+
+def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefill: str
+                   ) -> tuple[jax.Array, jax.Array, jax.Array | float]:
+  """(input channels, their per-channel mask, base the output is added to).
+
+  Without options: (image, mask, 0). The extra channels (fill, mask) are always known;
+  the image channels are zeroed in the holes (what a partial convolution does anyway).
+  """
+  if prefill not in PREFILLS:
+    raise ValueError(f'prefill={prefill!r}: expected one of {PREFILLS}.')
+  if not mask_channel and prefill == 'none':
+    return image, mask, 0.0
+  mask = jnp.broadcast_to(mask, image.shape[:3] + (1,) if mask.shape[-1] == 1 else image.shape)
+  mask = mask.astype(jnp.float32)
+  channels, channel_masks = [image * mask], [jnp.broadcast_to(mask, image.shape)]
+  base = 0.0
+  if prefill == 'harmonic':
+    base = prefill_lib.harmonic_fill(image, mask)
+    channels.append(base.astype(image.dtype))
+    channel_masks.append(jnp.ones_like(base))
+  if mask_channel:
+    hole_free = jnp.min(mask, axis=-1, keepdims=True)
+    channels.append(hole_free.astype(image.dtype))
+    channel_masks.append(jnp.ones_like(hole_free))
+  return (jnp.concatenate(channels, axis=-1), jnp.concatenate(channel_masks, axis=-1),
+          base)
 
 
 def _encoder_features(unet: PConvUNet | UNet, level: int) -> int:

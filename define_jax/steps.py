@@ -39,6 +39,10 @@ class TrainState(train_state.TrainState):
   nonfinite_streak: jax.Array
   # All steps skipped so far for the same reason.
   nonfinite_total: jax.Array
+  # Exponential moving averages of params and batch_stats ({} when config.ema_decay == 0);
+  # evaluation, inference and export use them.
+  ema_params: Any = flax.struct.field(default_factory=dict)
+  ema_batch_stats: Any = flax.struct.field(default_factory=dict)
 
 
 def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
@@ -63,6 +67,21 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
         f'{device_count} devices (the global batch is split evenly across them).')
   if config.learning_rate <= 0:
     raise ValueError(f'config.learning_rate={config.learning_rate} must be positive.')
+  if config.prefill not in models.PREFILLS:
+    raise ValueError(f'config.prefill={config.prefill!r}: expected one of {models.PREFILLS}.')
+  if config.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f'config.lr_schedule={config.lr_schedule!r}: expected one of '
+                     f'{LR_SCHEDULES}.')
+  if not 0 <= config.warmup_steps < max(config.num_train_steps, 1):
+    raise ValueError(f'config.warmup_steps={config.warmup_steps} must lie in '
+                     f'[0, num_train_steps={config.num_train_steps}).')
+  if not 0 <= config.final_learning_rate_fraction <= 1:
+    raise ValueError('config.final_learning_rate_fraction='
+                     f'{config.final_learning_rate_fraction} must lie in [0, 1].')
+  if config.grad_clip_norm < 0:
+    raise ValueError(f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
+  if not 0 <= config.ema_decay < 1:
+    raise ValueError(f'config.ema_decay={config.ema_decay} must lie in [0, 1) (0 = off).')
   if config.get('init_from', '') is None:
     raise ValueError(
         'config.init_from is required by this config: pass the stage-one workdir, '
@@ -77,7 +96,9 @@ def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = N
       max_features=config.max_features,
       axis_name=axis_name,
       freeze_encoder_bn=config.freeze_encoder_bn,
-      dtype=DTYPES[config.dtype])
+      dtype=DTYPES[config.dtype],
+      mask_channel=config.get('mask_channel', False),
+      prefill=config.get('prefill', 'none'))
 
 
 def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
@@ -89,10 +110,39 @@ def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
   return flax.core.unfreeze(variables)
 
 
+LR_SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up from 0 over warmup_steps, then constant or a cosine/linear decay to
+  final_learning_rate_fraction * learning_rate at num_train_steps."""
+  peak, warmup = config.learning_rate, config.warmup_steps
+  decay_steps = max(config.num_train_steps - warmup, 1)
+  end = peak * config.final_learning_rate_fraction
+  after_warmup = {
+      'constant': optax.constant_schedule(peak),
+      'cosine': optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak),
+      'linear': optax.linear_schedule(peak, end, decay_steps),
+  }[config.lr_schedule]
+  if not warmup:
+    return after_warmup
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after_warmup],
+                              [warmup])
+
+
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam on the scheduled learning rate, after optional global-norm gradient clipping."""
+  clip = config.grad_clip_norm
+
+  def adam(learning_rate):
+    chain = [optax.clip_by_global_norm(clip)] if clip else []
+    return optax.chain(*chain, optax.adam(learning_rate))
+
   # inject_hyperparams keeps the learning rate in the optimizer state, so it can be logged
-  # and replaced when a run resumes with another rate (see with_learning_rate).
-  return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
+  # and replaced when a run resumes with another constant rate (see with_learning_rate).
+  rate = (config.learning_rate if config.lr_schedule == 'constant' and not config.warmup_steps
+          else learning_rate_schedule(config))
+  return optax.inject_hyperparams(adam)(learning_rate=rate)
 
 
 def with_learning_rate(state: TrainState, rate: float) -> TrainState:
@@ -106,13 +156,30 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
   """A fresh (unreplicated) train state, from random init or the given variables."""
   if variables is None:
     variables = init_variables(config, rng)
+  ema = config.ema_decay > 0
   return TrainState.create(
       apply_fn=create_model(config, axis_name=AXIS_NAME).apply,
       params=variables['params'],
       batch_stats=variables['batch_stats'],
       tx=create_optimizer(config),
       nonfinite_streak=jnp.zeros((), jnp.int32),
-      nonfinite_total=jnp.zeros((), jnp.int32))
+      nonfinite_total=jnp.zeros((), jnp.int32),
+      ema_params=jax.tree.map(jnp.copy, variables['params']) if ema else {},
+      ema_batch_stats=jax.tree.map(jnp.copy, variables['batch_stats']) if ema else {})
+
+
+def inference_variables(state: TrainState) -> dict[str, Any]:
+  """The variables evaluation and inference use: the moving averages when kept."""
+  if state.ema_params:
+    return {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+  """The averaging rate at `step`: min(decay, (1 + step) / (10 + step)), so that early
+  averages are not dominated by the random initialisation."""
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 def learning_rate(state: TrainState) -> jax.Array:
@@ -154,7 +221,8 @@ def _all_finite(tree) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: Any, *,
-               loss_fn: Callable[..., tuple[jax.Array, dict]]) -> tuple[TrainState, dict]:
+               loss_fn: Callable[..., tuple[jax.Array, dict]],
+               ema_decay: float = 0.0) -> tuple[TrainState, dict]:
   """One optimizer step on one device's shard; call under pmap with axis_name=AXIS_NAME.
 
   Gradients, BatchNorm statistics and metrics are averaged over the device axis. A step
@@ -177,9 +245,16 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: An
 
   updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  params = keep(updated.params, state.params)
+  batch_stats = keep(updated.batch_stats, state.batch_stats)
+  if ema_decay:
+    rate = ema_decay_at(state.step, ema_decay)
+    average = lambda new, old: jax.tree.map(lambda n, o: rate * o + (1 - rate) * n, new, old)
+    updated = updated.replace(ema_params=average(params, state.ema_params),
+                              ema_batch_stats=average(batch_stats, state.ema_batch_stats))
   new_state = updated.replace(
-      params=keep(updated.params, state.params),
-      batch_stats=keep(updated.batch_stats, state.batch_stats),
+      params=params,
+      batch_stats=batch_stats,
       opt_state=keep(updated.opt_state, state.opt_state),
       nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
       nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)))
@@ -193,7 +268,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: An
 def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
   """The pmapped train step; the input state is donated (updated in place)."""
   return jax.pmap(
-      functools.partial(train_step, loss_fn=loss_fn_for_config(config)),
+      functools.partial(train_step, loss_fn=loss_fn_for_config(config),
+                        ema_decay=config.ema_decay),
       axis_name=AXIS_NAME, donate_argnums=(0,))
 
 
@@ -206,8 +282,8 @@ def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
 
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   """Per-image metrics and images of one device's eval shard (inference-mode BatchNorm)."""
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  output, comp = inpaint(state.apply_fn, variables, batch['image'], batch['mask'])
+  output, comp = inpaint(state.apply_fn, inference_variables(state), batch['image'],
+                         batch['mask'])
   per_image = metrics.image_metrics(comp, batch['image'])
   per_image['hole_ratio'] = 1.0 - jnp.mean(batch['mask'], axis=(1, 2, 3))
   return {'metrics': per_image, 'output': output, 'composite': comp}
