@@ -1,15 +1,20 @@
-"""Scores a checkpoint per hole-ratio band, optionally against classical inpainting.
+"""Scores a model per hole-ratio band, optionally against classical inpainting.
 
-  python -m define_jax.evaluate --workdir runs/ffhq256 --masks nvidia_irregular \
+  python -m define_jax.evaluate --checkpoint runs/ffhq256 --masks nvidia_irregular \
       --mask_dir /data/nvidia_masks --image_dir /data/faces --num_images 600 --baselines
 
-Reports L1 (×100), PSNR, SSIM and LPIPS (VGG) of the composite (known pixels pasted back)
-per band of hole ratio (0–10%, …, 50–60%, as in the PConv paper) and overall, as a
-Markdown table on stdout and in WORKDIR/eval/report.md, with every number and per-image
-score in report.json and one PNG grid of examples per band.
+--checkpoint is a training workdir, a checkpoint directory or a model file written by
+define_jax.export; without it the packaged face model is scored. Reports L1 (×100), PSNR,
+SSIM and LPIPS (VGG) of the composite (known pixels pasted back) per band of hole ratio
+(0–10%, …, 50–60%, as in the PConv paper) and overall, as a Markdown table on stdout and in
+OUT/report.md (--out; default WORKDIR/eval for a workdir, ./eval otherwise; a report already
+there is replaced), with every per-image score in report.json and one PNG grid of examples
+per band.
 
 Images: the validation split of the checkpoint's own dataset (default, through
-input_pipeline) or the first --num_images photos below --image_dir (sorted relative paths),
+input_pipeline); or, with --image_dir, the first --num_images photos below it (sorted
+relative paths), or with --image_dir and --split validation only the part of that folder
+that training with dataset='image_folder' holds out (the same file-name rule). Images are
 centre-cropped and resized to --image_size (default: the model's size) like validation.
 Masks: files below --mask_dir (thresholded at 50% grey; white = hole for nvidia_irregular,
 white = keep for qd_imd) or generated strokes and ellipses. Image k gets a mask of band
@@ -93,10 +98,13 @@ def images_from_dir(image_dir: str, size: int, count: int) -> tuple[np.ndarray, 
   return np.stack([load_face(Path(image_dir, name), size) for name in files]), files
 
 
-def images_from_validation_split(config: ml_collections.ConfigDict, size: int,
-                                 count: int) -> tuple[np.ndarray, list[str]]:
-  """The checkpoint dataset's fixed validation images (as training evaluates them)."""
+def images_from_validation_split(config: ml_collections.ConfigDict, size: int, count: int,
+                                 image_dir: str = '') -> tuple[np.ndarray, list[str]]:
+  """The fixed validation images (as training evaluates them) of the checkpoint's dataset,
+  or of the image folder `image_dir` split as training would split it."""
   config = ml_collections.ConfigDict(config.to_dict())
+  if image_dir:
+    config.dataset, config.image_dir = 'image_folder', image_dir
   config.image_size = size
   config.num_eval_images = count
   config.masks = 'generated'  # Only the images are used; no mask set needs to be prepared.
@@ -173,10 +181,11 @@ def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) ->
 def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDict,
                    size: int) -> EvalSet:
   mask_dir = '' if options.masks == 'generated' else _mask_dir(options, config)
-  if options.image_dir:
+  if options.image_dir and options.split != 'validation':
     images, image_names = images_from_dir(options.image_dir, size, options.num_images)
   else:
-    images, image_names = images_from_validation_split(config, size, options.num_images)
+    images, image_names = images_from_validation_split(config, size, options.num_images,
+                                                       options.image_dir)
   if mask_dir:
     known, mask_names = masks_from_dir(mask_dir, MASK_POLARITIES[options.masks], size,
                                        len(images), options.seed)
@@ -307,10 +316,14 @@ def write_example_grids(out_dir: Path, eval_set: EvalSet, example_composites: di
 
 def report_header(options: argparse.Namespace, inpainter: Inpainter, eval_set: EvalSet,
                   size: int) -> list[str]:
-  images = options.image_dir or f'validation split of {inpainter.config.dataset!r}'
+  if options.image_dir:
+    images = (f'validation split of {options.image_dir}' if options.split == 'validation'
+              else options.image_dir)
+  else:
+    images = f'validation split of {inpainter.config.dataset!r}'
   masks_from = options.mask_dir or options.masks
   header = [
-      f'Checkpoint: `{options.workdir}` (step {inpainter.step}, '
+      f'Checkpoint: `{options.checkpoint or "packaged model"}` (step {inpainter.step}, '
       f'{inpainter.config.image_size}² model), evaluated at {size}²',
       f'Images: {len(eval_set.images)} from {images}; masks: {options.masks} ({masks_from}), '
       f'seed {options.seed}',
@@ -345,17 +358,21 @@ def write_report(out_dir: Path, header: list[str], rows: list[dict], eval_set: E
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.evaluate', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True,
-                      help='Training workdir (or checkpoint directory); the report goes to '
-                      'WORKDIR/eval.')
+  parser.add_argument('--checkpoint', '--workdir', dest='checkpoint', default='',
+                      help='Training workdir, checkpoint directory or model file from '
+                      'define_jax.export (default: the packaged face model).')
+  parser.add_argument('--out', default='',
+                      help='Report directory (default: WORKDIR/eval for a workdir, ./eval '
+                      'otherwise).')
   parser.add_argument('--masks', default='generated', choices=['generated', *MASK_POLARITIES],
                       help='Mask kind: generated, or files with white = hole (nvidia_irregular) '
                       'or white = keep (qd_imd).')
   parser.add_argument('--mask_dir', default='', help='Folder of mask files of the --masks kind.')
-  source = parser.add_mutually_exclusive_group()
-  source.add_argument('--split', default='validation', choices=['validation'],
-                      help="The checkpoint dataset's validation split (default).")
-  source.add_argument('--image_dir', default='', help='Any folder of face photos instead.')
+  parser.add_argument('--image_dir', default='',
+                      help="Any folder of face photos instead of the checkpoint's dataset.")
+  parser.add_argument('--split', choices=['validation', 'all'],
+                      help="With --image_dir: 'all' (default) its photos, or 'validation' the "
+                      'part training holds out. Without: always the validation split.')
   parser.add_argument('--image_size', type=int, default=0,
                       help="Evaluation resolution (default: the model's training size); other "
                       "sizes are inpainted through Inpainter's resize, like users' photos.")
@@ -368,19 +385,31 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   options = parser.parse_args(argv)
   if options.num_images < 1 or options.batch_size < 1 or options.image_size < 0:
     parser.error('--num_images and --batch_size must be positive, --image_size non-negative.')
+  if options.split == 'all' and not options.image_dir:
+    parser.error('--split all needs --image_dir.')
   return options
+
+
+def report_dir(options: argparse.Namespace) -> Path:
+  if options.out:
+    return Path(options.out)
+  if options.checkpoint and os.path.isdir(options.checkpoint):
+    return Path(options.checkpoint, 'eval')
+  return Path('eval')
 
 
 def run(argv: Sequence[str]) -> dict:
   """Evaluates as the command line says; returns {'markdown', 'rows', 'out_dir'}."""
   options = parse_args(argv)
-  inpainter = Inpainter.from_checkpoint(options.workdir)
+  inpainter = Inpainter.load(options.checkpoint)
   size = options.image_size or inpainter.image_size
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, size)
   per_image, example_composites = score(inpainter, methods, eval_set, options.batch_size)
   rows = summarize(per_image, eval_set.bands)
-  out_dir = Path(options.workdir, 'eval')
+  out_dir = report_dir(options)
+  if out_dir.exists() and not out_dir.is_dir():
+    raise ValueError(f'--out {out_dir} is a file, not a directory.')
   out_dir.mkdir(parents=True, exist_ok=True)
   grids = write_example_grids(out_dir, eval_set, example_composites, titles)
   header = report_header(options, inpainter, eval_set, size)

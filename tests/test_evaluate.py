@@ -11,6 +11,7 @@ from PIL import Image
 
 from define_jax import baselines
 from define_jax import evaluate
+from define_jax.datasets import image_folder
 from define_jax import metrics
 
 from conftest import REPO_ROOT
@@ -135,6 +136,27 @@ def test_bad_input_gives_clear_errors(tiny_checkpoint, face_dir, tmp_path, capsy
   extra = [{'BROKEN': str(broken), 'FACES': str(face_dir)}.get(arg, arg) for arg in extra]
   assert evaluate.main(['--workdir', tiny_checkpoint, '--num_images', '2'] + extra) == 1
   assert message in capsys.readouterr().err
+
+
+def test_out_directory_and_the_validation_split_of_a_folder(tiny_checkpoint, tmp_path):
+  faces = tmp_path / 'faces'
+  faces.mkdir()
+  photo = (astronaut(120, 100) * 255).astype(np.uint8)
+  for k in range(40):
+    Image.fromarray(np.roll(photo, k, axis=1)).save(faces / f'person_{k:02d}.png')
+  held_out = image_folder.split_image_files(image_folder.list_image_files(faces), 0.1)[1]
+  assert held_out  # the rule is by file name: this folder holds some out
+  out = tmp_path / 'report here'
+  args = ['--checkpoint', tiny_checkpoint, '--image_dir', str(faces), '--num_images', '50',
+          '--out', str(out)]
+  everything = evaluate.run(args)
+  assert everything['out_dir'] == str(out) and (out / 'report.json').is_file()
+  assert everything['rows'][-1]['images'] == 40
+  validation = evaluate.run(args + ['--split', 'validation'])
+  assert validation['rows'][-1]['images'] == len(held_out)
+  assert 'validation split of' in validation['markdown']
+  (tmp_path / 'file').write_text('')
+  assert evaluate.main(args[:-1] + [str(tmp_path / 'file')]) == 1
 
 
 def test_workdir_without_checkpoint_lists_its_contents(tmp_path, capsys):

@@ -53,6 +53,7 @@ def make_config(**overrides):
           'hole_ratio_min': 0.2,
           'hole_ratio_max': 0.4,
           'mask_augment': True,
+          'generated_mask_fraction': 0.0,
           'num_eval_images': 10,
           'prefetch': 2,
       }
@@ -335,6 +336,35 @@ def write_mask_set(directory, hole_white):
   return directory
 
 
+def resized_set_masks(mask_dir):
+  """The files of a hole-white mask set as known-masks resized to SIZE, as the pipeline does."""
+  sources = [(~(np.asarray(Image.open(p)) > 127)).astype(np.float32)
+             for p in sorted(mask_dir.iterdir())]
+  return [cv2.resize(s, (SIZE, SIZE), interpolation=cv2.INTER_AREA) >= 0.5 for s in sources]
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.5, 1.0])
+def test_generated_mask_fraction_mixes_generated_and_set_masks(face_dir, tmp_path, fraction):
+  mask_dir = write_mask_set(tmp_path / 'nvidia', hole_white=True)
+  config = make_config(image_dir=str(face_dir), masks='nvidia_irregular', mask_dir=str(mask_dir),
+                       data_dir=str(tmp_path / 'tfds'), mask_augment=False,
+                       generated_mask_fraction=fraction)
+  masks = np.concatenate([flat(b, 'mask') for b in
+                          take(input_pipeline.create_train_dataset(config), 6)])
+  sources = resized_set_masks(mask_dir)
+  from_set = np.mean([any(np.array_equal(m[..., 0] == 1, s) for s in sources) for m in masks])
+  expected = {0.0: (1.0, 1.0), 0.5: (0.25, 0.75), 1.0: (0.0, 0.0)}[fraction]
+  assert expected[0] <= from_set <= expected[1]
+
+
+def test_generated_mask_fraction_outside_unit_interval_is_rejected(face_dir, tmp_path):
+  mask_dir = write_mask_set(tmp_path / 'nvidia', hole_white=True)
+  config = make_config(image_dir=str(face_dir), masks='nvidia_irregular', mask_dir=str(mask_dir),
+                       data_dir=str(tmp_path / 'tfds'), generated_mask_fraction=1.5)
+  with pytest.raises(ValueError, match='generated_mask_fraction'):
+    input_pipeline.create_train_dataset(config)
+
+
 @pytest.mark.parametrize('augment', [True, False])
 def test_nvidia_mask_set_prepared_on_first_use(face_dir, tmp_path, augment):
   mask_dir = write_mask_set(tmp_path / 'nvidia', hole_white=True)
@@ -353,10 +383,7 @@ def test_nvidia_mask_set_prepared_on_first_use(face_dir, tmp_path, augment):
   assert ((known_fraction > 0) & (known_fraction < 1)).all()  # degenerate masks are redrawn ...
   assert input_pipeline.skipped_input_counts()['masks'] > before  # ... and counted
   if not augment:  # then each mask is a resized file of the set
-    sources = [
-        (~(np.asarray(Image.open(p)) > 127)).astype(np.float32) for p in sorted(mask_dir.iterdir())
-    ]
-    sources = [cv2.resize(s, (SIZE, SIZE), interpolation=cv2.INTER_AREA) >= 0.5 for s in sources]
+    sources = resized_set_masks(mask_dir)
     assert all(any(np.array_equal(m[..., 0] == 1, s) for s in sources) for m in masks)
   eval_batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
   assert_batches_equal(
