@@ -1,6 +1,7 @@
-"""Partial-convolution U-Net (Liu et al. 2018) and a plain U-Net baseline, Flax linen.
+"""The partial-convolution U-Net (Liu et al. 2018) and its plain-convolution twin, Flax linen.
 
-Both U-Nets mirror naoto0804/pytorch-inpainting-with-partial-conv's `PConvUNet`:
+One U-Net, parameterised by its convolution, mirrors naoto0804/pytorch-inpainting-with-
+partial-conv's `PConvUNet`:
 
   encoder level i = 1..L: conv with kernel 7, 5, 5, 3, 3, ... and stride 2,
     min(base_features * 2**(i-1), max_features) channels, BatchNorm (not on level 1),
@@ -10,6 +11,9 @@ Both U-Nets mirror naoto0804/pytorch-inpainting-with-partial-conv's `PConvUNet`:
     (encoder level i-1's output, the network input for i = 1), conv 3x3 stride 1 with
     the skip's channel count (the image's for i = 1), BatchNorm and LeakyReLU(0.2);
     level 1 instead has a bias and no BatchNorm or activation (linear output).
+
+`PConvUNet` uses partial convolutions; `UNet` ordinary ones, with the mask always an input
+channel. How the convolutions run on each platform is kernels.py's business.
 
 Variable naming, relied on by the training code (e.g. to check that a frozen encoder's
 statistics did not move, by the `enc_`/`dec_` prefixes):
@@ -32,18 +36,24 @@ correction added to that fill.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from define_jax import kernels
 from define_jax import prefill as prefill_lib
 from define_jax import validation
 
 Dtype = Any
 Activation = Optional[Callable[[jax.Array], jax.Array]]
+# A feature map and its mask (None for plain convolutions, which have none).
+Masked = tuple[jax.Array, Optional[jax.Array]]
+
+CONVOLUTIONS = ('partial', 'plain')
+PREFILLS = ('none', 'harmonic')
 
 _leaky_relu = lambda x: nn.leaky_relu(x, negative_slope=0.2)
 
@@ -60,8 +70,8 @@ class PartialConv(nn.Module):
 
   The decoder passes upsampled=(features [N,H/2,W/2,Cu], their mask [N,H/2,W/2,1]): the
   layer then convolves concat(nearest-upsample-2x(features), x), each part under its own
-  (upsampled) mask, without building the upsampled features where that pays (see
-  convolve_upsampled). The kernel's first Cu input channels are the upsampled ones.
+  (upsampled) mask (kernels.convolve_upsampled). The kernel's first Cu input channels are
+  the upsampled ones.
   """
 
   features: int
@@ -97,13 +107,13 @@ class PartialConv(nn.Module):
     x, mask_x = nn.dtypes.promote_dtype(x, mask, dtype=self.dtype)
     x = x * mask_x
     if upsampled is None:
-      y = convolve(x, kernel.astype(x.dtype), self.strides, pad)
+      y = kernels.convolve(x, kernel.astype(x.dtype), self.strides, pad)
     else:
       up_x, up_mask = upsampled
       up_mask = jax.lax.stop_gradient(up_mask.astype(jnp.float32))
-      channel_sum = channel_sum + upsampled_features * _upsample(up_mask)
+      channel_sum = channel_sum + upsampled_features * kernels.upsample(up_mask)
       up_x, up_mask_x = nn.dtypes.promote_dtype(up_x, up_mask, dtype=self.dtype)
-      y = convolve_upsampled(up_x * up_mask_x, x, kernel)
+      y = kernels.convolve_upsampled(up_x * up_mask_x, x, kernel)
     mask_sum = jax.lax.reduce_window(
         channel_sum, 0.0, jax.lax.add, (1, self.kernel_size, self.kernel_size, 1),
         (1,) + window_strides + (1,), ((0, 0),) + padding + ((0, 0),))
@@ -118,66 +128,13 @@ class PartialConv(nn.Module):
     return y, seen.astype(jnp.float32)
 
 
-# Inputs of at most this many pixels (the deepest levels) are convolved as one matmul of
-# their patch matrix: there XLA:CPU's convolution (window about as large as the input) takes
-# 10-100x longer, forward and backward; the patch matrix of so small an input is cheap.
-_MATMUL_CONV_MAX_PIXELS = 64
+class Block(nn.Module):
+  """A U-Net level: convolution (partial, or plain with PartialConv's symmetric padding),
+  then optional BatchNorm and activation.
 
-
-def convolve(x: jax.Array, kernel: jax.Array, strides: int, pad: int) -> jax.Array:
-  """Cross-correlation of NHWC x with an HWIO kernel, zero padding `pad` on every side."""
-  n, h, w, in_features = x.shape
-  if h * w > _MATMUL_CONV_MAX_PIXELS:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (strides, strides), ((pad, pad), (pad, pad)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  size = kernel.shape[0]
-  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  out_h, out_w = (h + 2 * pad - size) // strides + 1, (w + 2 * pad - size) // strides + 1
-  # Channels ordered (row, column, input channel), as in the HWIO kernel's reshape.
-  patches = jnp.concatenate(
-      [x[:, i:i + strides * (out_h - 1) + 1:strides, j:j + strides * (out_w - 1) + 1:strides]
-       for i in range(size) for j in range(size)], axis=-1)
-  return patches @ kernel.reshape(size * size * in_features, -1)
-
-
-# Outputs of at least this many pixels convolve the upsampled part at its own resolution
-# (measured on XLA:CPU: 12-75% less time for the decoder's 32² to 128² levels, slower at 16²).
-_LOW_RESOLUTION_CONV_MIN_PIXELS = 32 * 32
-# _PHASE_TAPS[p, t, i]: how much 3x3-kernel row (column) i contributes to tap t of the 2x2
-# low-resolution window seen by output rows (columns) of parity p: nearest upsampling
-# repeats each low-resolution row, so rows 2r-1, 2r, 2r+1 of the upsampled input are rows
-# r-1, r, r (even p) and 2r, 2r+1, 2r+2 are r, r, r+1 (odd p).
-_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], np.float32)
-
-
-def convolve_upsampled(low_res: jax.Array, x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """3x3 convolution (stride 1, padding 1) of concat(nearest-upsample-2x(low_res), x).
-
-  kernel is float32 HWIO, its first input channels low_res's. For large outputs the
-  upsampled part is never built: each output parity sees a 2x2 window of low_res whose
-  taps are sums of the 3x3 kernel's, so one 2x2 convolution at low resolution with the
-  four parities' kernels as output channels does it with 4/9 of the multiplications.
+  __call__(x, mask, upsampled=None) -> (y, new mask); a decoder level passes
+  upsampled=(features, mask) of the level below, convolved concatenated before x.
   """
-  n, h, w, low_features = low_res.shape
-  if 4 * h * w < _LOW_RESOLUTION_CONV_MIN_PIXELS:
-    full = jnp.concatenate([_upsample(low_res), x.astype(low_res.dtype)], axis=-1)
-    return convolve(full, kernel.astype(full.dtype), 1, 1)
-  out_features = kernel.shape[-1]
-  phase_kernel = jnp.einsum('pai,qbj,ijco->abcpqo', _PHASE_TAPS, _PHASE_TAPS,
-                            kernel[:, :, :low_features]).reshape(2, 2, low_features, -1)
-  # Output pixel (2i + p, 2j + q) is z[:, i + p, j + q, p, q]: odd parities look one row
-  # (column) further down the padded input.
-  z = convolve(jnp.pad(low_res, ((0, 0), (1, 1), (1, 1), (0, 0))),
-               phase_kernel.astype(low_res.dtype), 1, 0)
-  z = z.reshape(n, h + 1, w + 1, 2, 2, out_features)
-  rows = [jnp.stack([z[:, p:p + h, q:q + w, p, q] for q in range(2)], axis=3) for p in range(2)]
-  upsampled_part = jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, out_features)
-  return upsampled_part + convolve(x, kernel[:, :, low_features:].astype(x.dtype), 1, 1)
-
-
-class PConvBlock(nn.Module):
-  """PartialConv, then optional BatchNorm and activation."""
 
   features: int
   kernel_size: int
@@ -185,64 +142,42 @@ class PConvBlock(nn.Module):
   use_bias: bool = False
   use_batch_norm: bool = True
   activation: Activation = None
+  convolution: str = 'partial'
   axis_name: Optional[str] = None
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array,
-               upsampled: tuple[jax.Array, jax.Array] | None = None, *,
-               use_running_average: bool) -> tuple[jax.Array, jax.Array]:
-    x, mask = PartialConv(self.features, self.kernel_size, self.strides,
-                          use_bias=self.use_bias, dtype=self.dtype)(x, mask, upsampled)
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array], upsampled: Masked | None = None,
+               *, use_running_average: bool) -> Masked:
+    if self.convolution == 'partial':
+      x, mask = PartialConv(self.features, self.kernel_size, self.strides,
+                            use_bias=self.use_bias, dtype=self.dtype)(x, mask, upsampled)
+    else:
+      if upsampled is not None:
+        up_x = upsampled[0]
+        x = jnp.concatenate([kernels.upsample(up_x), x.astype(up_x.dtype)], axis=-1)
+      pad = (self.kernel_size - 1) // 2
+      x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
+                  strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
+                  use_bias=self.use_bias, kernel_init=nn.initializers.he_normal(),
+                  dtype=self.dtype, param_dtype=jnp.float32,
+                  conv_general_dilated=kernels.conv_general_dilated)(x)
+      mask = None
     if self.use_batch_norm:
-      x = _batch_norm(use_running_average, self.axis_name, self.dtype)(x)
+      # PyTorch's BatchNorm2d defaults; statistics are reduced and stored in float32.
+      x = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
+                       axis_name=self.axis_name, dtype=self.dtype, param_dtype=jnp.float32)(x)
     if self.activation is not None:
       x = self.activation(x)
     return x, mask
 
 
-class ConvBlock(nn.Module):
-  """nn.Conv with PartialConv's symmetric padding, then optional BatchNorm and activation."""
-
-  features: int
-  kernel_size: int
-  strides: int = 1
-  use_bias: bool = False
-  use_batch_norm: bool = True
-  activation: Activation = None
-  axis_name: Optional[str] = None
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, use_running_average: bool) -> jax.Array:
-    pad = (self.kernel_size - 1) // 2
-    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
-                strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
-                use_bias=self.use_bias, kernel_init=nn.initializers.he_normal(),
-                dtype=self.dtype, param_dtype=jnp.float32,
-                conv_general_dilated=_symmetric_convolve)(x)
-    if self.use_batch_norm:
-      x = _batch_norm(use_running_average, self.axis_name, self.dtype)(x)
-    if self.activation is not None:
-      x = self.activation(x)
-    return x
-
-
-def _symmetric_convolve(x, kernel, window_strides, padding, **unused_lax_options):
-  """nn.Conv's lax.conv_general_dilated (NHWC, HWIO, equal strides and padding) as convolve."""
-  return convolve(x, kernel, window_strides[0], padding[0][0])
-
-
-def _batch_norm(use_running_average: bool, axis_name: Optional[str], dtype: Dtype):
-  # PyTorch's BatchNorm2d defaults; statistics are reduced and stored in float32.
-  return nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
-                      axis_name=axis_name, dtype=dtype, param_dtype=jnp.float32)
-
-
-class PConvUNet(nn.Module):
-  """The partial-convolution U-Net; layers=7 for 256x256 inputs, 8 for 512x512.
+class InpaintingUNet(nn.Module):
+  """The U-Net; layers=7 for 256x256 inputs, 8 for 512x512.
 
   Attributes:
+    convolution: 'partial' (PConvUNet) or 'plain' (UNet: the mask is always an input
+      channel, mask_channel is ignored).
     layers: number of encoder (and decoder) levels, >= 2.
     base_features: channels of the first encoder level, doubled per level ...
     max_features: ... up to this many.
@@ -256,6 +191,7 @@ class PConvUNet(nn.Module):
       input channels and output a correction added to it.
   """
 
+  convolution: str = 'partial'
   layers: int = 7
   base_features: int = 64
   max_features: int = 512
@@ -269,21 +205,25 @@ class PConvUNet(nn.Module):
   def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
     """Raw network output [N,H,W,C] (not composited with the known pixels)."""
     validation.check_image_and_mask(image, mask, self.layers)
-    block = lambda **kwargs: PConvBlock(axis_name=self.axis_name, dtype=self.dtype, **kwargs)
-    x, x_mask, base = _network_input(image, mask, self.mask_channel, self.prefill)
+    if self.convolution not in CONVOLUTIONS:
+      raise ValueError(f'convolution={self.convolution!r}: expected one of {CONVOLUTIONS}.')
+    block = functools.partial(Block, convolution=self.convolution, axis_name=self.axis_name,
+                              dtype=self.dtype)
+    x, x_mask, base = _network_input(
+        image, mask, self.mask_channel or self.convolution == 'plain', self.prefill)
 
     skips = [(x, x_mask)]
     for level in range(1, self.layers + 1):
       x, x_mask = block(
-          features=_encoder_features(self, level), kernel_size=_encoder_kernel_size(level),
-          strides=2, use_batch_norm=level > 1, activation=nn.relu, name=f'enc_{level}')(
+          features=min(self.base_features * 2**(level - 1), self.max_features),
+          kernel_size=(7, 5, 5)[level - 1] if level <= 3 else 3, strides=2,
+          use_batch_norm=level > 1, activation=nn.relu, name=f'enc_{level}')(
               x, x_mask, use_running_average=not train or self.freeze_encoder_bn)
       skips.append((x, x_mask))
 
     for level in range(self.layers, 0, -1):
       skip, skip_mask = skips[level - 1]
       last = level == 1
-      # Convolves concat(upsample(x), skip), each part masked by its own mask.
       x, x_mask = block(
           features=image.shape[-1] if last else skip.shape[-1], kernel_size=3, use_bias=last,
           use_batch_norm=not last, activation=None if last else _leaky_relu,
@@ -291,49 +231,8 @@ class PConvUNet(nn.Module):
     return (x + base).astype(jnp.float32)
 
 
-class UNet(nn.Module):
-  """PConvUNet's architecture with ordinary convolutions, the mask as an extra input channel.
-
-  Same attributes and variable naming as PConvUNet (blocks hold Conv_0 instead of
-  PartialConv_0); the mask is always an input channel (mask_channel is ignored).
-  """
-
-  layers: int = 7
-  base_features: int = 64
-  max_features: int = 512
-  axis_name: Optional[str] = None
-  freeze_encoder_bn: bool = False
-  dtype: Dtype = jnp.float32
-  mask_channel: bool = True
-  prefill: str = 'none'
-
-  @nn.compact
-  def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
-    """Raw network output [N,H,W,C] (not composited with the known pixels)."""
-    validation.check_image_and_mask(image, mask, self.layers)
-    block = lambda **kwargs: ConvBlock(axis_name=self.axis_name, dtype=self.dtype, **kwargs)
-    x, _, base = _network_input(image, mask, True, self.prefill)
-    skips = [x]
-    for level in range(1, self.layers + 1):
-      x = block(
-          features=_encoder_features(self, level), kernel_size=_encoder_kernel_size(level),
-          strides=2, use_batch_norm=level > 1, activation=nn.relu, name=f'enc_{level}')(
-              x, use_running_average=not train or self.freeze_encoder_bn)
-      skips.append(x)
-
-    for level in range(self.layers, 0, -1):
-      skip = skips[level - 1]
-      last = level == 1
-      x = jnp.concatenate([_upsample(x), skip.astype(x.dtype)], axis=-1)
-      x = block(
-          features=image.shape[-1] if last else skip.shape[-1], kernel_size=3,
-          use_bias=last, use_batch_norm=not last,
-          activation=None if last else _leaky_relu, name=f'dec_{level}')(
-              x, use_running_average=not train)
-    return (x + base).astype(jnp.float32)
-
-
-PREFILLS = ('none', 'harmonic')
+PConvUNet = functools.partial(InpaintingUNet, convolution='partial')
+UNet = functools.partial(InpaintingUNet, convolution='plain')
 
 
 def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefill: str
@@ -361,18 +260,3 @@ def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefil
     channel_masks.append(jnp.ones_like(hole_free))
   return (jnp.concatenate(channels, axis=-1), jnp.concatenate(channel_masks, axis=-1),
           base)
-
-
-def _encoder_features(unet: PConvUNet | UNet, level: int) -> int:
-  return min(unet.base_features * 2**(level - 1), unet.max_features)
-
-
-def _encoder_kernel_size(level: int) -> int:
-  return (7, 5, 5)[level - 1] if level <= 3 else 3
-
-
-def _upsample(x: jax.Array) -> jax.Array:
-  """Nearest-neighbour upsampling x2 of an NHWC array."""
-  n, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
-  return x.reshape(n, 2 * h, 2 * w, c)

