@@ -17,8 +17,9 @@ exactly the input's, at the input's resolution.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +29,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from define_jax import checkpoints
+from define_jax import image_input
 from define_jax import masks
 from define_jax import steps
+from define_jax.image_input import InputError
+from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
 Fit = Literal['resize', 'pad']
@@ -41,10 +45,6 @@ PRETRAINED_MODEL = Path(__file__).parent / 'pretrained' / 'faces128.msgpack'
 MODEL_FIELDS = ('model', 'layers', 'base_features', 'max_features', 'freeze_encoder_bn',
                 'dtype', 'image_size')
 
-# A mask is thresholded at mid-grey. Anti-aliased edges are fine, but a mask with more
-# than this fraction of clearly grey pixels (between 10% and 90%) is rejected: it is a soft
-# mask or not a mask at all, and any threshold would be a guess.
-MAX_GREY_FRACTION = 0.05
 
 # A resized mask pixel counts as known only if no hole pixel contributed to it, so hole
 # content can never leak into the network's known input.
@@ -163,78 +163,19 @@ def _as_float_images(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / np.iinfo(images.dtype).max
   if np.issubdtype(images.dtype, np.floating):
     if not np.all((images >= 0.0) & (images <= 1.0)):  # Written so that NaN fails too.
-      raise ValueError(
+      raise InputError(
           f'Float images must lie in [0, 1]; got range [{np.nanmin(images)}, '
           f'{np.nanmax(images)}]{" with NaNs" if np.isnan(images).any() else ""}. '
-          'Divide 0–255 data by 255 or pass it as uint8.')
+          'Divide 0–255 data by 255 or pass it as uint8.', 'unsupported')
     return images.astype(np.float32)
-  raise ValueError(f'Unsupported image dtype {images.dtype}: use uint8, uint16 or float in [0, 1].')
+  raise InputError(f'Unsupported image dtype {images.dtype}: use uint8, uint16 or float in '
+                   '[0, 1].', 'unsupported')
 
 
 def _restore_dtype(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
   if np.issubdtype(dtype, np.integer):
     return np.round(np.clip(result, 0.0, 1.0) * np.iinfo(dtype).max).astype(dtype)
   return result.astype(dtype)
-
-
-def known_mask(mask: np.ndarray, polarity: Polarity) -> np.ndarray:
-  """float32 [..., 1], 1 = known, from a mask array [..., H, W] or [..., H, W, 1|3].
-
-  Accepts bool, uint8, uint16 and float in [0, 1]; 'hole_white' means bright = hole,
-  'keep_white' bright = known. The mask is thresholded at mid-grey; ValueError for a mask
-  that is not (nearly) binary, see MAX_GREY_FRACTION.
-  """
-  if polarity not in ('hole_white', 'keep_white'):
-    raise ValueError(f"polarity must be 'hole_white' or 'keep_white', got {polarity!r}.")
-  mask = np.asarray(mask)
-  if mask.dtype == bool:
-    brightness = mask.astype(np.float32)
-  elif mask.dtype in (np.uint8, np.uint16):
-    brightness = mask.astype(np.float32) / np.iinfo(mask.dtype).max
-  elif np.issubdtype(mask.dtype, np.floating):
-    if not np.all((mask >= 0.0) & (mask <= 1.0)):
-      raise ValueError(f'Float masks must lie in [0, 1]; got range [{np.nanmin(mask)}, '
-                       f'{np.nanmax(mask)}].')
-    brightness = mask.astype(np.float32)
-  else:
-    raise ValueError(f'Unsupported mask dtype {mask.dtype}: use bool, uint8, uint16 or float.')
-  grey_fraction = float(np.mean((brightness > 0.1) & (brightness < 0.9)))
-  if grey_fraction > MAX_GREY_FRACTION:
-    raise ValueError(
-        f'The mask is not binary: {grey_fraction:.0%} of its pixels are neither near black nor '
-        f'near white (at most {MAX_GREY_FRACTION:.0%} allowed, for anti-aliased edges). '
-        'Threshold it yourself, e.g. mask > 127, if that is what you mean.')
-  white = brightness > 0.5
-  return (white if polarity == 'keep_white' else ~white).astype(np.float32)
-
-
-def _image_array(image: np.ndarray | Image.Image) -> np.ndarray:
-  if isinstance(image, Image.Image):
-    return np.asarray(image.convert('RGB'))
-  image = np.asarray(image)
-  if image.ndim not in (3, 4) or image.shape[-1] != 3:
-    raise ValueError(f'Expected an RGB image [H, W, 3] or a batch [N, H, W, 3]; got shape '
-                     f'{image.shape}. Convert greyscale with np.repeat(image[..., None], 3, -1).')
-  return image
-
-
-def _mask_array(mask: np.ndarray | Image.Image, batched: bool) -> np.ndarray:
-  """The mask as [N, H, W] or [N, H, W, C] (a channel axis is kept if given)."""
-  if isinstance(mask, Image.Image):
-    mask = np.asarray(mask.convert('L'))
-  mask = np.asarray(mask)
-  if mask.ndim not in ((3, 4) if batched else (2, 3)):
-    raise ValueError(f'Expected a mask [{"N, " if batched else ""}H, W] or '
-                     f'[{"N, " if batched else ""}H, W, 1]; got shape {mask.shape}.')
-  has_channels = mask.ndim == (4 if batched else 3)
-  if has_channels and mask.shape[-1] == 3:
-    mask = mask.mean(axis=-1).astype(mask.dtype)  # An RGB rendering of a grey mask.
-  elif has_channels and mask.shape[-1] == 1:
-    mask = mask[..., 0]
-  elif has_channels:
-    raise ValueError(f'A mask needs 1 or 3 channels; got shape {mask.shape}. '
-                     'Pass the one channel that marks the holes.')
-  return mask if batched else mask[None]
 
 
 def _resize_known(known: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -248,6 +189,9 @@ class Inpainter:
 
   Each distinct input shape (with the same fit and passes) is compiled once and cached.
   """
+
+  # Largest image or mask accepted by __call__ (height × width); set it per instance.
+  max_pixels: int | None = image_input.DEFAULT_MAX_PIXELS
 
   def __init__(self, variables: Mapping[str, Any], config: ml_collections.ConfigDict,
                *, step: int | None = None, devices: list[jax.Device] | None = None):
@@ -324,42 +268,67 @@ class Inpainter:
     return self.parallel(lambda v, i, k: self._pipeline(v, i, k, passes=passes, fit=fit),
                           self._variables, images.astype(np.float32), known.astype(np.float32))
 
-  def __call__(self, image: np.ndarray | Image.Image, mask: np.ndarray | Image.Image, *,
+  def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
                polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
-               resize_mask: bool = False) -> np.ndarray | Image.Image:
-    """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy or PIL).
+               resize_mask: bool = False, allow_all_hole: bool = False,
+               max_pixels: int | None = None) -> np.ndarray | Image.Image:
+    """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy, PIL or file paths).
 
     Args:
-      image: uint8, uint16 or float in [0, 1]; a PIL image of any mode is read as RGB.
-      mask: same height and width as the image (or a batch of them): bool, integer or float
-        in [0, 1], [H, W], [H, W, 1] or [H, W, 3]; a PIL image is read as greyscale.
+      image: uint8, uint16 or float in [0, 1]; a PIL image or a file path of any mode (16-bit
+        greys are read as uint16, transparency is flattened onto white); or a list of these
+        of one size, inpainted as a batch (the result is then a NumPy batch).
+      mask: same height and width as the image (or a batch or list of them): bool, integer
+        or float in [0, 1], [H, W], [H, W, 1] or [H, W, 3]; a PIL image or a file path is
+        read as greyscale. A mask whose only values are 0 and 1 is binary (1 = white).
       polarity: which mask pixels are holes: 'hole_white' (e.g. NVIDIA masks) or
         'keep_white' (e.g. qd-imd masks). Required, because guessing it fails silently.
       passes: network passes; passes after the first refine the previous result.
       fit: 'resize' (to the model's size) or 'pad' (native resolution), see the module
         docstring.
       resize_mask: resize a mask of another size to the image's (area, threshold at 0.5)
-        instead of raising ValueError.
+        instead of raising InputError.
+      allow_all_hole: inpaint a mask that marks every pixel as a hole (the network then
+        has nothing to condition on) instead of raising InputError.
+      max_pixels: largest accepted image or mask (height × width), checked from the header
+        of files before decoding; default self.max_pixels (image_input.DEFAULT_MAX_PIXELS).
 
     Returns:
       The composite, same type, size and dtype as `image` (a PIL image keeps its mode if it
-      is 'RGB' or 'L', otherwise comes back as 'RGB').
+      is 'RGB' or 'L', 16-bit greys come back as 'I;16', others as 'RGB').
+
+    Raises:
+      InputError (a ValueError) naming the file or argument for anything unusable.
     """
-    pixels = _image_array(image)
+    limit = self.max_pixels if max_pixels is None else max_pixels
+    source = image
+    if isinstance(source, (str, os.PathLike)):
+      source = image_input.open_input(source, os.fspath(source), limit)
+    pixels = image_input.image_array(source, limit)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
-    known = known_mask(_mask_array(mask, batched), polarity)[..., None]
+    known = known_mask(image_input.mask_array(mask, batched, limit), polarity)[..., None]
     if known.shape[0] != images.shape[0]:
-      raise ValueError(f'{images.shape[0]} images but {known.shape[0]} masks.')
+      raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
     height, width = images.shape[1:3]
+    mask_name = image_input.input_name(mask, 'The mask')
     if known.shape[1:3] != (height, width):
       if not resize_mask:
-        raise ValueError(
-            f'The mask is {known.shape[2]}×{known.shape[1]} but the image is {width}×{height}. '
-            'Pass resize_mask=True to resize the mask to the image.')
+        raise InputError(
+            f'{mask_name} is {known.shape[2]}×{known.shape[1]} but the image is '
+            f'{width}×{height}. Pass resize_mask=True to resize the mask to the image.',
+            'size mismatch')
       known = _resize_known(known, height, width)
+    if not allow_all_hole:
+      all_hole = np.flatnonzero(known.reshape(len(known), -1).max(axis=1) == 0)
+      if all_hole.size:
+        which = f' (image {all_hole[0]} of the batch)' if batched else ''
+        raise InputError(
+            f'{mask_name}{which} marks every pixel as a hole: the network would have nothing to '
+            'condition on. Check the polarity, or pass allow_all_hole=True (--allow_all_hole) '
+            'if that is what you want.', 'all hole')
     result = self.inpaint_arrays(images, known, passes=passes, fit=fit)
     result = _restore_dtype(result if batched else result[0], pixels.dtype)
-    if isinstance(image, Image.Image):
-      return Image.fromarray(result).convert(image.mode if image.mode in ('RGB', 'L') else 'RGB')
+    if isinstance(source, Image.Image):
+      return image_input.result_image(result, source)
     return result

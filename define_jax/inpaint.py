@@ -10,80 +10,184 @@ results written as PNG under the same relative path):
       --polarity keep_white --out filled/
 
 --polarity says which mask pixels are holes: hole_white (white = hole, e.g. NVIDIA masks)
-or keep_white (white = keep, e.g. qd-imd masks). Masks must have the image's size unless
---resize_mask is given, and be black and white (see inference.known_mask). In folder mode
-a file that fails is reported and skipped, and the exit status is 1.
+or keep_white (white = keep, e.g. qd-imd masks). A mask whose only values are 0 and 1 is
+binary (1 = white). Masks must have the image's size unless --resize_mask is given, be
+black and white (see image_input.known_mask) and keep at least one pixel unless
+--allow_all_hole is given. Images over --max_pixels (50 megapixels by default) are refused
+from their header, before decoding.
+
+Nothing is lost: an input is never overwritten (not even with --overwrite), an existing
+output needs --overwrite, two inputs that would be written to one output (x.jpg and x.png)
+stop the run before it starts, and results are written atomically. In folder mode a file
+that fails is reported with its name and skipped; the run ends with "N written, M skipped
+(reasons)" and exit status 1 if anything was skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+from define_jax import image_input
 from define_jax.datasets import image_folder
+from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
 
+# Formats that hold 16-bit greys; others get 8-bit results.
+_SIXTEEN_BIT_FORMATS = ('PNG', 'TIFF')
 
-def read_image(path: Path) -> Image.Image:
-  """The decoded image, upright per its EXIF orientation; ValueError if unreadable."""
+
+def save_format(out: Path) -> str:
+  """Pillow's format for an output path; InputError unless it is one Pillow can write."""
+  image_format = Image.registered_extensions().get(out.suffix.lower())
+  if image_format is None or image_format not in Image.SAVE:
+    raise InputError(f'--out {out}: "{out.suffix or "no extension"}" is not an image format '
+                     'that can be written; use .png, .jpg, .webp, .tif or .bmp.', 'bad output')
+  return image_format
+
+
+def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+  """InputError unless `out` can be written without destroying anything."""
+  if out.is_dir():
+    raise InputError(f'--out {out} is a directory; give a file name, e.g. {out / "filled.png"}.',
+                     'bad output')
+  for ancestor in out.parents:  # The nearest existing ancestor must be a directory.
+    if ancestor.exists():
+      if not ancestor.is_dir():
+        raise InputError(f'Cannot write {out}: {ancestor} is a file, not a directory.',
+                         'bad output')
+      break
+  for source in inputs:
+    if out.exists() and source.exists() and os.path.samefile(out, source) or (
+        out.resolve() == source.resolve()):
+      raise InputError(f'--out {out} is the input {source}; choose another output name '
+                       '(inputs are never overwritten).', 'would overwrite input')
+  if out.exists() and not overwrite:
+    raise InputError(f'{out} exists; pass --overwrite to replace it.', 'output exists')
+
+
+def write_atomically(image: Image.Image, out: Path) -> None:
+  """Saves `image` to `out` through a temporary file in the same directory, so a failed
+  write never leaves a truncated file or destroys what was there."""
+  image_format = save_format(out)
+  if image_format not in _SIXTEEN_BIT_FORMATS:
+    image = image_input.to_8bit(image)
+  if image.mode == 'F':
+    image = image_input.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
+  out.parent.mkdir(parents=True, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)
   try:
-    with Image.open(path) as image:
-      image.load()
-      return ImageOps.exif_transpose(image)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-    raise ValueError(f'Cannot read {path}: {error}') from error
+    with os.fdopen(handle, 'wb') as file:
+      image.save(file, format=image_format)
+    os.replace(temporary, out)
+  except BaseException:
+    os.unlink(temporary)
+    raise
 
 
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
                  options: argparse.Namespace) -> None:
-  image, mask = read_image(image_path), read_image(mask_path)
+  check_output(out_path, (image_path, mask_path), options.overwrite)
+  image = image_input.open_image(image_path, max_pixels=options.max_pixels)
+  mask = image_input.open_image(mask_path, max_pixels=options.max_pixels)
   if image.size != mask.size and not options.resize_mask:
-    raise ValueError(f'{mask_path} is {mask.width}×{mask.height} but {image_path} is '
-                     f'{image.width}×{image.height}; pass --resize_mask to resize masks.')
-  result = inpainter(image, mask, polarity=options.polarity, passes=options.passes,
-                     fit=options.fit, resize_mask=options.resize_mask)
-  out_path.parent.mkdir(parents=True, exist_ok=True)
-  result.save(out_path)
+    raise InputError(f'{mask_path} is {mask.width}×{mask.height} but {image_path} is '
+                     f'{image.width}×{image.height}; pass --resize_mask to resize masks.',
+                     'size mismatch')
+  try:
+    result = inpainter(image, image_input.mask_pixels(mask, str(mask_path)),
+                       polarity=options.polarity, passes=options.passes, fit=options.fit,
+                       resize_mask=options.resize_mask, allow_all_hole=options.allow_all_hole,
+                       max_pixels=options.max_pixels)
+  except InputError as error:
+    message = str(error).replace('The mask', str(mask_path)).replace('The image',
+                                                                      str(image_path))
+    if str(mask_path) not in message and str(image_path) not in message:
+      message = f'{image_path} with mask {mask_path}: {message}'
+    raise InputError(message, error.reason) from error
+  write_atomically(result, out_path)
 
 
 def pair_with_masks(images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
   """(image, mask) relative paths matched by relative path without extension."""
+  for option, folder in (('--images', images_dir), ('--masks', masks_dir)):
+    if not os.path.isdir(folder):
+      raise InputError(f'{option} {folder} is not a directory.', 'bad input')
   images = image_folder.list_image_files(images_dir)
   if not images:
-    raise FileNotFoundError(f'No image files below {images_dir}.')
+    raise InputError(f'No image files below {images_dir}.', 'missing')
   masks_by_stem: dict[str, str] = {}
   for mask in image_folder.list_image_files(masks_dir):
     stem = str(Path(mask).with_suffix(''))
     if stem in masks_by_stem:
-      raise ValueError(f'Two masks for {stem}: {masks_by_stem[stem]} and {mask}.')
+      raise InputError(f'Two masks for {stem}: {Path(masks_dir, masks_by_stem[stem])} and '
+                       f'{Path(masks_dir, mask)}.', 'ambiguous')
     masks_by_stem[stem] = mask
   unmatched = [i for i in images if str(Path(i).with_suffix('')) not in masks_by_stem]
   if unmatched:
-    raise FileNotFoundError(
+    raise InputError(
         f'{len(unmatched)} of {len(images)} images have no mask of the same name in '
-        f'{masks_dir}, e.g. {", ".join(unmatched[:5])}.')
+        f'{masks_dir}, e.g. {", ".join(str(Path(images_dir, u)) for u in unmatched[:5])}.',
+        'missing')
   return [(i, masks_by_stem[str(Path(i).with_suffix(''))]) for i in images]
 
 
-def inpaint_folder(inpainter: Inpainter, options: argparse.Namespace) -> int:
-  """Inpaints every image of options.images; returns the number of failures."""
-  pairs = pair_with_masks(options.images, options.masks)
-  failures = []
-  for image, mask in tqdm(pairs, unit='image', desc='Inpainting'):
+def plan_folder(options: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
+  """(image, mask, output) paths; InputError before anything is written if two inputs map
+  to one output or an output would overwrite an input."""
+  plan = [(Path(options.images, image), Path(options.masks, mask),
+           Path(options.out, image).with_suffix('.png'))
+          for image, mask in pair_with_masks(options.images, options.masks)]
+  by_output: dict[Path, list[Path]] = collections.defaultdict(list)
+  for image, _, out in plan:
+    by_output[out.resolve()].append(image)
+  clashes = [images for images in by_output.values() if len(images) > 1]
+  if clashes:
+    shown = '; '.join(' and '.join(map(str, images)) for images in clashes[:5])
+    raise InputError(f'{len(clashes)} output names would be written twice: {shown} map to the '
+                     'same PNG. Rename one of each, or run them separately.', 'ambiguous')
+  inputs = {path.resolve(): path for image, mask, _ in plan for path in (image, mask)}
+  for _, _, out in plan:
+    if out.resolve() in inputs:
+      raise InputError(f'--out {options.out} would overwrite the input {inputs[out.resolve()]}; '
+                       'choose another output folder.', 'would overwrite input')
+  return plan
+
+
+def inpaint_folder(inpainter: Inpainter, plan: list[tuple[Path, Path, Path]],
+                   options: argparse.Namespace) -> int:
+  """Inpaints every planned file; prints 'N written, M skipped (reasons)'; returns M."""
+  skipped: collections.Counter[str] = collections.Counter()
+  for image, mask, out in tqdm(plan, unit='image', desc='Inpainting'):
     try:
-      inpaint_file(inpainter, Path(options.images, image), Path(options.masks, mask),
-                   Path(options.out, image).with_suffix('.png'), options)
-    except ValueError as error:
-      failures.append(image)
-      tqdm.write(f'skipped: {error}', file=sys.stderr)
-  print(f'Wrote {len(pairs) - len(failures)} images to {options.out}'
-        f'{f"; {len(failures)} failed" if failures else ""}.', file=sys.stderr)
-  return len(failures)
+      inpaint_file(inpainter, image, mask, out, options)
+    except InputError as error:
+      skipped[error.reason] += 1
+      tqdm.write(f'skipped {image}: {error}', file=sys.stderr)
+    except OSError as error:  # e.g. the disk is full: name the file, go on.
+      skipped['write failed'] += 1
+      tqdm.write(f'skipped {image}: cannot write {out}: {error}', file=sys.stderr)
+  written = len(plan) - sum(skipped.values())
+  reasons = ', '.join(f'{count} {reason}' 
+                      for reason, count in sorted(skipped.items(), key=lambda i: (-i[1], i[0])))
+  print(f'{written} written to {options.out}, {sum(skipped.values())} skipped'
+        f'{f" ({reasons})" if reasons else ""}.', file=sys.stderr)
+  return sum(skipped.values())
+
+
+def positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+  return value
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -99,12 +203,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--out', required=True, help='Output file (one photo) or folder.')
   parser.add_argument('--polarity', required=True, choices=['hole_white', 'keep_white'],
                       help='hole_white: white mask pixels are holes; keep_white: they are kept.')
-  parser.add_argument('--passes', type=int, default=1,
+  parser.add_argument('--passes', type=positive_int, default=1,
                       help='Network passes; later ones refine the previous result.')
   parser.add_argument('--fit', default='resize', choices=['resize', 'pad'],
                       help="resize to the model's size (default) or pad at native resolution.")
   parser.add_argument('--resize_mask', action='store_true',
                       help="Resize masks of another size to the photo's instead of failing.")
+  parser.add_argument('--overwrite', action='store_true',
+                      help='Replace existing outputs (inputs are never overwritten).')
+  parser.add_argument('--allow_all_hole', action='store_true',
+                      help='Inpaint masks that mark every pixel as a hole instead of refusing.')
+  parser.add_argument('--max_pixels', type=positive_int,
+                      default=image_input.DEFAULT_MAX_PIXELS,
+                      help='Refuse images and masks with more pixels (checked from the file '
+                      f'header; default {image_input.DEFAULT_MAX_PIXELS:,}).')
   options = parser.parse_args(argv)
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):
@@ -115,12 +227,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   try:
+    # Everything that can be checked without the model is checked first.
+    if options.images:
+      if Path(options.out).exists() and not Path(options.out).is_dir():
+        raise InputError(f'--out {options.out} is a file; folder mode needs a directory.',
+                         'bad output')
+      plan = plan_folder(options)
+    else:
+      out = Path(options.out)
+      check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
+      save_format(out)
     inpainter = Inpainter.load(options.checkpoint)
     if options.images:
-      return 1 if inpaint_folder(inpainter, options) else 0
+      return 1 if inpaint_folder(inpainter, plan, options) else 0
     inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)
   except (FileNotFoundError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr)
+    return 1
+  except OSError as error:  # Writing the result failed (permissions, disk full).
+    print(f'error: cannot write {options.out}: {error}', file=sys.stderr)
     return 1
   print(f'Wrote {options.out}', file=sys.stderr)
   return 0

@@ -213,8 +213,8 @@ def test_cli_single_image(tiny_checkpoint, tmp_path, capsys):
   # Bad input: the error says what is wrong, no traceback.
   (tmp_path / 'broken.jpg').write_bytes(b'not an image')
   args[args.index('--image') + 1] = str(tmp_path / 'broken.jpg')
-  assert inpaint.main(args) == 1
-  assert 'Cannot read' in capsys.readouterr().err
+  assert inpaint.main(args + ['--overwrite']) == 1
+  assert 'broken.jpg is not an image' in capsys.readouterr().err
 
 
 def test_cli_folder_mode_skips_failures_and_reports_them(tiny_checkpoint, tmp_path):
@@ -233,5 +233,6 @@ def test_cli_folder_mode_skips_failures_and_reports_them(tiny_checkpoint, tmp_pa
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1, result.stderr[-3000:]
   assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.png')) == ['a.png', 'sub/b.png']
-  assert 'c.png is 10×10' in result.stderr and '1 failed' in result.stderr
+  assert 'c.png is 10×10' in result.stderr
+  assert '2 written' in result.stderr and '1 skipped (1 size mismatch)' in result.stderr
   assert '3/3' in result.stderr  # The progress bar.
