@@ -36,6 +36,9 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
+        # Accelerator builds of jaxlib; TensorFlow stays the CPU build (it only feeds tf.data).
+        "cuda12": ["jax[cuda12]>=0.4.30"],
+        "tpu": ["jax[tpu]>=0.4.30"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3",

@@ -392,9 +392,8 @@ SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  parser = argparse.ArgumentParser(prog='python -m define_jax.benchmark', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   subcommands = parser.add_subparsers(dest='subcommand', required=True)
   pipeline = subcommands.add_parser(
       'pipeline', help='input pipeline throughput (images with masks per second)'

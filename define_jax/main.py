@@ -1,4 +1,17 @@
-"""Entry point: python -m define_jax.main --config configs/NAME.py --workdir DIR.
+"""Trains (or resumes) a model: python -m define_jax.main --config configs/NAME.py --workdir DIR
+
+  python -m define_jax.main --config configs/quickstart.py --workdir runs/quickstart
+  python -m define_jax.main --config configs/default.py --workdir runs/ffhq256 \\
+      --config.data_dir=/data/tfds --config.batch_size=12
+
+Any field of the config file can be overridden with --config.FIELD=VALUE (repeatable);
+every field is commented in configs/default.py. Unknown fields, wrong types and
+inconsistent settings are rejected, naming the field, before anything compiles. Running
+the same command again resumes from the newest checkpoint in the workdir.
+
+The terminal shows the start, one line per log step (step, loss, images/s, ETA),
+evaluations, checkpoint saves and the end; --verbosity=0 adds library logs (Orbax,
+TensorFlow, absl: INFO), --verbosity=1 debug logs.
 
 Multi-process runs (several GPU hosts, TPU pods; see launch/) start one such process per
 host, which calls jax.distributed.initialize() (see --multi_process). It finds the other
@@ -7,26 +20,34 @@ processes in SLURM's or Cloud TPU's environment; elsewhere set JAX_COORDINATOR_A
 """
 
 import os
+import sys
+import textwrap
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 import jax
-import tensorflow as tf
 
-from define_jax import train
+from define_jax import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and images.')
 config_flags.DEFINE_config_file(
-    'config', None, 'Training configuration file.', lock_config=True)
+    'config', None, 'Training configuration file (configs/NAME.py).', lock_config=True)
 flags.DEFINE_bool(
     'multi_process', None,
     'Call jax.distributed.initialize(). Default: on when JAX_COORDINATOR_ADDRESS or '
     'TPU_WORKER_HOSTNAMES (GKE) is set or the SLURM step has several tasks; pass it on Cloud '
     'TPU VM pods, where the cluster is only visible through the metadata server.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+PROGRAM = 'python -m define_jax.main'
+HELP_FLAGS = ('-h', '-?', '--help', '--helpshort')
+# --verbosity is absl's own flag; listed in --help with this text.
+_HELP_FLAG_NAMES = ('config', 'workdir', 'multi_process', 'verbosity')
+_VERBOSITY_HELP = ('-1 (default): progress, evaluations, checkpoints and warnings only; '
+                   '0: also library INFO logs (Orbax, TensorFlow, absl); 1: debug logs.')
 
 
 def multi_process_environment() -> bool:
@@ -45,9 +66,28 @@ def process_arguments_from_environment() -> dict[str, int]:
           if os.environ.get(name)}
 
 
+def usage() -> str:
+  """The --help text: this module's docstring and its flags."""
+  lines = [f'usage: {PROGRAM} --config configs/NAME.py --workdir DIR '
+           '[--config.FIELD=VALUE ...] [--verbosity=N] [--multi_process]', '', __doc__, 'flags:']
+  for name in _HELP_FLAG_NAMES:
+    text = _VERBOSITY_HELP if name == 'verbosity' else FLAGS[name].help
+    lines.append(textwrap.fill(f'--{name}: {text}', 88, initial_indent='  ',
+                               subsequent_indent='      '))
+  return '\n'.join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # absl turns an unset --verbosity into INFO, where Orbax logs every step of every save.
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  # TensorFlow (imported by train) is imported here, after the flags, so that its load-time
+  # logs follow --verbosity.
+  tf = console.import_tensorflow(verbose=FLAGS.verbosity >= 0)
+  from define_jax import train  # pylint: disable=g-import-not-at-top
+
   # tf.data only feeds the host; JAX owns the accelerators.
   tf.config.set_visible_devices([], 'GPU')
   multi_process = FLAGS.multi_process
@@ -64,5 +104,14 @@ def main(argv):
                    {'params': state.params, 'batch_stats': state.batch_stats}))
 
 
+def run(argv: list[str] | None = None) -> None:
+  """app.run(main), with --help printing usage() and exiting 0 (absl's exits 1)."""
+  argv = sys.argv if argv is None else argv
+  if any(argument in HELP_FLAGS for argument in argv[1:]):
+    print(usage())
+    sys.exit(0)
+  app.run(main, argv=argv)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -285,7 +285,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, ja
   output, comp = inpaint(state.apply_fn, inference_variables(state), batch['image'],
                          batch['mask'])
   per_image = metrics.image_metrics(comp, batch['image'])
-  per_image['hole_ratio'] = 1.0 - jnp.mean(batch['mask'], axis=(1, 2, 3))
+  # A mean of hole indicators, as metrics.hole_ratio: exactly 0 for a hole-free mask.
+  per_image['hole_ratio'] = jnp.mean(1.0 - batch['mask'], axis=(1, 2, 3))
   return {'metrics': per_image, 'output': output, 'composite': comp}
 
 

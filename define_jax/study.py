@@ -170,7 +170,7 @@ def config_differences(variants: Sequence[Variant]) -> dict[str, list[Any]]:
 def train_variants(variants: Sequence[Variant]) -> None:
   for variant in variants:
     budget = variant.config.num_train_steps
-    logging.info('Study: %s in %s (%d steps).', variant.name, variant.run_dir, budget)
+    print(f'Study: {variant.name} in {variant.run_dir} ({budget} steps).', flush=True)
     state = train.train_and_evaluate(variant.config, str(variant.run_dir))
     if int(state.step) != budget:
       raise StudyInterrupted(f'{variant.name} stopped at step {int(state.step)} of {budget} '
@@ -416,6 +416,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                       help="Training steps per variant (default: each config's "
                       'num_train_steps); also sets log/eval cadence for 50/10 curve points '
                       'unless --config.log_every_steps/eval_every_steps are given.')
+  parser.add_argument('--verbosity', type=int, default=-1,
+                      help='0: also library INFO logs (Orbax, TensorFlow, absl); 1: debug logs')
   options, overrides = parser.parse_known_args(argv)
   unexpected = [arg for arg in overrides if not arg.startswith('--config.')]
   if unexpected:
@@ -473,10 +475,10 @@ def cache_compilations(workdir: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """The command line: run() plus INFO logging (training progress) and the compilation cache."""
+  """The command line: run() plus the compilation cache and the --verbosity of library logs."""
   argv = sys.argv[1:] if argv is None else argv
-  logging.set_verbosity(logging.INFO)
   options, _ = parse_args(argv)
+  logging.set_verbosity(options.verbosity)
   cache_compilations(options.workdir)
   try:
     result = run(argv)

@@ -4,6 +4,10 @@ Follows the Flax ImageNet example: `train_and_evaluate(config, workdir)` builds 
 resumes from the newest readable checkpoint in the workdir, streams tf.data batches of shape
 [local_devices, per_device_batch, ...] and only brings metrics to the host every
 `log_every_steps`.
+
+The terminal gets short lines for people (`report`: start, progress, evaluations, checkpoint
+saves, end) from process 0; per-process diagnostics go to the absl log at INFO, shown with
+main's --verbosity=0.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
       raise ValueError(
           f'config.init_from={config.init_from!r} was trained with {field}='
           f'{source_config.get(field)!r}, but this config has {field}={config[field]!r}.')
-  logging.info('Initialised from %s at step %d.', config.init_from, step)
+  report(f'Initialised from {config.init_from} at step {step}.')
   return variables
 
 
@@ -88,21 +92,33 @@ def parameter_fingerprint(variables: dict) -> str:
   return digest.hexdigest()[:16]
 
 
+def report(message: str) -> None:
+  """One line on the terminal, from process 0 only."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
 def numpy_batches(dataset) -> Iterator[dict[str, np.ndarray]]:
   for batch in dataset.as_numpy_iterator():
     yield {'image': batch['image'], 'mask': batch['mask']}
 
 
 def evaluate(p_eval_step, state, eval_dataset) -> dict[str, float]:
-  """Mean L1/PSNR/SSIM of the composite over the fixed evaluation set (all hosts)."""
+  """Mean L1/PSNR/SSIM of the composite over the fixed evaluation set (all hosts).
+
+  Padding and hole-free elements are left out (`evaluate` puts hole-free images in no
+  band either): their composite is the ground truth, whose PSNR is infinite, and
+  inf * weight 0 would make the mean NaN.
+  """
   sums: dict[str, float] = {}
   count = 0.0
   for batch in eval_dataset.as_numpy_iterator():
     weight = batch.pop('weight')
     per_image = jax.device_get(p_eval_step(state, batch)['metrics'])
+    counted = (weight > 0) & (per_image['hole_ratio'] > 0)
     for name, values in per_image.items():
-      sums[name] = sums.get(name, 0.0) + float((values * weight).sum())
-    count += float(weight.sum())
+      sums[name] = sums.get(name, 0.0) + float(np.where(counted, values, 0.0).sum())
+    count += float(counted.sum())
   names = sorted(sums)
   totals = np.asarray([sums[n] for n in names] + [count])
   if jax.process_count() > 1:
@@ -171,6 +187,11 @@ def _progress_line(step: int, total: int, loss: float, images_per_sec: float, st
           f'ETA {datetime.timedelta(seconds=int(eta))}')
 
 
+def _eval_line(step: int, scores: dict[str, float]) -> str:
+  return (f'eval at step {step} | L1 (x100) {100 * scores["eval_l1"]:.2f} | '
+          f'PSNR {scores["eval_psnr"]:.2f} | SSIM {scores["eval_ssim"]:.4f}')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Trains (or resumes) the configured model in `workdir`; returns the final train state."""
   steps.validate_config(config)
@@ -194,8 +215,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     writer.write_hparams({k: v for k, v in config_dict.items() if v is not None})
   start_step = int(state.step)
   if start_step >= config.num_train_steps:
-    logging.info('Nothing to do: step %d >= num_train_steps=%d.', start_step,
-                 config.num_train_steps)
+    report(f'Nothing to do: {workdir} is at step {start_step} >= num_train_steps='
+           f'{config.num_train_steps}.')
     return state
 
   state = jax_utils.replicate(state)
@@ -218,8 +239,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   train_metrics: list[dict[str, Any]] = []
   last_log_time, last_log_step, start_time = time.time(), start_step, time.time()
   step = start_step
-  logging.info('Training %s from step %d to %d on %d devices (%d processes).', config.model,
-               start_step, config.num_train_steps, jax.device_count(), jax.process_count())
+  report(f'{"Resuming" if start_step else "Training"} {config.model} '
+         f'({config.image_size}², loss {config.loss!r}) at step {start_step} of '
+         f'{config.num_train_steps} on {jax.device_count()} {jax.devices()[0].platform} '
+         f'device(s), {jax.process_count()} process(es); workdir {workdir}')
   with stop.installed():
     while step < config.num_train_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -246,9 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         summary.update({f'skipped_{kind}': count
                         for kind, count in input_pipeline.skipped_input_counts().items()})
         writer.write_scalars(step, {f'train_{k}': v for k, v in summary.items()})
-        if is_chief:
-          logging.info(_progress_line(step, config.num_train_steps, summary['total'],
-                                      images_per_sec, start_time, start_step))
+        report(_progress_line(step, config.num_train_steps, summary['total'],
+                              images_per_sec, start_time, start_step))
         if streak >= config.max_consecutive_nonfinite_steps:
           raise FloatingPointError(
               f'{streak} consecutive steps up to step {step} had NaN/Inf loss or gradients '
@@ -259,7 +281,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
       if step % config.eval_every_steps == 0 or last_step:
         with hooks[0].timed('eval'):
-          writer.write_scalars(step, evaluate(p_eval_step, state, eval_dataset))
+          scores = evaluate(p_eval_step, state, eval_dataset)
+        writer.write_scalars(step, scores)
+        report(_eval_line(step, scores))
 
       if step % config.image_every_steps == 0 or last_step:
         picture = sample_grid(p_eval_step, state, sample_batch)
@@ -274,6 +298,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         preempted = step % config.log_every_steps == 0 and stop.any_process_received()
       if step % config.checkpoint_every_steps == 0 or last_step or preempted:
         checkpoints.save(manager, jax_utils.unreplicate(state), config_dict)
+        report(f'checkpoint {step} -> {checkpoints.checkpoint_dir(workdir)}')
       if preempted:
         logging.warning('Received %s: saved a checkpoint at step %d in %s and stopped. '
                         'Run the same command again to resume.', stop.received, step,
@@ -283,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   manager.wait_until_finished()
   if step == config.num_train_steps:
     path = write_before_after(workdir, p_eval_step, state, starting_variables, sample_batch)
-    if path:
-      logging.info('Wrote %s', path)
+    elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
+    report(f'Finished {step} steps in {elapsed}. Wrote {path}')
   writer.flush()
   return jax_utils.unreplicate(state)

@@ -47,7 +47,8 @@ def run_processes(workdir, log_prefix, num_train_steps, deadline, cache_dir):
   command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
              '--workdir', workdir, f'--config.num_train_steps={num_train_steps}',
              # The multi-host mechanics do not depend on the loss; VGG would double compile time.
-             '--config.loss=l1']
+             '--config.loss=l1',
+             '--verbosity=0']  # The per-process checksums are INFO logs.
   processes, log_paths = [], [f'{log_prefix}.process{i}.log' for i in range(NUM_PROCESSES)]
   try:
     for process_id, log_path in enumerate(log_paths):

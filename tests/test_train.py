@@ -47,6 +47,38 @@ def test_pmap_steps_train_and_sync_batchnorm():
     np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
 
 
+class _Batches:
+  """A stand-in for the tf.data evaluation set."""
+
+  def __init__(self, *batches):
+    self._batches = batches
+
+  def as_numpy_iterator(self):
+    return (dict(batch) for batch in self._batches)
+
+
+def test_eval_leaves_out_padding_and_hole_free_elements():
+  """Their composite is the ground truth (infinite PSNR); the means must stay finite."""
+  config = tiny.get_config()
+  state = jax_utils.replicate(steps.create_train_state(config, jax.random.key(0)))
+  batch = synthetic_batch(config)
+  weight = np.ones(batch['mask'].shape[:2], np.float32)
+  batch['mask'][0, 0] = 1.0  # A real image without a hole.
+  batch['mask'][1, 0] = 1.0  # Padding, as input_pipeline pads the last batch.
+  weight[1, 0] = 0.0
+  p_eval_step = steps.make_p_eval_step()
+  per_image = jax.device_get(p_eval_step(state, batch)['metrics'])
+  assert np.isinf(per_image['psnr'][0, 0]) and np.isinf(per_image['psnr'][1, 0])
+
+  result = train.evaluate(p_eval_step, state, _Batches({**batch, 'weight': weight}))
+  assert all(np.isfinite(value) for value in result.values())
+  counted = np.ones_like(weight, bool)
+  counted[:2, 0] = False
+  for name in ('l1', 'psnr', 'ssim', 'hole_ratio'):
+    np.testing.assert_allclose(result[f'eval_{name}'], per_image[name][counted].mean(),
+                               rtol=1e-6)
+
+
 def test_nonfinite_step_is_skipped():
   config = tiny.get_config()
   initial = steps.create_train_state(config, jax.random.key(0))

@@ -37,7 +37,7 @@ def prepare_dataset(
   """Builds `name` from `manual_dir` into `data_dir` unless it is already there."""
   builder = make_builder(name, data_dir)
   if not builder.is_prepared():
-    logging.info('Preparing %s from %s into %s', name, manual_dir, builder.data_dir)
+    print(f'Preparing {name} from {manual_dir} into {builder.data_dir}', flush=True)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
             manual_dir=str(manual_dir), try_download_gcs=False
@@ -48,9 +48,9 @@ def prepare_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
+  parser = argparse.ArgumentParser(prog='python -m define_jax.datasets.prepare',
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--dataset', required=True, choices=DATASETS)
   parser.add_argument(
       '--manual_dir', required=True, help='folder holding the manually downloaded files'
@@ -58,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument(
       '--data_dir', default=None, help='TFDS data dir (default: ~/tensorflow_datasets)'
   )
+  parser.add_argument('--verbosity', type=int, default=-1,
+                      help='0: also TensorFlow Datasets INFO logs; 1: debug logs')
   args = parser.parse_args(argv)
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(args.verbosity)
   builder = prepare_dataset(args.dataset, args.manual_dir, args.data_dir)
   splits = {name: split.num_examples for name, split in builder.info.splits.items()}
   print(f'{args.dataset} ready in {builder.data_dir}: {splits}')

