@@ -2,8 +2,8 @@
 
 The model (models.py, vgg.py) says *what* it computes; this module says *how*. Each
 function has a plain form (lax.conv_general_dilated, nearest upsampling and concatenation,
-reduce-window max-pool), used on GPU and TPU, and a CPU form whose size thresholds were
-measured on XLA:CPU, where they make a training step several times faster. Both forms give
+reduce-window max-pool), used on GPU and TPU, and a CPU form, faster on XLA:CPU, whose size
+thresholds were measured there (the figures are at each) and nowhere else. Both forms give
 the same values and gradients (tests/test_kernels.py).
 
 The form is chosen once, by platform (jax.default_backend()), when a function is traced;
