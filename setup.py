@@ -2,6 +2,10 @@
 
 import setuptools
 
+# The browser demo (python -m define_jax.demo). Pinned: demo.hole_editor replaces the
+# image decoding of this version's ImageEditor (tests/test_demo.py drives it in Chromium).
+DEMO = ["gradio==6.31.0"]
+
 # The compute core (models, losses, VGG, train step) needs only these.
 CORE = [
     "jax>=0.4.30",
@@ -18,7 +22,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["define_jax", "define_jax.*"]),
-    package_data={"define_jax": ["demo_static/*", "pretrained/*"]},
+    package_data={"define_jax": ["pretrained/*"]},
     python_requires=">=3.10",
     install_requires=CORE + [
         "tensorflow-cpu>=2.15",  # tf.data only; JAX owns the accelerators.
@@ -36,6 +40,7 @@ setuptools.setup(
         "tqdm",
     ],
     extras_require={
+        "demo": DEMO,
         # Accelerator builds of jaxlib; TensorFlow stays the CPU build (it only feeds tf.data).
         "cuda12": ["jax[cuda12]>=0.4.30"],
         "tpu": ["jax[tpu]>=0.4.30"],
@@ -48,6 +53,7 @@ setuptools.setup(
             "nbformat>=5.9",
             "ipykernel>=6",
             "playwright>=1.45",
+            *DEMO,  # tests/test_demo.py runs the demo.
         ],
     },
 )

@@ -91,14 +91,22 @@ def open_image(source: Source, *, name: str | None = None,
   except Exception as error:  # pylint: disable=broad-except
     # Pillow raises many types on garbage (OSError, SyntaxError, struct.error, …).
     raise InputError(f'{name} is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF, '
-                     f'GIF, …): {error}', 'unreadable') from error
+                     f'GIF, …): {_detail(error, source, name)}', 'unreadable') from error
   check_size(*image.size, name, max_pixels)
   try:
     image.load()
     return ImageOps.exif_transpose(image)
   except Exception as error:  # pylint: disable=broad-except
-    raise InputError(f'{name} could not be decoded (damaged or truncated): {error}',
-                     'unreadable') from error
+    raise InputError(f'{name} could not be decoded (damaged or truncated): '
+                     f'{_detail(error, source, name)}', 'unreadable') from error
+
+
+def _detail(error: Exception, source: Any, name: str) -> str:
+  """Pillow's message without the file's full path (the name says which file it is)."""
+  detail = str(error)
+  if isinstance(source, (str, os.PathLike)):
+    detail = detail.replace(f"'{os.fspath(source)}'", 'it').replace(os.fspath(source), 'it')
+  return detail or type(error).__name__
 
 
 def _sixteen_bit(image: Image.Image, name: str) -> np.ndarray:

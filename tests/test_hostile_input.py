@@ -134,7 +134,6 @@ def test_inpainter_on_arbitrary_arrays(inpainter, pair, polarity):
 # Each test below is one row of the table; each failed on the code before it.
 
 import contextlib
-import os
 import tempfile
 import struct
 import zlib
