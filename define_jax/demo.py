@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # Read when gradio is imported.
+os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # Read when gradio is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse

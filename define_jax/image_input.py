@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any, Literal, Sequence, Union
 
 import numpy as np
@@ -84,7 +85,9 @@ def open_image(source: Source, *, name: str | None = None,
   elif not os.path.exists(source):
     raise InputError(f'{name} does not exist.', 'missing')
   try:
-    image = Image.open(source)
+    with warnings.catch_warnings():  # Pillow warns above 89 MP; max_pixels is the limit here.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      image = Image.open(source)
   except Image.DecompressionBombError as error:  # Pillow's own limit (about 179 MP).
     raise InputError(f'{name} is over Pillow\'s decompression-bomb limit ({error}); the limit '
                      f'here is {pixel_count(max_pixels or 0)}.', 'too large') from error

@@ -190,6 +190,7 @@ def decoding_forbidden():
     yield
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Our own open.
 def test_pixel_limit_is_checked_from_the_header_in_cli_and_api(inpainter, tmp_path):
   bomb = tmp_path / 'bomb.png'
   bomb.write_bytes(png_header_only(12_000, 12_000))
@@ -535,10 +536,17 @@ def test_cli_on_arbitrary_files_exits_cleanly(inpainter, tmp_path, image_bytes, 
   status, err = run_cli(cli_args(image_path, mask_path, out, '--resize_mask'), inpainter)
   assert 'Traceback' not in err
   event(f'exit {status}')
+  try:  # The API on the same files agrees with the CLI.
+    api_result = inpainter(str(image_path), str(mask_path), polarity='hole_white',
+                           resize_mask=True)
+  except InputError as error:
+    assert status == 1 and (str(image_path) in str(error) or 'mask' in str(error).lower())
   if status != 0:
     assert status == 1 and err.startswith('error: ') and not out.exists()
     assert str(image_path) in err or str(mask_path) in err, err
     return
+  with Image.open(out) as written:
+    np.testing.assert_array_equal(np.asarray(written), np.asarray(api_result))
   source = image_input.photo_pixels(image_input.open_image(image_path), 'photo')
   with Image.open(out) as written:
     result = np.asarray(written)
