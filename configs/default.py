@@ -27,8 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Also feed the mask as an input channel (pconv_unet; the plain unet always does). Without
   # it a partial-convolution U-Net cannot tell a 1-pixel hole from a dark line (prefill.py).
   config.mask_channel = False
-  # 'none' (paper), or 'harmonic': the network gets a harmonic fill of the holes as input and
-  # outputs a correction to it (see define_jax/prefill.py).
+  # 'none' (paper), 'harmonic' or 'biharmonic': the network gets that diffusion fill of the holes
+  # as input and outputs a correction to it (see define_jax/prefill.py).
   config.prefill = 'none'
 
   # --- Losses ------------------------------------------------------------

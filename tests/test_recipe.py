@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import skimage.restoration
 from flax import jax_utils
 
 from configs import faces128
@@ -136,9 +137,25 @@ def test_harmonic_fill_is_exact_on_a_linear_ramp_and_keeps_known_pixels():
   np.testing.assert_array_equal(filled[known], ramp[known])
 
 
-def test_harmonic_fill_of_an_all_hole_image_is_finite():
-  filled = prefill.harmonic_fill(jnp.ones((2, 16, 16, 3)), jnp.zeros((2, 16, 16, 1)))
+@pytest.mark.parametrize('fill', [prefill.harmonic_fill, prefill.biharmonic_fill])
+def test_fills_of_an_all_hole_image_are_finite(fill):
+  filled = fill(jnp.ones((2, 16, 16, 3)), jnp.zeros((2, 16, 16, 1)))
   np.testing.assert_array_equal(filled, 0.0)
+
+
+def test_biharmonic_fill_matches_scikit_image_on_small_holes():
+  face = astronaut(64, 64)
+  mask = np.ones((64, 64, 1), np.float32)
+  mask[:, 20] = 0  # a 1-pixel line
+  mask[30:33, 5:60] = 0  # a 3-pixel stroke
+  mask[45:50, 40:46] = 0  # a blob
+  reference = skimage.restoration.inpaint_biharmonic(face, mask[..., 0] == 0, channel_axis=-1)
+  filled = np.asarray(prefill.biharmonic_fill(jnp.asarray(face[None]), jnp.asarray(mask[None])))[0]
+  harmonic = np.asarray(prefill.harmonic_fill(jnp.asarray(face[None]), jnp.asarray(mask[None])))[0]
+  hole = np.broadcast_to(mask == 0, face.shape)
+  assert np.abs(filled - reference)[hole].mean() < 0.01
+  assert np.abs(filled - face)[hole].mean() < np.abs(harmonic - face)[hole].mean()
+  np.testing.assert_array_equal(filled[~hole], face[~hole])
 
 
 def first_level_features(model, variables, image, mask):
