@@ -29,9 +29,9 @@ Mask convention: float, 1 = known pixel, 0 = hole. Images float NHWC, masks N,H,
 
 Two input options (both off in the paper's configuration) let the network see thin holes,
 which partial convolutions alone barely distinguish from dark lines (see prefill.py):
-`mask_channel` adds the mask as an always-known input channel; `prefill='harmonic'` adds a
-harmonic fill of the holes as always-known input channels and makes the output a
-correction added to that fill.
+`mask_channel` adds the mask as an always-known input channel; `prefill='harmonic'` or
+`'biharmonic'` adds a diffusion fill of the holes as always-known input channels and makes
+the output a correction added to that fill.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ Activation = Optional[Callable[[jax.Array], jax.Array]]
 Masked = tuple[jax.Array, Optional[jax.Array]]
 
 CONVOLUTIONS = ('partial', 'plain')
-PREFILLS = ('none', 'harmonic')
+PREFILLS = ('none', 'harmonic', 'biharmonic')
 
 _leaky_relu = lambda x: nn.leaky_relu(x, negative_slope=0.2)
 
@@ -187,7 +187,7 @@ class InpaintingUNet(nn.Module):
       running statistics (DeFINe's fine-tuning stage); decoder BatchNorm still trains.
     dtype: computation dtype; parameters, BatchNorm statistics and the output stay float32.
     mask_channel: also feed the mask itself as an (always known) input channel.
-    prefill: 'none', or 'harmonic': feed a harmonic fill of the holes as (always known)
+    prefill: 'none', 'harmonic' or 'biharmonic': feed that fill of the holes as (always known)
       input channels and output a correction added to it.
   """
 
@@ -250,8 +250,8 @@ def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefil
   mask = mask.astype(jnp.float32)
   channels, channel_masks = [image * mask], [jnp.broadcast_to(mask, image.shape)]
   base = 0.0
-  if prefill == 'harmonic':
-    base = prefill_lib.harmonic_fill(image, mask)
+  if prefill != 'none':
+    base = prefill_lib.FILLS[prefill](image, mask)
     channels.append(base.astype(image.dtype))
     channel_masks.append(jnp.ones_like(base))
   if mask_channel:

@@ -247,8 +247,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: An
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   params = keep(updated.params, state.params)
   batch_stats = keep(updated.batch_stats, state.batch_stats)
-  if ema_decay:
-    rate = ema_decay_at(state.step, ema_decay)
+  if ema_decay:  # A skipped (non-finite) step leaves the averages unchanged too.
+    rate = jnp.where(finite, ema_decay_at(state.step, ema_decay), 1.0)
     average = lambda new, old: jax.tree.map(lambda n, o: rate * o + (1 - rate) * n, new, old)
     updated = updated.replace(ema_params=average(params, state.ema_params),
                               ema_batch_stats=average(batch_stats, state.ema_batch_stats))
