@@ -8,6 +8,7 @@ counters, `config` the run's config as JSON so a checkpoint rebuilds its own mod
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import time
 from typing import Any, Mapping
@@ -22,6 +23,19 @@ from jax.experimental import multihost_utils
 from define_jax import export
 
 ITEMS = ('model', 'optimizer', 'config')
+
+
+class _ReadOnlyNotices(std_logging.Filter):
+  """Drops Orbax's warnings that a read-only manager is read-only: restoring for inference
+  asks for exactly that, and users took "Given directory is read only" for an error."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith('Given directory is read only') or
+                'read_only=True, setting' in message)
+
+
+logging.get_absl_logger().addFilter(_ReadOnlyNotices())
 
 
 def resolve_workdir(workdir: str) -> str:

@@ -59,3 +59,19 @@ def test_interrupted_save_is_ignored(tmp_path):
   assert int(restored.step) == 1
   np.testing.assert_array_equal(jax.tree.leaves(restored.params)[0],
                                 jax.tree.leaves(state.params)[0])
+
+
+def test_restoring_for_inference_prints_no_read_only_warning(tiny_checkpoint, capfd):
+  import logging
+  from absl import logging as absl_logging
+  handler_records = []
+  handler = logging.Handler()
+  handler.emit = handler_records.append
+  absl_logging.get_absl_logger().addHandler(handler)
+  try:
+    checkpoints.load_model(tiny_checkpoint)
+  finally:
+    absl_logging.get_absl_logger().removeHandler(handler)
+  messages = [record.getMessage() for record in handler_records]
+  assert not [m for m in messages if 'read only' in m or 'read_only' in m]
+  assert 'read only' not in capfd.readouterr().err
