@@ -135,6 +135,14 @@ CORE_DEFAULTS = {
     'init_from': '',
     'image_size': 128,
     'batch_size': 6,
+    'mask_channel': False,
+    'prefill': 'none',
+    'lr_schedule': 'constant',
+    'warmup_steps': 0,
+    'final_learning_rate_fraction': 0.0,
+    'num_train_steps': 500_000,
+    'grad_clip_norm': 0.0,
+    'ema_decay': 0.0,
 }
 INFER_DEFAULTS = {'image_size': 256, 'batch_size': 1}  # Batch 1 also with a --config.
 # Flags that override the defaults or the --config file: flag name -> config field.
