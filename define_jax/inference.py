@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
@@ -34,6 +33,9 @@ from define_jax import masks
 from define_jax import steps
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
+
+if TYPE_CHECKING:
+  import ml_collections
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
 Fit = Literal['resize', 'pad']
@@ -215,6 +217,8 @@ class Inpainter:
     FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
     weights do not match the checkpoint's own config.
     """
+    import ml_collections  # Only here: an Inpainter built from variables needs none.
+
     variables, config_dict, restored_step = checkpoints.load_model(path, step)
     _check_model_config(config_dict, path)
     config = ml_collections.ConfigDict(config_dict)
