@@ -114,7 +114,7 @@ def run_pipeline(args: argparse.Namespace) -> dict:
       'image_size': config.image_size,
       'batch_shape': {name: list(value.shape) for name, value in batch.items()},
       'dataset': config.dataset,
-      'masks': config.get('masks', 'generated'),
+      'masks': config.masks,
       'skipped_inputs': input_pipeline.skipped_input_counts(),
   }
 

@@ -173,7 +173,7 @@ def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) ->
   """--mask_dir, else the training config's mask_dir when it holds masks of the same kind."""
   if options.mask_dir:
     return options.mask_dir
-  if config.get('masks') == options.masks and config.get('mask_dir'):
+  if config.masks == options.masks and config.mask_dir:
     return config.mask_dir
   raise ValueError(f'--masks {options.masks} needs --mask_dir (a folder of its mask files).')
 

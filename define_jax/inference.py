@@ -52,6 +52,10 @@ MODEL_FIELDS = ('model', 'layers', 'base_features', 'max_features', 'freeze_enco
 # content can never leak into the network's known input.
 _FULLY_KNOWN = 1.0 - 1e-4
 
+# Model fields added after the first checkpoints were written, with the behaviour those
+# checkpoints have: checkpoints without them restore as they were trained.
+MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none'}
+
 
 def _check_model_config(config: Mapping[str, Any], path: str) -> None:
   missing = [field for field in MODEL_FIELDS if field not in config]
@@ -221,6 +225,7 @@ class Inpainter:
 
     variables, config_dict, restored_step = checkpoints.load_model(path, step)
     _check_model_config(config_dict, path)
+    config_dict = {**MODEL_FIELDS_ADDED_LATER, **config_dict}
     config = ml_collections.ConfigDict(config_dict)
     check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices)

@@ -572,7 +572,7 @@ def _seed(config: ml_collections.ConfigDict) -> int:
 
 
 def _prepare_command(name: str, config: ml_collections.ConfigDict) -> str:
-  data_dir = config.get('data_dir')
+  data_dir = config.data_dir
   return f'python -m define_jax.datasets.prepare --dataset {name} --manual_dir DIR' + (
       f' --data_dir {data_dir}' if data_dir else ''
   )
@@ -582,14 +582,14 @@ def _image_split(config: ml_collections.ConfigDict, split: str) -> _ImageSplit:
   """The images of `split` ('train' or 'validation') of config.dataset."""
   dataset = config.dataset
   if dataset == 'image_folder':
-    image_dir = config.get('image_dir')
+    image_dir = config.image_dir
     if not image_dir:
       raise ValueError("dataset='image_folder' needs config.image_dir")
     root = Path(image_dir).expanduser()
     files = image_folder.list_image_files(root)
     if not files:
       raise ValueError(f"no image files ({', '.join(image_folder.IMAGE_EXTENSIONS)}) in {root}")
-    fraction = float(config.get('validation_fraction', 0.1))
+    fraction = float(config.validation_fraction)
     train_files, validation_files = image_folder.split_image_files(files, fraction)
     chosen = train_files if split == 'train' else validation_files
     if not chosen:
@@ -601,9 +601,9 @@ def _image_split(config: ml_collections.ConfigDict, split: str) -> _ImageSplit:
   if dataset == 'ffhq':
     from define_jax.datasets import prepare  # imports TFDS only when needed
 
-    ffhq_config = config.get('ffhq_config', 'ffhq/256')  # 'ffhq/256' or just '256'
+    ffhq_config = config.ffhq_config  # 'ffhq/256' or just '256'
     name = ffhq_config if ffhq_config.startswith('ffhq/') else f'ffhq/{ffhq_config}'
-    builder = prepare.make_builder(name, config.get('data_dir'))
+    builder = prepare.make_builder(name, config.data_dir)
     if not builder.is_prepared():
       raise FileNotFoundError(
           f'{name} is not prepared in {builder.data_dir}; run: {_prepare_command(name, config)}'
@@ -624,9 +624,9 @@ def _image_split(config: ml_collections.ConfigDict, split: str) -> _ImageSplit:
 def _mask_maker(config: ml_collections.ConfigDict, process_count: int) -> _MaskMaker:
   size = int(config.image_size)
   generated = _GeneratedMasks(
-      size, (float(config.get('hole_ratio_min', 0.1)), float(config.get('hole_ratio_max', 0.6)))
+      size, (float(config.hole_ratio_min), float(config.hole_ratio_max))
   )
-  kind = config.get('masks', 'generated')
+  kind = config.masks
   if kind == 'generated':
     return generated
   if kind not in _MASK_SETS:
@@ -636,15 +636,15 @@ def _mask_maker(config: ml_collections.ConfigDict, process_count: int) -> _MaskM
   from define_jax.datasets import prepare  # imports TFDS only when needed
 
   name, train_split, eval_split = _MASK_SETS[kind]
-  builder = prepare.make_builder(name, config.get('data_dir'))
+  builder = prepare.make_builder(name, config.data_dir)
   if not builder.is_prepared():
-    mask_dir = config.get('mask_dir')
+    mask_dir = config.mask_dir
     if not mask_dir or process_count > 1:
       raise FileNotFoundError(
           f'{name} is not prepared in {builder.data_dir}; set config.mask_dir (single host) '
           f'or run: {_prepare_command(name, config)}'
       )
-    builder = prepare.prepare_dataset(name, mask_dir, config.get('data_dir'))
+    builder = prepare.prepare_dataset(name, mask_dir, config.data_dir)
   return _MaskSetMasks(
       _TfdsRecords(builder, train_split, 'mask'),
       _TfdsRecords(builder, eval_split, 'mask'),
@@ -696,7 +696,7 @@ def _finish(
   dataset = dataset.map(
       _to_device_batches(layout, int(config.image_size)), num_parallel_calls=tf.data.AUTOTUNE
   )
-  prefetch = config.get('prefetch', 2)
+  prefetch = config.prefetch
   dataset = dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else int(prefetch))
   options = tf.data.Options()
   options.deterministic = True

@@ -82,7 +82,7 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int | No
     raise ValueError(f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f'config.ema_decay={config.ema_decay} must lie in [0, 1) (0 = off).')
-  if config.get('init_from', '') is None:
+  if config.init_from is None:
     raise ValueError(
         'config.init_from is required by this config: pass the stage-one workdir, '
         'e.g. --config.init_from=runs/ffhq256.')
@@ -97,8 +97,8 @@ def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = N
       axis_name=axis_name,
       freeze_encoder_bn=config.freeze_encoder_bn,
       dtype=DTYPES[config.dtype],
-      mask_channel=config.get('mask_channel', False),
-      prefill=config.get('prefill', 'none'))
+      mask_channel=config.mask_channel,
+      prefill=config.prefill)
 
 
 def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
