@@ -7,7 +7,7 @@ import io
 import pytest
 
 ENTRY_POINTS = ('main', 'evaluate', 'inpaint', 'export', 'benchmark', 'study',
-                'datasets.prepare', 'tools.port_vgg16', 'demo')
+                'datasets.prepare', 'tools.port_vgg16', 'tools.model_card_figures', 'demo')
 
 
 @pytest.mark.parametrize('name', ENTRY_POINTS)

@@ -83,7 +83,8 @@ def test_study_end_to_end_reuse_and_refusals(tmp_path):
   checkpoint_times = {v: os.path.getmtime(workdir / v / 'checkpoints' / str(STEPS))
                       for v in VARIANTS}
   rerun = run_study(workdir)
-  assert 'Nothing to do' in rerun.stderr and 'Training pconv_unet' not in rerun.stderr
+  terminal = rerun.stdout + rerun.stderr
+  assert 'Nothing to do' in terminal and 'Training pconv_unet' not in terminal
   for variant, mtime in checkpoint_times.items():
     assert os.path.getmtime(workdir / variant / 'checkpoints' / str(STEPS)) == mtime
   assert check_artifacts(workdir)['rows'] == report['rows']
