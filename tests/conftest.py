@@ -1,6 +1,8 @@
 """Test setup: four simulated CPU devices so pmap code paths run as on a multi-GPU host."""
 
 import os
+import struct
+import zlib
 
 # Must happen before JAX initialises its backends.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
@@ -81,3 +83,14 @@ def synthetic_batch(config, seed=0):
   mask = np.ones(shape + (1,), np.float32)
   mask[:, :, size // 4:size // 2, size // 3:2 * size // 3] = 0.0
   return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}
+
+
+def png_header_only(width: int, height: int) -> bytes:
+  """A tiny PNG that declares width×height RGB (a decompression bomb's header)."""
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'')) + \
+      chunk(b'IEND', b'')

@@ -17,14 +17,12 @@ import os
 import queue
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 
 import numpy as np
 import pytest
@@ -34,6 +32,7 @@ from PIL import Image
 from define_jax import demo
 from define_jax.inference import Inpainter
 
+from conftest import png_header_only
 from conftest import REPO_ROOT
 
 CHROMIUM = '/usr/bin/chromium'
@@ -322,17 +321,6 @@ def http(url: str, body: bytes | None = None, headers: dict | None = None,
       return response.status, response.read()
   except urllib.error.HTTPError as error:
     return error.code, error.read()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-  """A tiny PNG that declares width×height (a decompression bomb's header)."""
-
-  def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-
-  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'')) + \
-      chunk(b'IEND', b'')
 
 
 def test_hostile_requests_get_clear_refusals(demo_server, tiny_checkpoint, tmp_path):

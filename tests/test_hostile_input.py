@@ -1,16 +1,26 @@
 """Property-based tests: arbitrary bytes, sizes and dtypes give a valid result or a clear
 error from image/mask decoding and the inference API, never a crash or a hang."""
 
+import contextlib
 import io
+import tempfile
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
+from PIL import ImageFile
 
+from define_jax import image_input
+from define_jax import inpaint
 from define_jax import input_pipeline
 from define_jax import masks
+from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
+
+from conftest import png_header_only
 
 FAST = settings(max_examples=300, deadline=None)
 # A few shapes (each compiles the network once), from 1×1 to non-square.
@@ -132,31 +142,6 @@ def test_inpainter_on_arbitrary_arrays(inpainter, pair, polarity):
 
 # --- Issue 15: limits and silent wrong answers in the CLI and API ------------------------
 # Each test below is one row of the issue's table; each failed on the code before it.
-
-import contextlib
-import tempfile
-import struct
-import zlib
-from pathlib import Path
-from unittest import mock
-
-from PIL import ImageFile
-
-from define_jax import image_input
-from define_jax import inpaint
-from define_jax.image_input import InputError
-
-
-def png_header_only(width: int, height: int) -> bytes:
-  """A tiny PNG that declares width×height RGB (a decompression bomb's header)."""
-
-  def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-
-  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'')) + \
-      chunk(b'IEND', b'')
-
 
 def photo(height=48, width=40, seed=0) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
