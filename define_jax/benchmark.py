@@ -1,4 +1,4 @@
-"""Benchmarks, one subcommand each, each printing ONE JSON line.
+r"""Benchmarks, one subcommand each, each printing ONE JSON line.
 
     python -m define_jax.benchmark pipeline --data_dir DIR [--image_size 256] [--batch 6] \
         [--steps N]

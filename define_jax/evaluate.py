@@ -1,4 +1,4 @@
-"""Scores a model per hole-ratio band, optionally against classical inpainting.
+r"""Scores a model per hole-ratio band, optionally against classical inpainting.
 
   python -m define_jax.evaluate --checkpoint runs/ffhq256 --masks nvidia_irregular \
       --mask_dir /data/nvidia_masks --image_dir /data/faces --num_images 600 --baselines

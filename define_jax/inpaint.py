@@ -1,4 +1,4 @@
-"""Inpaints photos from the command line, with the packaged face model or a checkpoint.
+r"""Inpaints photos from the command line, with the packaged face model or a checkpoint.
 
 One image (the packaged model unless --checkpoint names a workdir or an exported file):
   python -m define_jax.inpaint --image face.jpg --mask holes.png --polarity hole_white \

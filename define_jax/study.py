@@ -1,4 +1,4 @@
-"""Loss study: train config variants alike, score them on one fixed evaluation set, report.
+r"""Loss study: train config variants alike, score them on one fixed evaluation set, report.
 
   python -m define_jax.study --configs loss_l1,loss_valid_hole,loss_style,loss_final \
       --workdir runs/study --steps 2000 --config.dataset=image_folder \

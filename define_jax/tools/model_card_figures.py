@@ -1,4 +1,4 @@
-"""Figures for a model card: training curves of a run and a before/after on a public photo.
+r"""Figures for a model card: training curves of a run and a before/after on a public photo.
 
   python -m define_jax.tools.model_card_figures --checkpoint faces128.msgpack \
       --workdir runs/faces128 --out docs/pretrained
