@@ -57,9 +57,7 @@ def read_model_file(path: str) -> tuple[dict, dict, int]:
   try:
     with open(path, 'rb') as file:
       payload = serialization.msgpack_restore(file.read())
-  except (OSError, ValueError, TypeError, KeyError) as error:
-    raise ValueError(f'Cannot read model file {path}: {error}') from error
-  except Exception as error:  # msgpack raises its own exception types on damaged data.
+  except Exception as error:  # OSError, or msgpack's own exception types on damaged data.
     raise ValueError(f'Cannot read model file {path}: {type(error).__name__}: {error}') from error
   if not isinstance(payload, dict) or payload.get('format') != FORMAT:
     raise ValueError(f'{path} is not a define_jax model file (written by define_jax.export).')
