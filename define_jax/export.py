@@ -88,18 +88,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   from define_jax import checkpoints  # Orbax only for this direction.
-  try:
+  from define_jax import console
+
+  def export() -> str:
     if not options.out.endswith(SUFFIX):
       raise ValueError(f'--out {options.out}: the model file name must end in {SUFFIX}.')
     if os.path.exists(options.out) and not options.overwrite:
       raise ValueError(f'--out {options.out} exists; pass --overwrite to replace it.')
     variables, config, step = checkpoints.load_model(options.workdir)
     size = write_model_file(options.out, variables, config, step, options.dtype)
-  except (FileNotFoundError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
-  print(f'Wrote {options.out} ({size / 2**20:.1f} MiB, step {step}, {options.dtype} weights).')
-  return 0
+    return f'Wrote {options.out} ({size / 2**20:.1f} MiB, step {step}, {options.dtype} weights).'
+
+  return console.exit_status(export)
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@
   inpainter = Inpainter.from_checkpoint('runs/ffhq256')      # or a workdir / exported file
   result = inpainter(photo, mask, polarity='hole_white')   # white mask pixels = holes
 
-Pure JAX/Flax/NumPy/Pillow (no TensorFlow, no clu), so it runs wherever JAX does.
+JAX/Flax/NumPy/Pillow and ml_collections (no TensorFlow, no clu), so it runs wherever JAX does.
 
 Size handling (`fit`): 'resize' (default) scales the image so its longer side is the
 model's training size, which suits faces framed like the training data; 'pad' keeps the
@@ -19,23 +19,23 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from define_jax import checkpoints
+from define_jax import config_lib
 from define_jax import image_input
+from define_jax import losses
 from define_jax import masks
 from define_jax import steps
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
-
-if TYPE_CHECKING:
-  import ml_collections
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
 Fit = Literal['resize', 'pad']
@@ -43,25 +43,9 @@ Fit = Literal['resize', 'pad']
 # The model shipped with the package (see pretrained/MODEL_CARD.md).
 PRETRAINED_MODEL = Path(__file__).parent / 'pretrained' / 'faces128.msgpack'
 
-# Config fields that define the network; a checkpoint's config must have them all.
-MODEL_FIELDS = ('model', 'layers', 'base_features', 'max_features', 'freeze_encoder_bn',
-                'dtype', 'image_size')
-
-
 # A resized mask pixel counts as known only if no hole pixel contributed to it, so hole
 # content can never leak into the network's known input.
 _FULLY_KNOWN = 1.0 - 1e-4
-
-# Model fields added after the first checkpoints were written, with the behaviour those
-# checkpoints have: checkpoints without them restore as they were trained.
-MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none'}
-
-
-def _check_model_config(config: Mapping[str, Any], path: str) -> None:
-  missing = [field for field in MODEL_FIELDS if field not in config]
-  if missing:
-    raise ValueError(f'The checkpoint at {path} has a config without {", ".join(missing)}; '
-                     'it was not written by define_jax.train.')
 
 
 def _shape_mismatches(expected: Any, actual: Any) -> list[str]:
@@ -212,6 +196,11 @@ class Inpainter:
     # (batch shape, fit, passes) of every compilation, for users and tests to inspect.
     self.compiled_shapes: list[tuple[tuple[int, ...], str, int]] = []
 
+  def set_variables(self, variables: Mapping[str, Any]) -> None:
+    """Inpaints with other variables of the same model (e.g. a training run's latest);
+    they are an argument of the compiled programs, so nothing is recompiled."""
+    self._variables = self.parallel.replicate(dict(variables))
+
   @classmethod
   def from_checkpoint(cls, path: str, *, step: int | None = None,
                       devices: list[jax.Device] | None = None) -> Inpainter:
@@ -221,12 +210,8 @@ class Inpainter:
     FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
     weights do not match the checkpoint's own config.
     """
-    import ml_collections  # Only here: an Inpainter built from variables needs none.
-
-    variables, config_dict, restored_step = checkpoints.load_model(path, step)
-    _check_model_config(config_dict, path)
-    config_dict = {**MODEL_FIELDS_ADDED_LATER, **config_dict}
-    config = ml_collections.ConfigDict(config_dict)
+    variables, stored_config, restored_step = checkpoints.load_model(path, step)
+    config = config_lib.model_config(stored_config, path)
     check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices)
 
@@ -245,8 +230,7 @@ class Inpainter:
     return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
 
   def _network_pass(self, variables, image: jax.Array, known: jax.Array) -> jax.Array:
-    output = self._apply(variables, image * known, known, train=False)
-    return known * image + (1.0 - known) * output
+    return steps.inpaint(self._apply, variables, image, known)[1]
 
   def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array, *,
                         passes: int, fit: Fit) -> jax.Array:
@@ -260,9 +244,9 @@ class Inpainter:
       # partial convolutions would ignore the fill and repeat the first pass); the original
       # known pixels are restored after each pass.
       refined = self._apply(variables, fill, jnp.ones_like(net_known), train=False)
-      fill = net_known * net_image + (1.0 - net_known) * refined
+      fill = losses.composite(refined, net_image, net_known)
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
-    return known * images + (1.0 - known) * jnp.clip(fill, 0.0, 1.0)
+    return losses.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
   def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
                      fit: Fit = 'resize') -> np.ndarray:

@@ -36,6 +36,7 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from define_jax import console
 from define_jax import image_input
 from define_jax.datasets import image_folder
 from define_jax.image_input import InputError
@@ -193,9 +194,7 @@ def positive_int(text: str) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.inpaint', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', default='',
-                      help='Training workdir, its checkpoints directory, one step directory or '
-                      'a model file from define_jax.export (default: the packaged model).')
+  console.add_checkpoint_argument(parser)
   parser.add_argument('--image', help='One photo.')
   parser.add_argument('--mask', help="The photo's mask.")
   parser.add_argument('--images', help='A folder of photos (searched recursively).')

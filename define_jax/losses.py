@@ -29,6 +29,8 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 }
 LOSS_TERMS = ('l1', 'valid', 'hole', 'perceptual', 'style', 'tv')
 TV_REGIONS = ('dilated_hole', 'image')
+# A soft mask value (after resizing, say) at or above which a pixel counts as known.
+KNOWN_THRESHOLD = 0.5
 
 
 def get_loss_weights(name: str) -> dict[str, float]:
@@ -36,6 +38,11 @@ def get_loss_weights(name: str) -> dict[str, float]:
   if name not in LOSS_PRESETS:
     raise ValueError(f'Unknown loss preset {name!r}; expected one of {sorted(LOSS_PRESETS)}.')
   return dict(LOSS_PRESETS[name])
+
+
+def needs_vgg(weights: Mapping[str, float]) -> bool:
+  """Whether a loss with these weights computes VGG16 features (perceptual or style)."""
+  return bool(weights.get('perceptual', 0) or weights.get('style', 0))
 
 
 def l1(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -133,7 +140,7 @@ def total_loss(weights: Mapping[str, float], output: jax.Array, target: jax.Arra
     terms['valid'] = valid_loss(output, target, mask)
   if 'hole' in active:
     terms['hole'] = hole_loss(output, target, mask)
-  if 'perceptual' in active or 'style' in active:
+  if needs_vgg(active):
     if vgg_features is None:
       raise ValueError('The perceptual and style losses need vgg_features; got None.')
     # Output and composite in one batched VGG call; the ground truth in a call of its own

@@ -195,11 +195,6 @@ def resize_mask(known: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
   return (resized >= 128).astype(np.uint8)
 
 
-def hole_ratio(known: np.ndarray) -> float:
-  """Fraction of hole pixels of a 1 = known mask."""
-  return 1.0 - float(np.count_nonzero(known)) / known.size
-
-
 def is_degenerate(known: np.ndarray) -> bool:
   """A mask without any hole or without any known pixel teaches nothing."""
   known_count = np.count_nonzero(known)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from define_jax import losses
+
 
 def _masked_downsample(values: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
   """2x2 sums of values*weight and of weight (odd sizes padded with weight 0)."""
@@ -39,7 +41,7 @@ def _push_pull(image: jax.Array, known: jax.Array) -> jax.Array:
   coarse = _push_pull(coarse, coarse_known)
   upsampled = jnp.repeat(jnp.repeat(coarse, 2, axis=1), 2, axis=2)
   upsampled = upsampled[:, :image.shape[1], :image.shape[2]]
-  return known * image + (1 - known) * upsampled
+  return losses.composite(upsampled, image, known)
 
 
 def harmonic_fill(image: jax.Array, mask: jax.Array, iterations: int = 32) -> jax.Array:
@@ -49,14 +51,14 @@ def harmonic_fill(image: jax.Array, mask: jax.Array, iterations: int = 32) -> ja
   back as zeros."""
   image = jax.lax.stop_gradient(image.astype(jnp.float32))
   known = jnp.broadcast_to(jax.lax.stop_gradient(mask.astype(jnp.float32)), image.shape)
-  known = (known > 0.5).astype(jnp.float32)
+  known = (known >= losses.KNOWN_THRESHOLD).astype(jnp.float32)
   image = image * known
   filled = _push_pull(image, known)
 
   def relax(_, x):
     p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
     neighbours = (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]) / 4
-    return known * image + (1 - known) * neighbours
+    return losses.composite(neighbours, image, known)
 
   return jax.lax.fori_loop(0, iterations, relax, filled)
 
@@ -80,7 +82,7 @@ def biharmonic_fill(image: jax.Array, mask: jax.Array,
   iterations; in large ones the remaining error is smooth. Known pixels are unchanged."""
   start = harmonic_fill(image, mask)
   hole = 1.0 - (jnp.broadcast_to(jax.lax.stop_gradient(mask.astype(jnp.float32)),
-                                 start.shape) > 0.5).astype(jnp.float32)
+                                 start.shape) >= losses.KNOWN_THRESHOLD).astype(jnp.float32)
   operator = lambda v: hole * _laplacian(_laplacian(hole * v))
   dot = lambda a, b: jnp.sum(a * b, axis=(1, 2), keepdims=True)
   residual = -hole * _laplacian(_laplacian(start))

@@ -1,8 +1,8 @@
-"""Model construction, train state and the per-device train/eval/inpaint steps.
+"""Model construction, train state and the per-device train and inpaint steps.
 
 This is the compute core the training loop, the evaluation, the benchmarks, the notebook
-and the demo share. It imports only jax/flax/optax/numpy (dm-pix lazily for SSIM), no
-TensorFlow and no clu, so it runs on any accelerator host.
+and the demo share. It imports only jax/flax/optax/numpy, no TensorFlow and no clu, so it
+runs on any accelerator host.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import optax
 from flax.training import train_state
 
 from define_jax import losses
-from define_jax import metrics
 from define_jax import models
 from define_jax import vgg_weights
 
@@ -43,49 +42,6 @@ class TrainState(train_state.TrainState):
   # evaluation, inference and export use them.
   ema_params: Any = flax.struct.field(default_factory=dict)
   ema_batch_stats: Any = flax.struct.field(default_factory=dict)
-
-
-def validate_config(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
-  """Rejects inconsistent settings before anything is compiled, naming the field."""
-  if config.model not in MODELS:
-    raise ValueError(f'config.model={config.model!r}: expected one of {sorted(MODELS)}.')
-  if config.dtype not in DTYPES:
-    raise ValueError(f'config.dtype={config.dtype!r}: expected one of {sorted(DTYPES)}.')
-  losses.get_loss_weights(config.loss)  # Raises with the known presets.
-  if config.tv_region not in ('dilated_hole', 'image'):
-    raise ValueError(f"config.tv_region={config.tv_region!r}: expected 'dilated_hole' or 'image'.")
-  if config.layers < 2:
-    raise ValueError(f'config.layers={config.layers}: need at least 2 levels.')
-  if config.image_size % (2 ** config.layers):
-    raise ValueError(
-        f'config.image_size={config.image_size} is not divisible by 2**config.layers='
-        f'{2 ** config.layers}; use layers=7 for 256², 8 for 512², or a matching image_size.')
-  device_count = jax.device_count() if device_count is None else device_count
-  if config.batch_size <= 0 or config.batch_size % device_count:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} must be a positive multiple of the '
-        f'{device_count} devices (the global batch is split evenly across them).')
-  if config.learning_rate <= 0:
-    raise ValueError(f'config.learning_rate={config.learning_rate} must be positive.')
-  if config.prefill not in models.PREFILLS:
-    raise ValueError(f'config.prefill={config.prefill!r}: expected one of {models.PREFILLS}.')
-  if config.lr_schedule not in LR_SCHEDULES:
-    raise ValueError(f'config.lr_schedule={config.lr_schedule!r}: expected one of '
-                     f'{LR_SCHEDULES}.')
-  if not 0 <= config.warmup_steps < max(config.num_train_steps, 1):
-    raise ValueError(f'config.warmup_steps={config.warmup_steps} must lie in '
-                     f'[0, num_train_steps={config.num_train_steps}).')
-  if not 0 <= config.final_learning_rate_fraction <= 1:
-    raise ValueError('config.final_learning_rate_fraction='
-                     f'{config.final_learning_rate_fraction} must lie in [0, 1].')
-  if config.grad_clip_norm < 0:
-    raise ValueError(f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
-  if not 0 <= config.ema_decay < 1:
-    raise ValueError(f'config.ema_decay={config.ema_decay} must lie in [0, 1) (0 = off).')
-  if config.init_from is None:
-    raise ValueError(
-        'config.init_from is required by this config: pass the stage-one workdir, '
-        'e.g. --config.init_from=runs/ffhq256.')
 
 
 def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None):
@@ -189,7 +145,7 @@ def learning_rate(state: TrainState) -> jax.Array:
 def loss_fn_for_config(config: ml_collections.ConfigDict) -> Callable[..., tuple[jax.Array, dict]]:
   """(output, target, mask, vgg_params) -> (total, terms) for the configured preset."""
   weights = losses.get_loss_weights(config.loss)
-  needs_vgg = bool(weights.get('perceptual', 0) or weights.get('style', 0))
+  needs_vgg = losses.needs_vgg(weights)
   origin = load_vgg(config)[1] if needs_vgg else None
 
   def loss_fn(output, target, mask, vgg_params):
@@ -210,8 +166,7 @@ def _load_vgg_cached(source: str):
 
 def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str | None]:
   """(params, origin) of the VGG16 trunk, or ({}, None) when the loss needs no VGG."""
-  weights = losses.get_loss_weights(config.loss)
-  if not (weights.get('perceptual', 0) or weights.get('style', 0)):
+  if not losses.needs_vgg(losses.get_loss_weights(config.loss)):
     return {}, None
   return _load_vgg_cached(config.vgg_weights)
 
@@ -278,17 +233,3 @@ def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
   """(raw network output, composite with the known pixels restored), inference mode."""
   output = apply_fn(variables, image * mask, mask, train=False)
   return output, losses.composite(output, image, mask)
-
-
-def eval_step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  """Per-image metrics and images of one device's eval shard (inference-mode BatchNorm)."""
-  output, comp = inpaint(state.apply_fn, inference_variables(state), batch['image'],
-                         batch['mask'])
-  per_image = metrics.image_metrics(comp, batch['image'])
-  # A mean of hole indicators, as metrics.hole_ratio: exactly 0 for a hole-free mask.
-  per_image['hole_ratio'] = jnp.mean(1.0 - batch['mask'], axis=(1, 2, 3))
-  return {'metrics': per_image, 'output': output, 'composite': comp}
-
-
-def make_p_eval_step() -> Callable:
-  return jax.pmap(eval_step, axis_name=AXIS_NAME)

@@ -8,8 +8,8 @@ Each variant (configs/NAME.py, with the same --config.key=value overrides and --
 trains in WORKDIR/NAME/ from the same seed, so all see the same batches and masks; a run
 whose checkpoint already reached the budget is reused, a shorter one is continued, and a
 run made with other settings is refused rather than silently mixed in. Then every variant
-inpaints the same images (the first variant's validation split, as define_jax.evaluate
-reads it) with the same band-balanced masks, and WORKDIR gets:
+inpaints the same images with the same band-balanced masks (the first variant's evaluation
+set, the one its training-time evaluation scores), and WORKDIR gets:
 
   study.md     table of L1 (×100), PSNR, SSIM, LPIPS per hole-ratio band and overall (best
                per column in bold), a generated summary, the curves and the grid
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -36,22 +35,19 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
-from absl import flags
 from absl import logging
-from matplotlib import ticker
-from matplotlib.figure import Figure
-from ml_collections import config_flags
-from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
 from define_jax import checkpoints
+from define_jax import config_lib
+from define_jax import console
 from define_jax import evaluate
 from define_jax import metrics
-from define_jax import train
+from define_jax import scoring
+from define_jax import training_curves
 from define_jax import visualize
+from define_jax.data import evaluation
 from define_jax.inference import Inpainter
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = 'loss_l1,loss_valid_hole,loss_style,loss_final'
 # Fields that change how often a run reports, not what it learns (how long it trains is
 # checked on its own): a run that differs only in these is still reused.
@@ -61,11 +57,8 @@ RESULT_NEUTRAL_FIELDS = frozenset({
 # With --steps, the logging and evaluation cadence (unless overridden) gives this many
 # points per curve.
 CURVE_POINTS = {'log_every_steps': 50, 'eval_every_steps': 10}
-MASK_SEED = 0  # The mask choice of the evaluation set (define_jax.evaluate's default).
 SCORE_BATCH_SIZE = 32
 GRID_ROWS = 4
-# Variants whose curves coincide (e.g. style and final early on) stay visible.
-LINE_STYLES = ('-', '--', '-.', ':')
 # A difference between two variants counts as real beyond this many standard errors of
 # the paired per-image differences.
 SIGNIFICANT_STANDARD_ERRORS = 2.0
@@ -82,45 +75,12 @@ class Variant:
   run_dir: Path
 
 
-def resolve_config_file(name: str) -> Path:
-  """NAME, NAME.py or a path: configs/NAME.py below the working directory or the repo."""
-  candidates = [Path(name)] if name.endswith('.py') else []
-  file_name = name if name.endswith('.py') else f'{name}.py'
-  candidates += [Path.cwd() / 'configs' / file_name, REPO_ROOT / 'configs' / file_name]
-  for candidate in candidates:
-    if candidate.is_file():
-      return candidate.resolve()
-  raise FileNotFoundError(f'No config {name!r}: looked for ' +
-                          ', '.join(str(c) for c in candidates))
-
-
-def load_config(config_file: Path, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-  """The config with --config.key=value overrides, parsed and type-checked by ml_collections
-  exactly as define_jax.main parses them."""
-  # Config files import their base as `from configs import default`.
-  if str(config_file.parent.parent) not in sys.path:
-    sys.path.insert(0, str(config_file.parent.parent))
-  argv = ['study', f'--config={config_file}', *overrides]
-  flag_values = flags.FlagValues()  # Private, so every variant parses its own overrides.
-  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
-  try:
-    flag_values(argv)
-  except (AttributeError, KeyError) as error:  # ml_collections' report of an unknown field.
-    field = str(error.args[0]).strip('\'"')
-    raise ValueError(f'{config_file.name} has no config field {field!r} '
-                     f'(overrides: {" ".join(overrides)}).') from error
-  except flags.Error as error:
-    raise ValueError(f'{config_file.name}: {error}') from error
-  return flag_values.config
-
-
 def load_variants(options: argparse.Namespace, overrides: Sequence[str]) -> list[Variant]:
   names = [name.strip() for name in options.configs.split(',') if name.strip()]
   variants = []
   for name in names:
-    config_file = resolve_config_file(name)
-    config = load_config(config_file, overrides)
+    config_file = config_lib.resolve(name)
+    config = config_lib.load(str(config_file), overrides)
     if options.steps is not None:
       config.num_train_steps = options.steps
       overridden = {o.split('=', 1)[0].removeprefix('--config.') for o in overrides}
@@ -168,6 +128,8 @@ def config_differences(variants: Sequence[Variant]) -> dict[str, list[Any]]:
 
 
 def train_variants(variants: Sequence[Variant]) -> None:
+  from define_jax import train  # pylint: disable=g-import-not-at-top  # After main's TF import.
+
   for variant in variants:
     budget = variant.config.num_train_steps
     print(f'Study: {variant.name} in {variant.run_dir} ({budget} steps).', flush=True)
@@ -177,23 +139,8 @@ def train_variants(variants: Sequence[Variant]) -> None:
                          '(interrupted); run the same command again to resume.')
 
 
-def build_eval_set(config: ml_collections.ConfigDict) -> evaluate.EvalSet:
-  """config.num_eval_images validation images with band-balanced masks (image k gets band
-  k mod 6); a small validation split is cycled through, each pass with other masks."""
-  size, count = config.image_size, config.num_eval_images
-  images, image_names = evaluate.images_from_validation_split(config, size, count)
-  reuse = np.arange(count) % len(images)
-  images, image_names = images[reuse], [image_names[i] for i in reuse]
-  if config.masks == 'generated':
-    known, mask_names = evaluate.generated_masks(size, count, MASK_SEED)
-  else:
-    known, mask_names = evaluate.masks_from_dir(
-        config.mask_dir, evaluate.MASK_POLARITIES[config.masks], size, count, MASK_SEED)
-  return evaluate.EvalSet(images, known, image_names, mask_names)
-
-
 def band_labels() -> list[str]:
-  return [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [evaluate.OVERALL]
+  return [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [scoring.OVERALL]
 
 
 def markdown_table(rows: list[dict], variants: Sequence[str]) -> str:
@@ -233,10 +180,10 @@ def summary_lines(rows: list[dict], per_image: dict[str, dict[str, np.ndarray]],
   lines = []
   overall: dict[str, list[str]] = {}
   for metric in metrics.METRICS:
-    overall.setdefault(winners[(evaluate.OVERALL, metric)], []).append(_metric_name(metric))
+    overall.setdefault(winners[(scoring.OVERALL, metric)], []).append(_metric_name(metric))
   lines.append('Overall: ' + '; '.join(f'`{v}` is best on {_join(m)}'
                                        for v, m in overall.items()) + '.')
-  band_cells = [(band, metric) for band, metric in winners if band != evaluate.OVERALL]
+  band_cells = [(band, metric) for band, metric in winners if band != scoring.OVERALL]
   wins = {v: sum(winners[cell] == v for cell in band_cells) for v in variants}
   ranked = sorted(variants, key=lambda v: -wins[v])
   lines.append(f'Band × metric cells won (of {len(band_cells)}): ' +
@@ -275,57 +222,6 @@ def _pairwise_line(variants: Sequence[str], previous: str, current: str,
   return f'`{current}` vs `{previous}` ({changed}): ' + ', '.join(deltas) + verdict + '.'
 
 
-def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-  """(step, value) of every train_*/eval_* scalar in the run's TensorBoard events; a step
-  logged twice (a run resumed from an older checkpoint) keeps its last value."""
-  events = event_accumulator.EventAccumulator(
-      str(run_dir), size_guidance={event_accumulator.TENSORS: 0})
-  events.Reload()
-  curves = {}
-  for tag in events.Tags()[event_accumulator.TENSORS]:
-    if tag.startswith(('train_', 'eval_')):
-      by_step = {event.step: float(tensor_util.make_ndarray(event.tensor_proto))
-                 for event in events.Tensors(tag)}
-      curves[tag] = sorted(by_step.items())
-  return curves
-
-
-def raw_output_l1(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
-  """Training L1 of the raw output: the l1 term, or valid + hole (they partition it)."""
-  if 'train_l1' in curves:
-    return curves['train_l1']
-  hole = dict(curves.get('train_hole', []))
-  return [(step, value + hole[step]) for step, value in curves.get('train_valid', [])
-          if step in hole]
-
-
-def plot_curves(path: Path, curves: dict[str, dict[str, list[tuple[int, float]]]]) -> None:
-  panels = [
-      ('Training objective (own loss: not comparable across variants)',
-       lambda c: c.get('train_total', []), 'log'),
-      ('Training L1 of the raw output (l1, or valid + hole)', raw_output_l1, 'linear'),
-      ('Evaluation L1 ×100 of the composite (training eval set)',
-       lambda c: [(s, 100 * v) for s, v in c.get('eval_l1', [])], 'linear'),
-      ('Evaluation PSNR (dB) of the composite (training eval set)',
-       lambda c: c.get('eval_psnr', []), 'linear'),
-  ]
-  figure = Figure(figsize=(11, 7), layout='constrained')  # No pyplot: no GUI backend, no state.
-  axes = figure.subplots(2, 2)
-  for axis, (title, series, scale) in zip(axes.flat, panels):
-    for (variant, variant_curves), style in zip(curves.items(), itertools.cycle(LINE_STYLES)):
-      points = series(variant_curves)
-      if points:
-        steps, values = zip(*points)
-        axis.plot(steps, values, style, marker='o', markersize=2.5, linewidth=1.2, label=variant)
-    axis.set_title(title, fontsize=10)
-    axis.set_xlabel('step')
-    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    axis.set_yscale(scale)
-    axis.grid(True, alpha=0.3)
-  axes.flat[0].legend(fontsize=8)
-  figure.savefig(path, dpi=90)
-
-
 def _short_titles(names: Sequence[str]) -> list[str]:
   """Names without their common prefix up to an underscore (loss_l1 -> l1), for grid titles."""
   common = os.path.commonprefix(list(names))
@@ -333,12 +229,12 @@ def _short_titles(names: Sequence[str]) -> list[str]:
   return [name[cut:] for name in names]
 
 
-def write_grid(path: Path, eval_set: evaluate.EvalSet,
+def write_grid(path: Path, eval_set: evaluation.EvalSet,
                example_composites: dict[str, np.ndarray]) -> list[int]:
   """masked input | every variant | truth, one row per band spread over the populated bands;
   returns the evaluation-set indices shown."""
-  # The composites that evaluate.score kept: the first few images of each band.
-  examples = np.asarray(evaluate.example_indices(eval_set.bands))
+  # The composites that scoring.score kept: the first few images of each band.
+  examples = np.asarray(scoring.example_indices(eval_set.bands))
   example_bands = eval_set.bands[examples]
   populated = sorted(set(example_bands.tolist()))
   spread = np.linspace(0, len(populated) - 1, min(GRID_ROWS, len(populated))).round().astype(int)
@@ -359,14 +255,18 @@ def _eval_source(config: ml_collections.ConfigDict) -> str:
 
 
 def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
-                   differences: dict[str, list[Any]], eval_set: evaluate.EvalSet, table: str,
+                   differences: dict[str, list[Any]], eval_set: evaluation.EvalSet, table: str,
                    summary: list[str], grid_bands: list[str]) -> str:
   config = variants[0].config
   distinct_images = len(set(eval_set.image_names))
   reuse = (f' ({distinct_images} distinct, each with several masks)'
            if distinct_images < len(eval_set.image_names) else '')
-  masks_from = ('generated strokes and ellipses' if config.masks == 'generated'
-                else f'`{config.masks}` files from `{config.mask_dir}`')
+  if config.masks == 'generated':
+    masks_from = 'generated strokes and ellipses'
+  elif config.mask_dir:
+    masks_from = f'`{config.masks}` files from `{config.mask_dir}`'
+  else:
+    masks_from = f'the prepared `{config.masks}` evaluation split'
   changed = '; '.join(f'{field}: ' + ', '.join(str(v) for v in values)
                       for field, values in differences.items()) or 'nothing (identical configs)'
   lines = [
@@ -378,7 +278,8 @@ def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
       f'{config.max_features} channels) on dataset `{config.dataset}`.',
       f'- They differ only in: {changed}.',
       f'- Evaluation: {len(eval_set.images)} images{reuse} from {_eval_source(config)}, '
-      f'masks: {masks_from}, image k in hole-ratio band k mod 6, seed {MASK_SEED}; the same '
+      f'masks: {masks_from}, image k in hole-ratio band k mod 6, seed {evaluation.MASK_SEED}; '
+      'the same '
       'images and masks for every variant. Metrics of the composite (known pixels pasted '
       'back); L1 ×100; best per column in bold.', '',
       table, '',
@@ -397,11 +298,12 @@ def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
   return markdown
 
 
-def score_variants(variants: Sequence[Variant], eval_set: evaluate.EvalSet
+def score_variants(variants: Sequence[Variant], eval_set: evaluation.EvalSet
                    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
   inpainters = {v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants}
   methods = {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()}
-  return evaluate.score(next(iter(inpainters.values())), methods, eval_set, SCORE_BATCH_SIZE)
+  parallel = next(iter(inpainters.values())).parallel
+  return scoring.score(parallel, methods, eval_set, SCORE_BATCH_SIZE)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -436,16 +338,16 @@ def run(argv: Sequence[str]) -> dict:
     check_reusable(variant)
   train_variants(variants)
 
-  eval_set = build_eval_set(variants[0].config)
+  eval_set = evaluation.for_training(variants[0].config)
   per_image, example_composites = score_variants(variants, eval_set)
-  rows = evaluate.summarize(per_image, eval_set.bands)
+  rows = scoring.summarize(per_image, eval_set.bands)
   names = [v.name for v in variants]
   differences = config_differences(variants)
   summary = summary_lines(rows, per_image, names, differences)
-  curves = {v.name: read_curves(v.run_dir) for v in variants}
+  curves = {v.name: training_curves.read(v.run_dir) for v in variants}
 
   out_dir = Path(options.workdir)
-  plot_curves(out_dir / 'curves.png', curves)
+  training_curves.plot(out_dir / 'curves.png', curves)
   shown = write_grid(out_dir / 'grid.png', eval_set, example_composites)
   grid_bands = [metrics.band_label(int(eval_set.bands[i])) for i in shown]
   table = markdown_table(rows, names)
@@ -456,7 +358,7 @@ def run(argv: Sequence[str]) -> dict:
       'variants': [{'name': v.name, 'run_dir': str(v.run_dir),
                     'config': _plain(v.config)} for v in variants],
       'differences': differences,
-      'eval_set': {'images': len(eval_set.images), 'mask_seed': MASK_SEED,
+      'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
                    'bands': [metrics.band_label(int(b)) for b in eval_set.bands]},
       'l1_scale': 100, 'rows': rows, 'summary': summary, 'curves': curves,
   }
@@ -479,14 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   options, _ = parse_args(argv)
   logging.set_verbosity(options.verbosity)
+  # Training imports TensorFlow: its load-time banners only with --verbosity >= 0.
+  console.import_tensorflow(verbose=options.verbosity >= 0)
   cache_compilations(options.workdir)
-  try:
-    result = run(argv)
-  except (FileNotFoundError, ValueError, StudyInterrupted) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
-  print(result['markdown'])
-  return 0
+  return console.exit_status(lambda: run(argv)['markdown'],
+                             (FileNotFoundError, ValueError, StudyInterrupted))
 
 
 if __name__ == '__main__':

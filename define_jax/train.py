@@ -21,7 +21,6 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-import flax
 import jax
 import ml_collections
 import numpy as np
@@ -33,12 +32,14 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from define_jax import checkpoints
-from define_jax import input_pipeline
+from define_jax import config_lib
+from define_jax import scoring
 from define_jax import steps
 from define_jax import visualize
-
-# Model fields that must match between a stage-one run and a fine-tuning run.
-ARCHITECTURE_FIELDS = ('model', 'layers', 'base_features', 'max_features')
+from define_jax.data import evaluation
+from define_jax.data import pipeline
+from define_jax.data import skips
+from define_jax.inference import Inpainter
 
 
 class StopSignal:
@@ -74,11 +75,8 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
   if not config.init_from:
     return None
   variables, source_config, step = checkpoints.load_model(config.init_from)
-  for field in ARCHITECTURE_FIELDS:
-    if source_config.get(field) != config[field]:
-      raise ValueError(
-          f'config.init_from={config.init_from!r} was trained with {field}='
-          f'{source_config.get(field)!r}, but this config has {field}={config[field]!r}.')
+  config_lib.check_same_architecture(config, source_config,
+                                     f'config.init_from={config.init_from!r}')
   report(f'Initialised from {config.init_from} at step {step}.')
   return variables
 
@@ -103,57 +101,43 @@ def numpy_batches(dataset) -> Iterator[dict[str, np.ndarray]]:
     yield {'image': batch['image'], 'mask': batch['mask']}
 
 
-def evaluate(p_eval_step, state, eval_dataset) -> dict[str, float]:
-  """Mean L1/PSNR/SSIM of the composite over the fixed evaluation set (all hosts).
+def _use_state(inpainter: Inpainter, state) -> None:
+  """Lets the inpainter use the (replicated) state's inference variables (EMA when kept)."""
+  inpainter.set_variables(jax_utils.unreplicate(steps.inference_variables(state)))
 
-  Padding and hole-free elements are left out (`evaluate` puts hole-free images in no
-  band either): their composite is the ground truth, whose PSNR is infinite, and
-  inf * weight 0 would make the mean NaN.
+
+def evaluate(inpainter: Inpainter, state, eval_set: evaluation.EvalSet,
+             batch_size: int) -> dict[str, float]:
+  """The state's scores as `evaluate` reports them in its 'All' row: mean L1, PSNR, SSIM and
+  LPIPS of the composite (the inpainter's paste-back) over the images in a hole-ratio band.
+
+  Every process scores the whole set on its local devices (the same calls everywhere), so
+  all get the same numbers without a collective.
   """
-  sums: dict[str, float] = {}
-  count = 0.0
-  for batch in eval_dataset.as_numpy_iterator():
-    weight = batch.pop('weight')
-    per_image = jax.device_get(p_eval_step(state, batch)['metrics'])
-    counted = (weight > 0) & (per_image['hole_ratio'] > 0)
-    for name, values in per_image.items():
-      sums[name] = sums.get(name, 0.0) + float(np.where(counted, values, 0.0).sum())
-    count += float(counted.sum())
-  names = sorted(sums)
-  totals = np.asarray([sums[n] for n in names] + [count])
-  if jax.process_count() > 1:
-    totals = np.asarray(multihost_utils.process_allgather(totals)).sum(axis=0)
-  return {f'eval_{n}': totals[i] / max(totals[-1], 1.0) for i, n in enumerate(names)}
+  _use_state(inpainter, state)
+  methods = {'model': inpainter.inpaint_arrays}
+  per_image, _ = scoring.score(inpainter.parallel, methods, eval_set, batch_size)
+  scores = scoring.overall(per_image['model'], eval_set.bands)
+  return {f'eval_{metric}': value for metric, value in scores.items()}
 
 
-def first_eval_batch(eval_dataset) -> dict[str, np.ndarray]:
-  batch = next(eval_dataset.as_numpy_iterator())
-  return {'image': batch['image'], 'mask': batch['mask']}
+def sample_grid(inpainter: Inpainter, state, images: np.ndarray,
+                known: np.ndarray) -> np.ndarray:
+  """masked input | mask | composite | truth of the first sample images."""
+  _use_state(inpainter, state)
+  return visualize.inpainting_grid(images, known, inpainter.inpaint_arrays(images, known))
 
 
-def sample_grid(p_eval_step, state, batch) -> np.ndarray:
-  result = jax.device_get(p_eval_step(state, batch))
-  flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[2:])
-  return visualize.inpainting_grid(flat(batch['image']), flat(batch['mask']),
-                                   flat(result['output']), flat(result['composite']))
-
-
-def write_before_after(workdir, p_eval_step, state, starting_variables, batch) -> str | None:
-  """masked input | model before training | trained model | ground truth, on evaluation
-  images ("before" is the random init, or the init_from model when fine-tuning).
-
-  Every process runs the (pmapped, hence global) eval steps; only process 0 writes the file,
-  whose path it returns.
-  """
-  before = state.replace(**jax_utils.replicate(starting_variables))
-  flat = lambda x: np.asarray(x).reshape((-1,) + np.asarray(x).shape[2:])
-  composite_before = flat(jax.device_get(p_eval_step(before, batch))['composite'])
-  composite_after = flat(jax.device_get(p_eval_step(state, batch))['composite'])
-  image, mask = flat(batch['image']), flat(batch['mask'])
-  picture = visualize.grid(
-      [visualize.masked_input(image, mask), composite_before, composite_after, image])
-  if jax.process_index() != 0:
-    return None
+def write_before_after(workdir: str, inpainter: Inpainter, state, starting_variables: dict,
+                       images: np.ndarray, known: np.ndarray) -> str:
+  """masked input | model before training | trained model | ground truth, on the first
+  sample images ("before" is the random init, or the init_from model when fine-tuning);
+  returns the file's path."""
+  _use_state(inpainter, state)
+  after = inpainter.inpaint_arrays(images, known)
+  inpainter.set_variables(starting_variables)
+  before = inpainter.inpaint_arrays(images, known)
+  picture = visualize.grid([visualize.masked_input(images, known), before, after, images])
   path = os.path.join(workdir, 'before_after.png')
   save_png(path, picture, titles=['input', 'before', 'after', 'truth'])
   return path
@@ -189,12 +173,13 @@ def _progress_line(step: int, total: int, loss: float, images_per_sec: float, st
 
 def _eval_line(step: int, scores: dict[str, float]) -> str:
   return (f'eval at step {step} | L1 (x100) {100 * scores["eval_l1"]:.2f} | '
-          f'PSNR {scores["eval_psnr"]:.2f} | SSIM {scores["eval_ssim"]:.4f}')
+          f'PSNR {scores["eval_psnr"]:.2f} | SSIM {scores["eval_ssim"]:.4f} | '
+          f'LPIPS {scores["eval_lpips"]:.4f}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Trains (or resumes) the configured model in `workdir`; returns the final train state."""
-  steps.validate_config(config)
+  config_lib.validate(config)
   workdir = checkpoints.resolve_workdir(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
@@ -222,12 +207,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   state = jax_utils.replicate(state)
   vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
   p_train_step = steps.make_p_train_step(config)
-  p_eval_step = steps.make_p_eval_step()
 
-  train_dataset = input_pipeline.create_train_dataset(config, start_step=start_step)
+  train_dataset = pipeline.create_train_dataset(config, start_step=start_step)
   train_iter = jax_utils.prefetch_to_device(numpy_batches(train_dataset), 2)
-  eval_dataset = input_pipeline.create_eval_dataset(config)
-  sample_batch = first_eval_batch(eval_dataset)
+  eval_set = evaluation.for_training(config)
+  # Scores on this process's devices with the current variables (see evaluate).
+  inpainter = Inpainter(starting_variables, config)
+  eval_batch_size = config.batch_size // jax.process_count()
+  # The grids show the first scoring batch: a batch shape the evaluation compiled already.
+  sample_images = eval_set.images[:eval_batch_size], eval_set.known[:eval_batch_size]
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                            writer=writer,
@@ -267,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         streak = int(summary.pop('nonfinite_streak'))
         summary['images_per_sec'] = images_per_sec
         summary.update({f'skipped_{kind}': count
-                        for kind, count in input_pipeline.skipped_input_counts().items()})
+                        for kind, count in skips.skipped_input_counts().items()})
         writer.write_scalars(step, {f'train_{k}': v for k, v in summary.items()})
         report(_progress_line(step, config.num_train_steps, summary['total'],
                               images_per_sec, start_time, start_step))
@@ -281,15 +269,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
       if step % config.eval_every_steps == 0 or last_step:
         with hooks[0].timed('eval'):
-          scores = evaluate(p_eval_step, state, eval_dataset)
+          scores = evaluate(inpainter, state, eval_set, eval_batch_size)
         writer.write_scalars(step, scores)
         report(_eval_line(step, scores))
 
-      if step % config.image_every_steps == 0 or last_step:
-        picture = sample_grid(p_eval_step, state, sample_batch)
+      if is_chief and (step % config.image_every_steps == 0 or last_step):
+        picture = sample_grid(inpainter, state, *sample_images)
         writer.write_images(step, {'samples': picture[None]})
-        if is_chief:
-          save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
+        save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
 
       # Multi-host runs agree on stopping at log steps (a collective), so all save together.
       if jax.process_count() == 1:
@@ -306,8 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         break
 
   manager.wait_until_finished()
-  if step == config.num_train_steps:
-    path = write_before_after(workdir, p_eval_step, state, starting_variables, sample_batch)
+  if step == config.num_train_steps and is_chief:
+    path = write_before_after(workdir, inpainter, state, starting_variables, *sample_images)
     elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
     report(f'Finished {step} steps in {elapsed}. Wrote {path}')
   writer.flush()

@@ -31,14 +31,15 @@ def grid(columns: Sequence[np.ndarray], *, max_rows: int = 8, pad: int = 2) -> n
   return out
 
 
-def inpainting_grid(image: np.ndarray, mask: np.ndarray, output: np.ndarray,
-                    composite: np.ndarray, *, max_rows: int = 8) -> np.ndarray:
-  """masked input | mask | output | composite | ground truth."""
-  return grid([masked_input(image, mask), mask, output, composite, image], max_rows=max_rows)
+def inpainting_grid(image: np.ndarray, mask: np.ndarray, composite: np.ndarray, *,
+                    max_rows: int = 8) -> np.ndarray:
+  """masked input | mask | composite | ground truth."""
+  return grid([masked_input(image, mask), mask, composite, image], max_rows=max_rows)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-  return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+  """[0, 1] -> 0..255; NaN (a diverged model's output) shows as black."""
+  return np.round(np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def save_png(path: str, image: np.ndarray, *, titles: Sequence[str] | None = None) -> None:

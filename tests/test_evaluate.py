@@ -12,27 +12,9 @@ from PIL import Image
 from define_jax import baselines
 from define_jax import evaluate
 from define_jax.datasets import image_folder
-from define_jax import metrics
 
-from conftest import REPO_ROOT
-from conftest import astronaut
-
-
-# Hole rows of a 64-row mask: 3, 10, 16, 22, 29, 35 rows lie in bands 0..5; 0 and 52
-# rows (no hole, 81%) in none.
-BAND_ROWS = (3, 10, 16, 22, 29, 35)
-OUT_OF_BAND_ROWS = (0, 52)
-
-
-def write_masks(directory, rows_list, *, white_is_hole=True, copies=2):
-  directory.mkdir(parents=True, exist_ok=True)
-  for copy in range(copies):
-    for rows in rows_list:
-      holes = np.zeros((64, 64), bool)
-      holes[:rows] = True
-      pixels = np.where(holes == white_is_hole, 255, 0).astype(np.uint8)
-      Image.fromarray(pixels).save(directory / f'{rows:02d}_{copy}.png')
-  return directory
+from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
+from conftest import astronaut, write_masks
 
 
 @pytest.fixture(scope='module')
@@ -44,29 +26,6 @@ def face_dir(tmp_path_factory):
     top, left = 8 * (k % 4), 8 * (k // 4)
     Image.fromarray(photo[top:top + 120, left:left + 100]).save(directory / f'face_{k:02d}.png')
   return directory
-
-
-def test_round_robin_covers_bands_in_turn_and_cycles():
-  buckets = [[0, 1], [], [2], [3, 4, 5], [], []]
-  assert evaluate._round_robin(buckets, 8) == [0, 2, 3, 1, 4, 5, 0, 2]
-
-
-def test_mask_files_are_bucketed_by_their_actual_hole_ratio(tmp_path):
-  mask_dir = write_masks(tmp_path / 'masks', BAND_ROWS + OUT_OF_BAND_ROWS)
-  known, names = evaluate.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
-  bands = metrics.band_index(metrics.hole_ratio(known))
-  np.testing.assert_array_equal(bands, np.arange(12) % 6)
-  assert len(set(names)) == 12  # Each band's two files both used.
-  again, _ = evaluate.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
-  np.testing.assert_array_equal(known, again)
-  # The same files read as white = keep: holes of 100%, 95% .. 45%, 19%; bands 1, 4, 5 in turn.
-  flipped, _ = evaluate.masks_from_dir(str(mask_dir), 'keep_white', 64, 4, seed=0)
-  assert list(metrics.band_index(metrics.hole_ratio(flipped))) == [1, 4, 5, 1]
-
-
-def test_generated_masks_cover_every_band():
-  known, _ = evaluate.generated_masks(64, 18, seed=0)
-  np.testing.assert_array_equal(metrics.band_index(metrics.hole_ratio(known)), np.arange(18) % 6)
 
 
 def test_baselines_fill_holes_and_keep_known_pixels():

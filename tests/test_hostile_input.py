@@ -15,8 +15,8 @@ from PIL import ImageFile
 
 from define_jax import image_input
 from define_jax import inpaint
-from define_jax import input_pipeline
 from define_jax import masks
+from define_jax.data import decoding
 from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
 
@@ -51,8 +51,8 @@ def damaged(data: bytes, cut: int, flips: list[int]) -> bytes:
 @given(st.binary(max_size=2048))
 def test_decode_rgb_of_arbitrary_bytes(data):
   try:
-    image = input_pipeline.decode_rgb(data)
-  except input_pipeline.UnreadableInputError as error:
+    image = decoding.decode_rgb(data)
+  except decoding.UnreadableInputError as error:
     assert str(error)
     return
   assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
@@ -66,8 +66,8 @@ def test_decode_rgb_of_real_and_damaged_images(array, image_format, cut, flips):
     array = array[..., :3]
   data = damaged(encoded(array, image_format), cut, flips)
   try:
-    image = input_pipeline.decode_rgb(data)
-  except input_pipeline.UnreadableInputError as error:
+    image = decoding.decode_rgb(data)
+  except decoding.UnreadableInputError as error:
     assert str(error)
     return
   assert image.dtype == np.uint8 and image.shape[2] == 3

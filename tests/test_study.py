@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from define_jax import checkpoints
-from define_jax import evaluate
 from define_jax import metrics
+from define_jax import scoring
 from define_jax import study
+from define_jax import training_curves
 
 from conftest import REPO_ROOT
 
@@ -51,7 +52,7 @@ def check_artifacts(workdir):
     assert manager.all_steps() == [STEPS]
 
   header, *rows = table_rows((workdir / 'study.md').read_text(encoding='utf-8'))
-  bands = [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [evaluate.OVERALL]
+  bands = [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [scoring.OVERALL]
   assert [cell.split(' (')[0] for cell in header[2:]] == bands
   # One row per variant for each metric, in --configs order.
   assert [row[1].strip('`') for row in rows] == list(VARIANTS) * len(metrics.METRICS)
@@ -67,7 +68,7 @@ def check_artifacts(workdir):
   assert len(report['summary']) == 3 + len(VARIANTS) - 1
   for variant in VARIANTS:
     assert report['curves'][variant]['eval_psnr'], variant
-    assert study.raw_output_l1(report['curves'][variant]), variant
+    assert training_curves.raw_output_l1(report['curves'][variant]), variant
   return report
 
 
@@ -108,6 +109,5 @@ def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message
 
 
 def test_configs_resolve_by_name_and_unknown_names_are_listed(tmp_path):
-  assert study.resolve_config_file('loss_l1') == CONFIG_DIR / 'loss_l1.py'
   with pytest.raises(FileNotFoundError, match='configs/loss_nothing.py'):
     study.run(['--workdir', str(tmp_path), '--configs', 'loss_l1,loss_nothing'])

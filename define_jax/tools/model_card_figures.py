@@ -21,7 +21,8 @@ import numpy as np
 import skimage.data
 
 from define_jax import baselines
-from define_jax import study
+from define_jax import console
+from define_jax import training_curves
 from define_jax import visualize
 from define_jax.inference import Inpainter
 
@@ -61,8 +62,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.tools.model_card_figures',
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', default='',
-                      help='Workdir, checkpoint or model file (default: the packaged model).')
+  console.add_checkpoint_argument(parser)
   parser.add_argument('--workdir', default='',
                       help='Training workdir whose TensorBoard events give the curves.')
   parser.add_argument('--out', required=True, help='Directory for the PNG files.')
@@ -72,24 +72,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   out = Path(options.out)
-  try:
+
+  def write_figures() -> str:
     inpainter = Inpainter.load(options.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     picture, titles = before_after(inpainter)
     visualize.save_png(str(out / 'astronaut.png'), picture, titles=titles)
     written = ['astronaut.png']
     if options.workdir:
-      curves = study.read_curves(Path(options.workdir))
+      curves = training_curves.read(Path(options.workdir))
       if not curves:
         raise ValueError(f'No training curves in {options.workdir}.')
-      study.plot_curves(out / 'curves.png', {Path(options.workdir).name: curves})
+      training_curves.plot(out / 'curves.png', {Path(options.workdir).name: curves})
       written.append('curves.png')
-  except (FileNotFoundError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
-  print(f'Wrote {", ".join(str(out / name) for name in written)}.')
-  return 0
+    return f'Wrote {", ".join(str(out / name) for name in written)}.'
 
+  return console.exit_status(write_figures)
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -1,4 +1,5 @@
-"""The tf.data input pipeline: element spec, determinism, exact resume, host sharding, bad input."""
+"""define_jax.data: the training pipeline (element spec, determinism, exact resume, host
+sharding, bad input), decoding, the dataset and mask registries, validation images."""
 
 import io
 import os
@@ -12,7 +13,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from define_jax import input_pipeline
+from define_jax.data import decoding
+from define_jax.data import evaluation
+from define_jax.data import pipeline
+from define_jax.data import skips
 from define_jax.datasets import prepare
 
 SIZE = 32
@@ -85,7 +89,7 @@ def test_four_simulated_devices():
 
 
 def test_train_element_spec_range_and_mask_convention(face_dir):
-  (batch,) = take(input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir))), 1)
+  (batch,) = take(pipeline.create_train_dataset(make_config(image_dir=str(face_dir))), 1)
   assert set(batch) == {'image', 'mask'}
   assert batch['image'].shape == (4, 2, SIZE, SIZE, 3) and batch['image'].dtype == np.float32
   assert batch['mask'].shape == (4, 2, SIZE, SIZE, 1) and batch['mask'].dtype == np.float32
@@ -98,10 +102,10 @@ def test_train_element_spec_range_and_mask_convention(face_dir):
 
 def test_same_seed_same_batches_other_seed_other_batches(face_dir):
   config = make_config(image_dir=str(face_dir))
-  first = take(input_pipeline.create_train_dataset(config), 3)
-  assert_batches_equal(first, take(input_pipeline.create_train_dataset(config), 3))
+  first = take(pipeline.create_train_dataset(config), 3)
+  assert_batches_equal(first, take(pipeline.create_train_dataset(config), 3))
   other = take(
-      input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir), seed=1)), 1
+      pipeline.create_train_dataset(make_config(image_dir=str(face_dir), seed=1)), 1
   )[0]
   assert not np.array_equal(first[0]['mask'], other['mask'])
   assert not np.array_equal(first[0]['image'], other['image'])
@@ -109,24 +113,24 @@ def test_same_seed_same_batches_other_seed_other_batches(face_dir):
 
 def test_resume_at_step_k_equals_the_uninterrupted_batches(face_dir):
   config = make_config(image_dir=str(face_dir))  # about 15 training images: epochs end mid-batch
-  uninterrupted = take(input_pipeline.create_train_dataset(config), 8)
-  resumed = take(input_pipeline.create_train_dataset(config, start_step=5), 3)
+  uninterrupted = take(pipeline.create_train_dataset(config), 8)
+  resumed = take(pipeline.create_train_dataset(config, start_step=5), 3)
   assert_batches_equal(uninterrupted[5:], resumed)
 
 
 def test_resume_far_ahead_needs_no_replay(face_dir):
   start = time.perf_counter()
   take(
-      input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir)), start_step=10**9), 1
+      pipeline.create_train_dataset(make_config(image_dir=str(face_dir)), start_step=10**9), 1
   )
   assert time.perf_counter() - start < 20  # replaying 8e9 elements would take days
 
 
 def test_hosts_take_disjoint_slices_of_the_same_global_batch(face_dir):
   config = make_config(image_dir=str(face_dir))
-  single = take(input_pipeline.create_train_dataset(config), 3)
+  single = take(pipeline.create_train_dataset(config), 3)
   hosts = [
-      take(input_pipeline.create_train_dataset(config, process_index=p, process_count=2), 3)
+      take(pipeline.create_train_dataset(config, process_index=p, process_count=2), 3)
       for p in (0, 1)
   ]
   for step in range(3):
@@ -144,7 +148,7 @@ def test_each_epoch_visits_every_training_image_once(tmp_path):
   for k, colour in enumerate(colours):
     Image.new('RGB', (40, 40), colour).save(tmp_path / f'{k}.png')
   config = make_config(image_dir=str(tmp_path), validation_fraction=0.0, batch_size=4)
-  batches = take(input_pipeline.create_train_dataset(config), 6)  # two epochs of 12
+  batches = take(pipeline.create_train_dataset(config), 6)  # two epochs of 12
   seen = [
       tuple(np.round(image.mean(axis=(0, 1)) * 255).astype(int))
       for b in batches
@@ -158,58 +162,24 @@ def test_each_epoch_visits_every_training_image_once(tmp_path):
 def test_batch_size_must_split_over_all_devices(face_dir, batch_size, process_count):
   config = make_config(image_dir=str(face_dir), batch_size=batch_size)
   with pytest.raises(ValueError, match='batch_size'):
-    input_pipeline.create_train_dataset(config, process_index=0, process_count=process_count)
+    pipeline.create_train_dataset(config, process_index=0, process_count=process_count)
 
 
-def test_eval_set_is_fixed_padded_and_weighted(face_dir):
+def test_validation_images_are_fixed_whatever_the_seed(face_dir):
   config = make_config(image_dir=str(face_dir))
-  batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  assert len(batches) == 2  # 10 images in global batches of 8
-  batch = batches[0]
-  assert set(batch) == {'image', 'mask', 'weight'}
-  assert batch['weight'].shape == (4, 2) and batch['weight'].dtype == np.float32
-  assert batch['image'].shape == (4, 2, SIZE, SIZE, 3) and batch['mask'].shape == (
-      4,
-      2,
-      SIZE,
-      SIZE,
-      1,
-  )
-  weights = np.concatenate([b['weight'].reshape(-1) for b in batches])
-  np.testing.assert_array_equal(weights, [1.0] * 10 + [0.0] * 6)
-  assert not flat(batches[1], 'image')[2:].any()  # padding
-  # Every evaluation sees the same images and masks, whatever the training seed.
-  assert_batches_equal(
-      batches, list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  )
-  other_seed = list(
-      input_pipeline.create_eval_dataset(
-          make_config(image_dir=str(face_dir), seed=3)
-      ).as_numpy_iterator()
-  )
-  assert_batches_equal(batches, other_seed)
-  real_masks = np.concatenate([flat(b, 'mask') for b in batches])[:10]
-  hole_ratios = 1.0 - real_masks.mean(axis=(1, 2, 3))
-  assert ((hole_ratios >= 0.2) & (hole_ratios <= 0.4)).all()
+  images, names = evaluation.validation_images(config, SIZE, 10)
+  assert images.shape == (10, SIZE, SIZE, 3) and images.dtype == np.float32
+  assert len({image.tobytes() for image in images}) == 10 and len(names) == 10
+  # Every evaluation sees the same images, whatever the training seed.
+  np.testing.assert_array_equal(images, evaluation.validation_images(config, SIZE, 10)[0])
+  other_seed = make_config(image_dir=str(face_dir), seed=3)
+  np.testing.assert_array_equal(images, evaluation.validation_images(other_seed, SIZE, 10)[0])
 
 
-def test_eval_shards_over_hosts_and_is_capped_by_the_split(face_dir):
-  config = make_config(image_dir=str(face_dir), num_eval_images=1000)
-  single = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  num_validation = int(sum(b['weight'].sum() for b in single))
-  assert 3 <= num_validation < 30  # the whole validation split, each image once
-  hosts = [
-      list(
-          input_pipeline.create_eval_dataset(
-              config, process_index=p, process_count=2
-          ).as_numpy_iterator()
-      )
-      for p in (0, 1)
-  ]
-  assert sum(b['weight'].sum() for host in hosts for b in host) == num_validation
-  for step, batch in enumerate(single):
-    joined = np.concatenate([flat(hosts[0][step], 'image'), flat(hosts[1][step], 'image')])
-    np.testing.assert_array_equal(joined, flat(batch, 'image'))
+def test_validation_images_are_capped_by_the_split(face_dir):
+  images, _ = evaluation.validation_images(make_config(image_dir=str(face_dir)), SIZE, 1000)
+  assert 3 <= len(images) < 30  # the whole validation split, each image once
+  assert len({image.tobytes() for image in images}) == len(images)
 
 
 def png_bytes(pixels):
@@ -229,18 +199,18 @@ def jpeg_bytes(pixels):
 
 def test_decode_converts_grey_alpha_palette_and_16_bit():
   rgb = smooth_photo(20, 30, 0)
-  grey = input_pipeline.decode_rgb(png_bytes(rgb[..., 0]))
+  grey = decoding.decode_rgb(png_bytes(rgb[..., 0]))
   assert grey.shape == (20, 30, 3) and (grey == rgb[..., :1]).all()
   rgba = np.concatenate([rgb, np.zeros((20, 30, 1), np.uint8)], axis=-1)
-  np.testing.assert_array_equal(input_pipeline.decode_rgb(png_bytes(rgba)), rgb)  # alpha dropped
+  np.testing.assert_array_equal(decoding.decode_rgb(png_bytes(rgba)), rgb)  # alpha dropped
   palette = Image.fromarray(rgb).convert('P')
   np.testing.assert_array_equal(
-      input_pipeline.decode_rgb(png_bytes(palette)), np.asarray(palette.convert('RGB'))
+      decoding.decode_rgb(png_bytes(palette)), np.asarray(palette.convert('RGB'))
   )
   ok, sixteen = cv2.imencode('.png', np.full((8, 8), 0x8080, np.uint16))
-  assert ok and (input_pipeline.decode_rgb(sixteen.tobytes()) == 128).all()
+  assert ok and (decoding.decode_rgb(sixteen.tobytes()) == 128).all()
   ok, sixteen_rgb = cv2.imencode('.png', np.full((8, 8, 3), 0xFF00, np.uint16))
-  assert ok and (input_pipeline.decode_rgb(sixteen_rgb.tobytes()) == 255).all()
+  assert ok and (decoding.decode_rgb(sixteen_rgb.tobytes()) == 255).all()
 
 
 def test_decode_rejects_corrupt_and_truncated_data():
@@ -251,17 +221,17 @@ def test_decode_rejects_corrupt_and_truncated_data():
       photo[: len(photo) // 2],
       png_bytes(smooth_photo(64, 64, 2))[:300],
   ):
-    with pytest.raises(input_pipeline.UnreadableInputError):
-      input_pipeline.decode_rgb(data)
+    with pytest.raises(decoding.UnreadableInputError):
+      decoding.decode_rgb(data)
 
 
 def test_small_images_are_upscaled_and_crops_are_square():
   tiny = smooth_photo(3, 5, 0)
-  assert input_pipeline.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
+  assert decoding.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
   wide = smooth_photo(50, 120, 0)
-  centre = input_pipeline.crop_and_resize(wide, 50, None)
+  centre = decoding.crop_and_resize(wide, 50, None)
   np.testing.assert_array_equal(centre, wide[:, 35:85])
-  random_crop = input_pipeline.crop_and_resize(wide, 50, np.random.default_rng(0))
+  random_crop = decoding.crop_and_resize(wide, 50, np.random.default_rng(0))
   assert random_crop.shape == (50, 50, 3)
 
 
@@ -284,24 +254,24 @@ def bad_face_dir(tmp_path):
 
 def test_bad_files_are_converted_or_skipped_and_counted(bad_face_dir):
   config = make_config(image_dir=str(bad_face_dir), validation_fraction=0.0, batch_size=4)
-  before = input_pipeline.skipped_input_counts()['images']
+  before = skips.skipped_input_counts()['images']
   batches = take(
-      input_pipeline.create_train_dataset(config), 6
+      pipeline.create_train_dataset(config), 6
   )  # 24 elements: two epochs of 9 files and more
-  skipped = input_pipeline.skipped_input_counts()['images'] - before
+  skipped = skips.skipped_input_counts()['images'] - before
   assert skipped >= 2 * 4  # four unreadable files, hit at least once per epoch
   for batch in batches:
     assert np.isfinite(batch['image']).all() and batch['image'].std() > 0.01
   # The skips are deterministic: the same batches again.
-  assert_batches_equal(batches, take(input_pipeline.create_train_dataset(config), 6))
+  assert_batches_equal(batches, take(pipeline.create_train_dataset(config), 6))
 
 
-def test_unreadable_eval_images_get_weight_zero(bad_face_dir):
-  config = make_config(
-      image_dir=str(bad_face_dir), validation_fraction=1.0, batch_size=4, num_eval_images=9
-  )
-  batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  assert sum(b['weight'].sum() for b in batches) == 5  # the five readable files, each once
+def test_unreadable_validation_images_are_skipped_and_counted(bad_face_dir):
+  config = make_config(image_dir=str(bad_face_dir), validation_fraction=1.0)
+  before = skips.skipped_input_counts()['images']
+  images, _ = evaluation.validation_images(config, SIZE, 9)
+  assert len(images) == 5  # the five readable files, each once
+  assert skips.skipped_input_counts()['images'] - before == 4
 
 
 def test_folders_without_usable_images_fail_at_once_naming_the_folder(tmp_path):
@@ -309,17 +279,17 @@ def test_folders_without_usable_images_fail_at_once_naming_the_folder(tmp_path):
   empty.mkdir()
   (empty / 'notes.txt').write_text('no images')
   with pytest.raises(ValueError, match=str(empty)):
-    input_pipeline.create_train_dataset(make_config(image_dir=str(empty)))
+    pipeline.create_train_dataset(make_config(image_dir=str(empty)))
   broken = tmp_path / 'broken'
   broken.mkdir()
   for k in range(3):
     (broken / f'{k}.jpg').write_bytes(b'garbage')
   with pytest.raises(ValueError, match=f'no readable image in {broken}'):
-    input_pipeline.create_train_dataset(make_config(image_dir=str(broken), validation_fraction=0.0))
+    pipeline.create_train_dataset(make_config(image_dir=str(broken), validation_fraction=0.0))
   with pytest.raises(FileNotFoundError, match='missing'):
-    input_pipeline.create_train_dataset(make_config(image_dir=str(tmp_path / 'missing')))
+    pipeline.create_train_dataset(make_config(image_dir=str(tmp_path / 'missing')))
   with pytest.raises(ValueError, match='image_dir'):
-    input_pipeline.create_train_dataset(make_config(image_dir=''))
+    pipeline.create_train_dataset(make_config(image_dir=''))
 
 
 def write_mask_set(directory, hole_white):
@@ -350,7 +320,7 @@ def test_generated_mask_fraction_mixes_generated_and_set_masks(face_dir, tmp_pat
                        data_dir=str(tmp_path / 'tfds'), mask_augment=False,
                        generated_mask_fraction=fraction)
   masks = np.concatenate([flat(b, 'mask') for b in
-                          take(input_pipeline.create_train_dataset(config), 6)])
+                          take(pipeline.create_train_dataset(config), 6)])
   sources = resized_set_masks(mask_dir)
   from_set = np.mean([any(np.array_equal(m[..., 0] == 1, s) for s in sources) for m in masks])
   expected = {0.0: (1.0, 1.0), 0.5: (0.25, 0.75), 1.0: (0.0, 0.0)}[fraction]
@@ -362,7 +332,7 @@ def test_generated_mask_fraction_outside_unit_interval_is_rejected(face_dir, tmp
   config = make_config(image_dir=str(face_dir), masks='nvidia_irregular', mask_dir=str(mask_dir),
                        data_dir=str(tmp_path / 'tfds'), generated_mask_fraction=1.5)
   with pytest.raises(ValueError, match='generated_mask_fraction'):
-    input_pipeline.create_train_dataset(config)
+    pipeline.create_train_dataset(config)
 
 
 @pytest.mark.parametrize('augment', [True, False])
@@ -375,20 +345,16 @@ def test_nvidia_mask_set_prepared_on_first_use(face_dir, tmp_path, augment):
       data_dir=str(tmp_path / 'tfds'),
       mask_augment=augment,
   )
-  before = input_pipeline.skipped_input_counts()['masks']
-  batches = take(input_pipeline.create_train_dataset(config), 4)
+  before = skips.skipped_input_counts()['masks']
+  batches = take(pipeline.create_train_dataset(config), 4)
   masks = np.concatenate([flat(b, 'mask') for b in batches])
   assert set(np.unique(masks)) == {0.0, 1.0}
   known_fraction = masks.mean(axis=(1, 2, 3))
   assert ((known_fraction > 0) & (known_fraction < 1)).all()  # degenerate masks are redrawn ...
-  assert input_pipeline.skipped_input_counts()['masks'] > before  # ... and counted
+  assert skips.skipped_input_counts()['masks'] > before  # ... and counted
   if not augment:  # then each mask is a resized file of the set
     sources = resized_set_masks(mask_dir)
     assert all(any(np.array_equal(m[..., 0] == 1, s) for s in sources) for m in masks)
-  eval_batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  assert_batches_equal(
-      eval_batches, list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  )
 
 
 def test_qd_imd_masks_keep_white_as_known(face_dir, tmp_path):
@@ -400,7 +366,7 @@ def test_qd_imd_masks_keep_white_as_known(face_dir, tmp_path):
       image_dir=str(face_dir), masks='qd_imd', data_dir=str(tmp_path / 'tfds'), mask_augment=False
   )
   masks = np.concatenate(
-      [flat(b, 'mask') for b in take(input_pipeline.create_train_dataset(config), 2)]
+      [flat(b, 'mask') for b in take(pipeline.create_train_dataset(config), 2)]
   )
   hole_ratios = 1.0 - masks.mean(axis=(1, 2, 3))
   assert ((hole_ratios > 0.05) & (hole_ratios < 0.5)).all()  # the holes are the small black bands
@@ -409,11 +375,11 @@ def test_qd_imd_masks_keep_white_as_known(face_dir, tmp_path):
 def test_unprepared_sources_say_how_to_prepare(face_dir, tmp_path):
   config = make_config(image_dir=str(face_dir), masks='qd_imd', data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
-    input_pipeline.create_train_dataset(config)
+    pipeline.create_train_dataset(config)
   with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
-    input_pipeline.create_train_dataset(make_config(dataset='ffhq', data_dir=str(tmp_path)))
+    pipeline.create_train_dataset(make_config(dataset='ffhq', data_dir=str(tmp_path)))
   with pytest.raises(ValueError, match='unknown masks'):
-    input_pipeline.create_train_dataset(make_config(image_dir=str(face_dir), masks='squares'))
+    pipeline.create_train_dataset(make_config(image_dir=str(face_dir), masks='squares'))
 
 
 def test_ffhq_dataset(tmp_path):
@@ -427,24 +393,20 @@ def test_ffhq_dataset(tmp_path):
   config = make_config(
       dataset='ffhq', data_dir=str(tmp_path / 'tfds'), batch_size=4, num_eval_images=3
   )
-  (batch,) = take(input_pipeline.create_train_dataset(config), 1)
+  (batch,) = take(pipeline.create_train_dataset(config), 1)
   assert batch['image'].shape == (4, 1, SIZE, SIZE, 3)
-  weights = [
-      b['weight'].sum() for b in input_pipeline.create_eval_dataset(config).as_numpy_iterator()
-  ]
-  assert sum(weights) == 2  # the two validation images
+  assert len(evaluation.validation_images(config, SIZE, 3)[0]) == 2  # the two validation images
 
 
 def test_quickstart_photos_with_random_crops():
   config = make_config(dataset='quickstart', image_size=64, num_eval_images=12)
-  (batch,) = take(input_pipeline.create_train_dataset(config), 1)
+  (batch,) = take(pipeline.create_train_dataset(config), 1)
   images = flat(batch, 'image')
   assert images.shape == (8, 64, 64, 3) and len({image.tobytes() for image in images}) == 8
-  eval_batches = list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  assert sum(b['weight'].sum() for b in eval_batches) == 12
-  assert_batches_equal(
-      eval_batches, list(input_pipeline.create_eval_dataset(config).as_numpy_iterator())
-  )
+  # Two validation photos, twelve fixed crops of them.
+  crops, _ = evaluation.validation_images(config, 64, 12)
+  assert len({crop.tobytes() for crop in crops}) == 12
+  np.testing.assert_array_equal(crops, evaluation.validation_images(config, 64, 12)[0])
 
 
 def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
@@ -463,14 +425,10 @@ def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
       mask_dir=str(manual_dir),
       data_dir=str(tmp_path / 'tfds'),
   )
-  batches = take(input_pipeline.create_train_dataset(config), 2)
+  batches = take(pipeline.create_train_dataset(config), 2)
   for batch in batches:
     assert batch['image'].shape == (4, 2, 64, 64, 3) and batch['image'].std() > 0.05
     known_fraction = flat(batch, 'mask').mean(axis=(1, 2, 3))
     assert ((known_fraction > 0) & (known_fraction < 1)).all()
-  eval_batches = list(
-      input_pipeline.create_eval_dataset(
-          make_config(image_dir=os.path.join(shared_data, 'faces', 'utkface'), image_size=64)
-      ).as_numpy_iterator()
-  )
-  assert sum(b['weight'].sum() for b in eval_batches) == 10
+  faces = make_config(image_dir=os.path.join(shared_data, 'faces', 'utkface'), image_size=64)
+  assert len(evaluation.validation_images(faces, 64, 10)[0]) == 10

@@ -1,0 +1,165 @@
+"""Training-mask sources and the registry of mask kinds (config.masks).
+
+Adding a kind of mask is one builder `(config, process_count) -> MaskMaker` and one
+MASK_SOURCES entry; adding a TFDS mask set is one MASK_SETS entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import ml_collections
+import numpy as np
+
+from define_jax import masks as mask_lib
+from define_jax.data import decoding
+from define_jax.data import images
+from define_jax.data import skips
+
+if TYPE_CHECKING:
+  import tensorflow_datasets as tfds
+
+# Mask-set draws that are unreadable or degenerate (no hole / all hole) before
+# a generated mask stands in.
+_MAX_MASK_DRAWS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSet:
+  """A TFDS mask set (define_jax.datasets) and how its manual files are read."""
+
+  tfds_name: str
+  train_split: str
+  eval_split: str
+  polarity: mask_lib.MaskPolarity  # of the files in config.mask_dir
+
+
+MASK_SETS = {
+    'nvidia_irregular': MaskSet('nvidia_irregular_masks', 'test', 'test', 'hole_white'),
+    'qd_imd': MaskSet('qd_imd', 'train', 'test', 'keep_white'),
+}
+
+
+class MaskMaker(Protocol):
+
+  def draw(self, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [size, size], 1 = known."""
+    ...
+
+
+class GeneratedMasks:
+
+  def __init__(self, size: int, hole_ratio_range: tuple[float, float]) -> None:
+    ratio_min, ratio_max = hole_ratio_range
+    if not 0.0 <= ratio_min <= ratio_max <= 1.0:
+      raise ValueError(f'need 0 <= hole_ratio_min <= hole_ratio_max <= 1, got {hole_ratio_range}')
+    self._size = size
+    self._hole_ratio_range = hole_ratio_range
+
+  def draw(self, rng: np.random.Generator) -> np.ndarray:
+    return mask_lib.generate_irregular_mask(rng, self._size, self._size, self._hole_ratio_range)
+
+
+class MaskSetMasks:
+  """Masks drawn from a TFDS mask set, optionally augmented, some generated instead.
+
+  Unreadable and degenerate masks (no hole or all hole) are skipped and
+  counted; augmented masks that lost every hole are redrawn. After
+  _MAX_MASK_DRAWS failures a generated mask stands in, so every element still
+  gets a deterministic mask.
+  """
+
+  def __init__(
+      self,
+      source: images.TfdsRecords,
+      size: int,
+      augment: bool,
+      generated: GeneratedMasks,
+      generated_fraction: float,
+  ) -> None:
+    if not 0.0 <= generated_fraction <= 1.0:
+      raise ValueError(f'config.generated_mask_fraction={generated_fraction} must lie in [0, 1]')
+    self._source = source
+    self._size = size
+    self._augment = augment
+    self._generated = generated
+    self._generated_fraction = generated_fraction
+
+  def draw(self, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < self._generated_fraction:
+      return self._generated.draw(rng)
+    source = self._source
+    for _ in range(_MAX_MASK_DRAWS):
+      index = int(rng.integers(len(source)))
+      try:
+        known = decoding.decode_stored_mask(source.load_bytes(index))
+      except decoding.UnreadableInputError as error:
+        skips.SKIPS.record('masks', source.name(index), str(error))
+        continue
+      if mask_lib.is_degenerate(known):
+        skips.SKIPS.record('masks', source.name(index), 'no hole or no known pixel')
+        continue
+      if self._augment:
+        # A crop can miss every hole: an ordinary redraw, not a bad input.
+        known = mask_lib.augment_mask(known, rng, (self._size, self._size))
+      else:
+        known = mask_lib.resize_mask(known, (self._size, self._size))
+        if mask_lib.is_degenerate(known):
+          reason = f'no hole left at {self._size}x{self._size}'
+          skips.SKIPS.record('masks', source.name(index), reason)
+      if not mask_lib.is_degenerate(known):
+        return known
+    return self._generated.draw(rng)
+
+
+def prepared_mask_set(
+    mask_set: MaskSet, config: ml_collections.ConfigDict, process_count: int = 1
+) -> tfds.core.DatasetBuilder:
+  """The mask set's TFDS builder, prepared from config.mask_dir on first use (single host)."""
+  from define_jax.datasets import prepare  # imports TFDS only when needed
+
+  builder = prepare.make_builder(mask_set.tfds_name, config.data_dir)
+  if builder.is_prepared():
+    return builder
+  if not config.mask_dir or process_count > 1:
+    raise FileNotFoundError(
+        f'{mask_set.tfds_name} is not prepared in {builder.data_dir}; set config.mask_dir '
+        f'(single host) or run: {images.prepare_command(mask_set.tfds_name, config)}'
+    )
+  return prepare.prepare_dataset(mask_set.tfds_name, config.mask_dir, config.data_dir)
+
+
+def _generated(config: ml_collections.ConfigDict, process_count: int) -> GeneratedMasks:
+  """Strokes and ellipses with a hole ratio in [hole_ratio_min, hole_ratio_max]."""
+  del process_count  # generated masks need no prepared data
+  return GeneratedMasks(
+      int(config.image_size), (float(config.hole_ratio_min), float(config.hole_ratio_max))
+  )
+
+
+def _from_mask_set(
+    mask_set: MaskSet, config: ml_collections.ConfigDict, process_count: int
+) -> MaskSetMasks:
+  return MaskSetMasks(
+      images.TfdsRecords(
+          prepared_mask_set(mask_set, config, process_count), mask_set.train_split, 'mask'
+      ),
+      int(config.image_size),
+      bool(config.mask_augment),
+      _generated(config, process_count),
+      float(config.generated_mask_fraction),
+  )
+
+
+MASK_SOURCES: dict[str, Callable[[ml_collections.ConfigDict, int], MaskMaker]] = {
+    'generated': _generated,
+    **{name: functools.partial(_from_mask_set, mask_set) for name, mask_set in MASK_SETS.items()},
+}
+
+
+def mask_maker(config: ml_collections.ConfigDict, process_count: int) -> MaskMaker:
+  """The training masks of config.masks."""
+  return images.lookup(MASK_SOURCES, 'masks', config.masks)(config, process_count)

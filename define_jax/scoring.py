@@ -1,0 +1,82 @@
+"""Scores inpainting methods on an evaluation set: per-image metrics and their band means.
+
+The one scoring path of training-time evaluation, `evaluate` and `study`. A method maps
+(images [N, S, S, 3], known [N, S, S, 1]) to composites; metrics run data-parallel across
+the local devices. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from define_jax import metrics
+from define_jax.data.evaluation import EvalSet
+from define_jax.inference import DataParallel
+
+EXAMPLES_PER_BAND = 4
+OVERALL = 'All'
+# One jitted scorer per process, so repeated evaluations reuse its compilations.
+_score_batch = jax.jit(metrics.all_metrics)
+
+Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
+          batch_size: int) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+  """Per-image metrics of every method, and the composites of the example images.
+
+  Inpainting and scoring run data-parallel across `parallel`'s devices, batch by batch.
+  """
+  lpips_params = parallel.replicate(metrics.load_lpips_params())
+  examples = example_indices(eval_set.bands)
+  scores = {name: {metric: [] for metric in metrics.METRICS} for name in methods}
+  example_composites = {name: [] for name in methods}
+  for start in range(0, len(eval_set.images), batch_size):
+    images = eval_set.images[start:start + batch_size]
+    known = eval_set.known[start:start + batch_size]
+    in_batch = [i - start for i in examples if start <= i < start + batch_size]
+    for name, method in methods.items():
+      composites = np.asarray(method(images, known), np.float32)
+      batch_scores = parallel(_score_batch, lpips_params, composites, images)
+      for metric, values in batch_scores.items():
+        scores[name][metric].append(values)
+      example_composites[name].extend(composites[in_batch])
+  per_image = {name: {metric: np.concatenate(values) for metric, values in by_metric.items()}
+               for name, by_metric in scores.items()}
+  return per_image, {name: np.stack(c) for name, c in example_composites.items() if c}
+
+
+def example_indices(bands: np.ndarray) -> list[int]:
+  """The first EXAMPLES_PER_BAND images of each band, in image order."""
+  chosen = [np.flatnonzero(bands == band)[:EXAMPLES_PER_BAND] for band in range(metrics.NUM_BANDS)]
+  return sorted(int(i) for indices in chosen for i in indices)
+
+
+def band_means(scores: dict[str, np.ndarray], selected: np.ndarray) -> dict[str, float]:
+  """Mean of every metric over the selected images (L1 as a fraction, not ×100)."""
+  return {metric: float(np.mean(scores[metric][selected], dtype=np.float64))
+          for metric in metrics.METRICS}
+
+
+def overall(scores: dict[str, np.ndarray], bands: np.ndarray) -> dict[str, float]:
+  """band_means over the images in any band: the 'All' row. A hole-free mask (whose
+  composite is the ground truth: infinite PSNR) lies in no band, so it never counts."""
+  return band_means(scores, bands >= 0)
+
+
+def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) -> list[dict]:
+  """Rows {band, images, method, l1 (×100), psnr, ssim, lpips}: each band, then overall."""
+  groups = [(metrics.band_label(b), bands == b) for b in range(metrics.NUM_BANDS)]
+  groups.append((OVERALL, bands >= 0))
+  rows = []
+  for label, selected in groups:
+    if not selected.any():
+      continue
+    for method, values in per_image.items():
+      means = band_means(values, selected)
+      means['l1'] *= 100.0
+      rows.append({'band': label, 'images': int(selected.sum()), 'method': method, **means})
+  return rows
