@@ -94,7 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
   # With a mask set: fraction of training masks generated instead (in the hole-ratio range);
   # generated strokes reach down to 2 pixels at 128², thinner than augmented mask-set masks.
   config.generated_mask_fraction = 0.0
-  # Size of the fixed evaluation set (same images and masks at every evaluation).
+  # Size of the fixed evaluation set: validation images (cycled if fewer) with masks of
+  # config.masks balanced over the hole-ratio bands, the same at every evaluation.
   config.num_eval_images = 120
   # tf.data prefetch depth (batches).
   config.prefetch = 4
@@ -102,7 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Logging, evaluation, checkpoints -----------------------------------
   # Write scalar summaries and the progress line every N steps (metrics leave the device only then).
   config.log_every_steps = 100
-  # Evaluate L1/PSNR/SSIM on the fixed validation set every N steps.
+  # Score L1/PSNR/SSIM/LPIPS on the fixed evaluation set every N steps (as `evaluate` does).
   config.eval_every_steps = 5000
   # Write an image grid (masked | mask | output | composite | ground truth) every N steps.
   config.image_every_steps = 2000
