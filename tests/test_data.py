@@ -8,11 +8,11 @@ import time
 
 import cv2
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 
+from configs import default
 from define_jax.data import decoding
 from define_jax.data import evaluation
 from define_jax.data import pipeline
@@ -42,26 +42,11 @@ def face_dir(tmp_path_factory):
 
 
 def make_config(**overrides):
-  config = ml_collections.ConfigDict(
-      {
-          'seed': 0,
-          'image_size': SIZE,
-          'batch_size': 8,
-          'dataset': 'image_folder',
-          'image_dir': '',
-          'data_dir': None,
-          'ffhq_config': 'ffhq/256',
-          'validation_fraction': 0.5,
-          'masks': 'generated',
-          'mask_dir': '',
-          'hole_ratio_min': 0.2,
-          'hole_ratio_max': 0.4,
-          'mask_augment': True,
-          'generated_mask_fraction': 0.0,
-          'num_eval_images': 10,
-          'prefetch': 2,
-      }
-  )
+  """configs/default.py (where every field and its default lives) with small test data."""
+  config = default.get_config()
+  config.update(dict(image_size=SIZE, batch_size=8, dataset='image_folder',
+                     validation_fraction=0.5, hole_ratio_min=0.2, hole_ratio_max=0.4,
+                     num_eval_images=10, prefetch=2))
   config.update(overrides)
   return config
 
