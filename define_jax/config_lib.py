@@ -8,9 +8,9 @@ that should fail loudly. Adding a field means editing configs/default.py and its
   config = config_lib.load('faces128', ['--config.batch_size=8'])
   config_lib.validate(config)
 
-`define_jax.main` parses `--config FILE --config.FIELD=VALUE` with ml_collections'
-config_flags; `load` runs the same parser on a private flag set, so `study` and `benchmark`
-read files and overrides exactly as training does.
+`define_jax.main` parses `--config FILE --config.FIELD=VALUE` with the flag that
+`define_config_flag` defines (ml_collections' config_flags); `load` runs the same flag on a
+private flag set, so `study` and `benchmark` read files and overrides exactly as training does.
 """
 
 from __future__ import annotations
@@ -54,20 +54,41 @@ def resolve(name: str) -> Path:
                           ', '.join(str(c) for c in candidates))
 
 
+def define_config_flag(flag_values: flags.FlagValues = flags.FLAGS,
+                       sys_argv: Sequence[str] | None = None) -> None:
+  """Defines --config: a config file (NAME.py or NAME.py:ARG) whose fields
+  --config.FIELD=VALUE override, type-checked; unknown fields are rejected."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Training configuration file (configs/NAME.py).',
+      flag_values=flag_values, lock_config=True, sys_argv=sys_argv)
+
+
+def make_importable(argv: Sequence[str]) -> None:
+  """Lets the config file that `argv` names with --config import its base (`from configs
+  import default`) whatever the working directory: the folder holding its configs/ folder
+  goes first on sys.path."""
+  for i, argument in enumerate(argv):
+    if argument.startswith('--config='):
+      value = argument.split('=', 1)[1]
+    elif argument == '--config' and i + 1 < len(argv):
+      value = argv[i + 1]
+    else:
+      continue
+    checkout = str(Path(value.partition(':')[0]).expanduser().resolve().parent.parent)
+    if checkout not in sys.path:
+      sys.path.insert(0, checkout)
+
+
 def load(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The config file `name` (see resolve) with `--config.FIELD=VALUE` overrides, parsed and
   type-checked as define_jax.main parses them. ValueError names an unknown field or a bad
   value; FileNotFoundError a missing file."""
   config_file = resolve(name)
   file_name = Path(str(config_file).partition(':')[0]).name
-  # Config files import their base as `from configs import default`.
-  checkout = str(Path(str(config_file).partition(':')[0]).parent.parent)
-  if checkout not in sys.path:
-    sys.path.insert(0, checkout)
   argv = ['config', f'--config={config_file}', *overrides]
+  make_importable(argv)
   flag_values = flags.FlagValues()  # Private: each call parses its own overrides.
-  config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
+  define_config_flag(flag_values, sys_argv=argv)
   try:
     flag_values(argv)
   except (AttributeError, KeyError) as error:  # ml_collections' report of an unknown field.

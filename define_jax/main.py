@@ -26,15 +26,14 @@ import textwrap
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 import jax
 
+from define_jax import config_lib
 from define_jax import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and images.')
-config_flags.DEFINE_config_file(
-    'config', None, 'Training configuration file (configs/NAME.py).', lock_config=True)
+config_lib.define_config_flag()
 flags.DEFINE_bool(
     'multi_process', None,
     'Call jax.distributed.initialize(). Default: on when JAX_COORDINATOR_ADDRESS or '
@@ -110,6 +109,7 @@ def run(argv: list[str] | None = None) -> None:
   if any(argument in HELP_FLAGS for argument in argv[1:]):
     print(usage())
     sys.exit(0)
+  config_lib.make_importable(argv)  # Config files import their base from configs/.
   app.run(main, argv=argv)
 
 

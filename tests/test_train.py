@@ -195,10 +195,11 @@ def test_quickstart_command_end_to_end(tmp_path):
     ('--config.learning_rate=fast', 'learning_rate'),
 ])
 def test_config_mistakes_are_rejected_naming_the_field(tmp_path, override, field):
+  # Run from another directory: the config file still finds its base (configs/quickstart.py).
   workdir = tmp_path / 'never'
-  command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
-             '--workdir', str(workdir), override]
-  result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  command = [sys.executable, '-m', 'define_jax.main', '--config',
+             os.path.join(REPO_ROOT, 'configs', 'tiny.py'), '--workdir', str(workdir), override]
+  result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert field in result.stderr
   assert not workdir.exists()
