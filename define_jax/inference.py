@@ -230,7 +230,7 @@ class Inpainter:
     return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
 
   def _network_pass(self, variables, image: jax.Array, known: jax.Array) -> jax.Array:
-    return steps.inpaint(self._apply, variables, image, known)[1]
+    return steps.inpaint(self._apply, variables, image, known)
 
   def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array, *,
                         passes: int, fit: Fit) -> jax.Array:

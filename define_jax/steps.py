@@ -229,7 +229,7 @@ def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
 
 
 def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
-            mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(raw network output, composite with the known pixels restored), inference mode."""
+            mask: jax.Array) -> jax.Array:
+  """The network's fill with the known pixels restored (the composite), inference mode."""
   output = apply_fn(variables, image * mask, mask, train=False)
-  return output, losses.composite(output, image, mask)
+  return losses.composite(output, image, mask)
