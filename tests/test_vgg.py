@@ -9,31 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from define_jax import torch_reference
 from define_jax import vgg
 from define_jax import vgg_weights
 from define_jax.tools import port_vgg16
 
 
-class _TorchVGG16(torch.nn.Module):
-  """torchvision's vgg16().features[:17] (conv1_1 .. pool3), same state-dict keys."""
-
-  def __init__(self):
-    super().__init__()
-    layers, in_ch = [], 3
-    for block in vgg.VGG16_BLOCKS:
-      for out_ch in block:
-        layers += [torch.nn.Conv2d(in_ch, out_ch, 3, padding=1), torch.nn.ReLU(inplace=True)]
-        in_ch = out_ch
-      layers.append(torch.nn.MaxPool2d(2, 2))
-    self.features = torch.nn.Sequential(*layers)
-
-  def forward(self, x):
-    return self.features[:5](x), self.features[:10](x), self.features(x)
-
-
 def _torch_state_dict(seed=0):
   torch.manual_seed(seed)
-  model = _TorchVGG16()
+  model = torch_reference.VGG16Features()
   return model, {k: v.numpy() for k, v in model.state_dict().items()}
 
 
