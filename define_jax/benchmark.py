@@ -101,7 +101,7 @@ TRAIN_IMAGE_SIZE = 128
 INFER_BATCH_SIZE = 1
 # Steps traced by `train --profile DIR`, after the timed ones.
 PROFILED_STEPS = 3
-# What `env` reports: these packages' versions (and any jax-cuda* plugin's), and which of
+# What `env` reports: these packages' versions (and jax's CUDA plugins', cuDNN's), and which of
 # the modules that accelerator hosts may lack are missing.
 ENV_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'torch',
                 'ml-collections', 'tensorflow', 'tensorflow-cpu', 'clu', 'pillow',
@@ -340,8 +340,8 @@ def run_env(args: argparse.Namespace) -> dict:  # pylint: disable=unused-argumen
 
   versions = {}
   for dist in importlib.metadata.distributions():
-    name = dist.metadata['Name'] or ''
-    if name.lower().replace('_', '-') in ENV_PACKAGES or name.startswith('jax-cuda'):
+    name = (dist.metadata['Name'] or '').lower().replace('_', '-')
+    if name in ENV_PACKAGES or name.startswith(('jax-cuda', 'nvidia-cudnn')):
       versions[name] = dist.version
   missing = []
   for module in OPTIONAL_MODULES:
