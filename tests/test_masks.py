@@ -1,6 +1,5 @@
 """Mask generation, mask-set augmentation and mask-file loading (1 = known, 0 = hole)."""
 
-import time
 
 import cv2
 import hypothesis
@@ -73,14 +72,6 @@ def test_any_range_is_respected(low, width, size, seed):
       masks.generate_irregular_mask(np.random.default_rng(seed), size, size, (low, high))
   )
   assert low - 1e-9 <= ratio <= high + 1e-9
-
-
-def test_generation_is_fast():
-  start = time.perf_counter()
-  for seed in range(50):
-    generated(seed, size=256)
-  # About 1 ms each on one core; the bound leaves room for a loaded CI machine.
-  assert time.perf_counter() - start < 2.5
 
 
 def nvidia_like_mask(size=128):
