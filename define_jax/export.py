@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from flax import serialization
 
+from define_jax import weight_checks
+
 FORMAT = 'define_jax.model'
 VERSION = 1
 SUFFIX = '.msgpack'
@@ -34,15 +36,19 @@ def write_model_file(path: str, variables: Mapping[str, Any], config: Mapping[st
   if dtype not in STORAGE_DTYPES:
     raise ValueError(f'dtype={dtype!r}: expected one of {STORAGE_DTYPES}.')
   store = lambda x: np.asarray(x, jax.numpy.dtype(dtype))
+  with np.errstate(over='ignore'):  # Overflows are reported below, naming the file.
+    stored = {'params': jax.tree.map(store, dict(variables['params'])),
+              'batch_stats': jax.tree.map(lambda x: np.asarray(x, np.float32),
+                                          dict(variables['batch_stats']))}
+  # After the cast: float16 turns weights over 65504 into infinities.
+  weight_checks.check_variables(stored, f'{path} ({dtype} weights)')
   payload = {
       'format': FORMAT,
       'version': VERSION,
       'config': json.dumps(dict(config), sort_keys=True),
       'step': int(step),
       'weights_dtype': dtype,
-      'params': jax.tree.map(store, dict(variables['params'])),
-      'batch_stats': jax.tree.map(lambda x: np.asarray(x, np.float32),
-                                  dict(variables['batch_stats'])),
+      **stored,
   }
   data = serialization.msgpack_serialize(payload)
   temporary = f'{path}.tmp-{os.getpid()}'
@@ -66,6 +72,7 @@ def read_model_file(path: str) -> tuple[dict, dict, int]:
                      f'define_jax reads version {VERSION}.')
   variables = {name: jax.tree.map(lambda x: np.asarray(x, np.float32), payload[name])
                for name in ('params', 'batch_stats')}
+  weight_checks.check_variables(variables, path)
   return variables, json.loads(payload['config']), int(payload['step'])
 
 

@@ -34,6 +34,7 @@ from define_jax import image_input
 from define_jax import losses
 from define_jax import masks
 from define_jax import steps
+from define_jax import weight_checks
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
 
@@ -258,8 +259,10 @@ class Inpainter:
     if images.shape[:3] != known.shape[:3] or known.shape[3:] != (1,):
       raise ValueError(f'Images {images.shape} and masks {known.shape} do not match: need '
                        '[N, H, W, 3] and [N, H, W, 1].')
-    return self.parallel(lambda v, i, k: self._pipeline(v, i, k, passes=passes, fit=fit),
-                          self._variables, images.astype(np.float32), known.astype(np.float32))
+    result = self.parallel(lambda v, i, k: self._pipeline(v, i, k, passes=passes, fit=fit),
+                           self._variables, images.astype(np.float32), known.astype(np.float32))
+    weight_checks.check_output(result)
+    return result
 
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
                polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
