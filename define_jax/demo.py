@@ -344,11 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info('Warm-up (compilation) %.1f s.', time.perf_counter() - start)
   except (FileNotFoundError, ValueError) as error:
     print(f'error: cannot start the demo: {error}', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   except Exception as error:  # pylint: disable=broad-except
     log.debug('Loading failed', exc_info=True)
     print(f'error: cannot load {what}: {type(error).__name__}: {error}', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   examples_dir = Path(tempfile.mkdtemp(prefix='define_jax_demo_examples_'))
   examples = write_examples(examples_dir, options.examples, options.max_pixels)
   app = build(inpainter, examples=examples, max_pixels=options.max_pixels,
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except OSError as error:
     print(f'error: cannot listen on {options.host}:{port}: {error}. Pass another --port (0 '
           'picks a free one).', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   shown_host = f'[{options.host}]' if ':' in options.host else options.host
   print(f'DeFINe demo running at http://{shown_host}:{port}/ (Ctrl+C to stop)', flush=True)
   try:

@@ -70,10 +70,24 @@ def read_model_file(path: str) -> tuple[dict, dict, int]:
   if payload.get('version') != VERSION:
     raise ValueError(f'{path} has model file version {payload.get("version")}; this '
                      f'define_jax reads version {VERSION}.')
-  variables = {name: jax.tree.map(lambda x: np.asarray(x, np.float32), payload[name])
-               for name in ('params', 'batch_stats')}
+  missing = [key for key in ('config', 'step', 'params', 'batch_stats') if key not in payload]
+  if missing:
+    raise ValueError(f'{path} lacks {", ".join(missing)}: the file is damaged or was not '
+                     'written by define_jax.export.')
+  try:
+    config = json.loads(payload['config'])
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{path}: its config is not JSON ({error}).') from error
+  step = payload['step']
+  if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    raise ValueError(f'{path}: step={str(step)[:40]!r} is not a training step (an integer >= 0).')
+  try:
+    variables = {name: jax.tree.map(lambda x: np.asarray(x, np.float32), payload[name])
+                 for name in ('params', 'batch_stats')}
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{path}: its weights are not arrays of numbers ({error}).') from error
   weight_checks.check_variables(variables, path)
-  return variables, json.loads(payload['config']), int(payload['step'])
+  return variables, config, step
 
 
 def is_model_file(path: str) -> bool:

@@ -249,6 +249,18 @@ def known_mask(mask: np.ndarray, polarity: Literal['hole_white', 'keep_white']) 
   return (white if polarity == 'keep_white' else ~white).astype(np.float32)
 
 
+def read_mask_file(path: str | os.PathLike, polarity: Literal['hole_white', 'keep_white'],
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """uint8 [H, W], 1 = known, of a mask file: the rules of `known_mask`, as for inpaint's
+  --mask, so a folder of photos is refused rather than thresholded. InputError names it."""
+  name = os.fspath(path)
+  pixels = mask_pixels(open_image(path, max_pixels=max_pixels), name)
+  try:
+    return known_mask(pixels, polarity).astype(np.uint8)
+  except InputError as error:
+    raise InputError(str(error).replace('The mask', name), error.reason) from error
+
+
 def input_name(item: Any, default: str) -> str:
   return os.fspath(item) if isinstance(item, (str, os.PathLike)) else default
 

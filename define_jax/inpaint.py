@@ -241,11 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 1 if inpaint_folder(inpainter, plan, options) else 0
     inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)
   except (FileNotFoundError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
+    print(console.error_line(error), file=sys.stderr)
+    return console.ERROR_STATUS
   except OSError as error:  # Writing the result failed (permissions, disk full).
     print(f'error: cannot write {options.out}: {error}', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   print(f'Wrote {options.out}', file=sys.stderr)
   return 0
 

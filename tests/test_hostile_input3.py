@@ -1,8 +1,11 @@
 """Issue 24, hostile input part three: each test is one numbered case and failed on the code
 before its fix (concurrent runs, damaged weights, evaluate's output folder, and the rest)."""
 
+import contextlib
+import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,16 +14,20 @@ from unittest import mock
 import jax
 import numpy as np
 import pytest
+from flax import serialization
+from PIL import Image
 
 from configs import tiny
 from define_jax import checkpoints
+from define_jax import evaluate
 from define_jax import export
+from define_jax import inpaint
 from define_jax import steps
 from define_jax import train
 from define_jax import workdir_lock
 from define_jax.inference import Inpainter
 
-from conftest import save_checkpoint
+from conftest import BAND_ROWS, astronaut, save_checkpoint, write_masks
 
 
 def write_lock(workdir, pid, host=None):
@@ -168,3 +175,127 @@ def test_non_finite_output_is_an_error_never_a_picture(tiny_checkpoint):
   holes[10:30, 10:30] = True
   with pytest.raises(ValueError, match='NaN or infinite values'):
     inpainter(image, holes, polarity='hole_white')
+
+
+# --- Cases 2, 5, 7, 19: evaluate's output folder, masks, size and unreadable files ------
+
+def evaluate_cli(*args) -> tuple[int, str]:
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+    status = evaluate.main([str(a) for a in args])
+  return status, stderr.getvalue()
+
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('faces')
+  photo = (astronaut(80, 80) * 255).astype(np.uint8)
+  for k in range(4):
+    Image.fromarray(np.roll(photo, 5 * k, axis=1)).save(directory / f'face_{k}.png')
+  return directory
+
+
+def test_evaluate_out_inside_the_image_or_mask_folder_is_refused_before_scoring(
+    tiny_checkpoint, faces, tmp_path):
+  masks_dir = write_masks(tmp_path / 'masks', BAND_ROWS)
+  before = sorted(os.listdir(faces))
+  with mock.patch.object(Inpainter, 'load', side_effect=AssertionError('scored')):
+    for out in (faces, faces / 'sub', masks_dir):
+      status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                                 '--masks', 'nvidia_irregular', '--mask_dir', masks_dir,
+                                 '--out', out)
+      assert status != 0 and 'lies inside' in err and str(out) in err
+  assert sorted(os.listdir(faces)) == before
+
+
+def test_evaluate_never_overwrites_files_it_did_not_write(tiny_checkpoint, faces, tmp_path):
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'report.md').write_text('my notes')
+  (out / 'band_00-10.png').write_bytes(b'my photo')
+  with mock.patch.object(Inpainter, 'load', side_effect=AssertionError('scored')):
+    status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                               '--num_images', 2, '--out', out)
+    assert status != 0 and 'report.md, band_00-10.png' in err and 'not written by' in err
+    (tmp_path / 'file').write_text('x')
+    status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--out', tmp_path / 'file')
+    assert status != 0 and 'is a file' in err  # Checked before scoring too.
+  assert (out / 'report.md').read_text() == 'my notes'
+  # Its own report is replaced on the next run.
+  fresh = tmp_path / 'fresh'
+  args = ['--checkpoint', tiny_checkpoint, '--image_dir', faces, '--num_images', 2,
+          '--out', fresh]
+  assert evaluate_cli(*args)[0] == 0
+  assert evaluate_cli(*args)[0] == 0
+
+
+def test_evaluate_mask_dir_of_photos_is_refused_like_inpaint_refuses_them(
+    tiny_checkpoint, faces, tmp_path):
+  status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                             '--masks', 'nvidia_irregular', '--mask_dir', faces,
+                             '--num_images', 2, '--out', tmp_path / 'out')
+  assert status != 0 and 'is not binary' in err and 'face_' in err
+
+
+def test_evaluate_image_size_too_small_for_lpips_is_refused(tiny_checkpoint, faces, tmp_path):
+  status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                             '--image_size', 7, '--out', tmp_path / 'out')
+  assert status != 0 and '--image_size 7' in err and 'at least 16' in err
+
+
+def test_evaluate_skips_counts_and_reports_unreadable_images(tiny_checkpoint, faces, tmp_path):
+  folder = tmp_path / 'faces'
+  shutil.copytree(faces, folder)
+  (folder / 'face_1.png').write_bytes(b'\x89PNG damaged')
+  result = evaluate.run(['--checkpoint', tiny_checkpoint, '--image_dir', str(folder),
+                         '--num_images', '3', '--out', str(tmp_path / 'out')])
+  assert result['rows'][-1]['images'] == 3  # The next readable file took its place.
+  assert '1 unreadable image files skipped' in result['markdown']
+  assert 'face_1.png' in result['markdown']
+
+
+# --- Case 8: a hostile config or layout inside a .msgpack model file ---------------------
+
+def model_file_with(tmp_path, tiny_checkpoint, *, drop=None, **config_changes):
+  variables, config, step = checkpoints.load_model(tiny_checkpoint)
+  path = tmp_path / 'hostile.msgpack'
+  export.write_model_file(str(path), variables, {**config, **config_changes}, step, 'float32')
+  if drop:
+    payload = serialization.msgpack_restore(path.read_bytes())
+    del payload[drop]
+    path.write_bytes(serialization.msgpack_serialize(payload))
+  return path
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'dtype': 'float16'}, "dtype='float16': expected one of"),
+    ({'model': 'x'}, "model='x': expected one of"),
+    ({'image_size': 0}, r'image_size=0: must lie in \[1, 8192\]'),
+    ({'image_size': -128}, r'image_size=-128: must lie in'),
+    ({'image_size': '128'}, "image_size='128': expected int"),
+    ({'image_size': 10**9}, r'image_size=1000000000: must lie in'),
+    ({'layers': 1000}, 'layers=1000: need 2 to 13 levels'),
+    ({'drop': 'config'}, 'lacks config'),
+    ({'drop': 'params'}, 'lacks params'),
+    ({'step': 'abc'}, "step='abc' is not a training step"),
+])
+def test_hostile_model_file_is_a_one_line_error_naming_it(tiny_checkpoint, tmp_path, changes,
+                                                         message):
+  changes = dict(changes)
+  step = changes.pop('step', None)
+  path = model_file_with(tmp_path, tiny_checkpoint, **changes)
+  if step is not None:
+    payload = serialization.msgpack_restore(path.read_bytes())
+    payload['step'] = step
+    path.write_bytes(serialization.msgpack_serialize(payload))
+  with pytest.raises(ValueError, match=message) as error:
+    Inpainter.from_checkpoint(str(path))
+  assert 'hostile.msgpack' in str(error.value)
+  image = tmp_path / 'image.png'
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr):
+    status = inpaint.main(['--checkpoint', str(path), '--image', str(image), '--mask', str(image),
+                           '--polarity', 'hole_white', '--out', str(tmp_path / 'out.png')])
+  assert status == 2 and stderr.getvalue().count('\n') == 1
+  assert stderr.getvalue().startswith('error: ') and 'hostile.msgpack' in stderr.getvalue()
