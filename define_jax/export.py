@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from define_jax import output_files
 from define_jax import weight_checks
 
 FORMAT = 'define_jax.model'
@@ -32,7 +33,8 @@ STORAGE_DTYPES = ('float16', 'bfloat16', 'float32')
 
 def write_model_file(path: str, variables: Mapping[str, Any], config: Mapping[str, Any],
                      step: int, dtype: str = 'float16') -> int:
-  """Writes the model file atomically (a temporary file, then rename); returns its size."""
+  """Writes the model file atomically (see output_files; an existing file is replaced);
+  returns its size."""
   if dtype not in STORAGE_DTYPES:
     raise ValueError(f'dtype={dtype!r}: expected one of {STORAGE_DTYPES}.')
   store = lambda x: np.asarray(x, jax.numpy.dtype(dtype))
@@ -51,10 +53,7 @@ def write_model_file(path: str, variables: Mapping[str, Any], config: Mapping[st
       **stored,
   }
   data = serialization.msgpack_serialize(payload)
-  temporary = f'{path}.tmp-{os.getpid()}'
-  with open(temporary, 'wb') as file:
-    file.write(data)
-  os.replace(temporary, path)
+  output_files.write_file(path, lambda file: file.write(data), replace=True)
   return len(data)
 
 
@@ -112,15 +111,33 @@ def main(argv: Sequence[str] | None = None) -> int:
   from define_jax import console
 
   def export() -> str:
-    if not options.out.endswith(SUFFIX):
-      raise ValueError(f'--out {options.out}: the model file name must end in {SUFFIX}.')
-    if os.path.exists(options.out) and not options.overwrite:
-      raise ValueError(f'--out {options.out} exists; pass --overwrite to replace it.')
+    check_output(options.out, options.overwrite)
     variables, config, step = checkpoints.load_model(options.workdir)
-    size = write_model_file(options.out, variables, config, step, options.dtype)
+    try:
+      size = write_model_file(options.out, variables, config, step, options.dtype)
+    except OSError as error:
+      raise ValueError(f'Cannot write --out {options.out}: {error.strerror or error} '
+                       f'({error.filename}).') from error
     return f'Wrote {options.out} ({size / 2**20:.1f} MiB, step {step}, {options.dtype} weights).'
 
-  return console.exit_status(export)
+  with output_files.terminate_as_interrupt():
+    return console.exit_status(export)
+
+
+def check_output(out: str, overwrite: bool) -> None:
+  """ValueError, before anything is read, unless a model file can be written at `out`."""
+  folder = os.path.dirname(os.path.abspath(out))
+  if os.path.isdir(out):
+    raise ValueError(f'--out {out} is a directory; give a file name, e.g. '
+                     f'{os.path.join(out, "model" + SUFFIX)}.')
+  if not out.endswith(SUFFIX):
+    raise ValueError(f'--out {out}: the model file name must end in {SUFFIX}.')
+  if not os.path.isdir(folder):
+    raise ValueError(f'--out {out}: the folder {folder} does not exist.')
+  if not os.access(folder, os.W_OK):
+    raise ValueError(f'--out {out}: the folder {folder} is not writable.')
+  if os.path.exists(out) and not overwrite:
+    raise ValueError(f'--out {out} exists; pass --overwrite to replace it.')
 
 
 if __name__ == '__main__':

@@ -6,7 +6,9 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import sys
 from unittest import mock
@@ -22,12 +24,13 @@ from define_jax import checkpoints
 from define_jax import evaluate
 from define_jax import export
 from define_jax import inpaint
+from define_jax import output_files
 from define_jax import steps
 from define_jax import train
 from define_jax import workdir_lock
 from define_jax.inference import Inpainter
 
-from conftest import BAND_ROWS, astronaut, save_checkpoint, write_masks
+from conftest import BAND_ROWS, REPO_ROOT, astronaut, save_checkpoint, write_masks
 
 
 def write_lock(workdir, pid, host=None):
@@ -299,3 +302,149 @@ def test_hostile_model_file_is_a_one_line_error_naming_it(tiny_checkpoint, tmp_p
                            '--polarity', 'hole_white', '--out', str(tmp_path / 'out.png')])
   assert status == 2 and stderr.getvalue().count('\n') == 1
   assert stderr.getvalue().startswith('error: ') and 'hostile.msgpack' in stderr.getvalue()
+
+
+# --- Cases 6, 11, 16: concurrent folder runs, interruptions, file modes -----------------
+
+@pytest.fixture(scope='module')
+def inpainter(tiny_checkpoint) -> Inpainter:
+  return Inpainter.from_checkpoint(tiny_checkpoint)
+
+
+def photo_folders(tmp_path, names):
+  images, masks_dir = tmp_path / 'images', tmp_path / 'masks'
+  images.mkdir()
+  masks_dir.mkdir()
+  holes = np.zeros((24, 20), np.uint8)
+  holes[5:12, 4:15] = 255
+  for name in names:
+    Image.fromarray(np.full((24, 20, 3), 90, np.uint8)).save(images / f'{name}.png')
+    Image.fromarray(holes).save(masks_dir / f'{name}.png')
+  return images, masks_dir
+
+
+def run_inpaint(inpainter, *args) -> tuple[int, str]:
+  stderr = io.StringIO()
+  with mock.patch.object(Inpainter, 'load', return_value=inpainter), \
+      contextlib.redirect_stderr(stderr):
+    status = inpaint.main([str(a) for a in args])
+  return status, stderr.getvalue()
+
+
+def folder_run(images, masks_dir, out, *extra):
+  return ['--images', images, '--masks', masks_dir, '--polarity', 'hole_white', '--out', out,
+          *extra]
+
+
+def test_a_concurrent_run_s_output_is_never_replaced(inpainter, tmp_path):
+  images, masks_dir = photo_folders(tmp_path, ['a', 'b'])
+  out = tmp_path / 'out'
+  original_call = Inpainter.__call__
+  calls = []
+
+  def other_run_writes_b_meanwhile(self, *args, **kwargs):
+    result = original_call(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == 2:  # Inputs are taken in order: a, then b.
+      (out / 'b.png').write_bytes(b'the other run')
+    return result
+
+  with mock.patch.object(Inpainter, '__call__', other_run_writes_b_meanwhile):
+    status, err = run_inpaint(inpainter, *folder_run(images, masks_dir, out))
+  assert (out / 'b.png').read_bytes() == b'the other run'
+  assert status == 1 and '1 written' in err and '1 skipped (1 output exists)' in err
+  assert sorted(os.listdir(out)) == ['a.png', 'b.png']  # No temporary file left.
+
+
+def test_interrupted_folder_run_prints_its_summary_and_a_rerun_skips_finished_files(
+    inpainter, tmp_path):
+  images, masks_dir = photo_folders(tmp_path, ['a', 'b', 'c'])
+  out = tmp_path / 'out'
+  original = inpaint.inpaint_file
+
+  def interrupted_at_b(inpainter_, image, *args):
+    if image.name == 'b.png':
+      raise KeyboardInterrupt
+    original(inpainter_, image, *args)
+
+  with mock.patch.object(inpaint, 'inpaint_file', interrupted_at_b):
+    status, err = run_inpaint(inpainter, *folder_run(images, masks_dir, out))
+  assert status == 130 and 'Traceback' not in err
+  assert 'Interrupted after 1 of 3: 1 written' in err
+  status, err = run_inpaint(inpainter, *folder_run(images, masks_dir, out, '--skip_existing'))
+  assert status == 0 and '2 written' in err and '1 already there, 0 skipped' in err
+
+
+def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
+  def write_then_terminated(file):
+    file.write(b'partial')
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  with pytest.raises(KeyboardInterrupt):
+    with output_files.terminate_as_interrupt():
+      output_files.write_file(tmp_path / 'out.png', write_then_terminated)
+  assert os.listdir(tmp_path) == []
+
+
+def test_outputs_respect_the_umask_and_an_overwritten_file_keeps_its_mode(inpainter, tmp_path):
+  image = tmp_path / 'image.png'
+  Image.fromarray(np.full((24, 20, 3), 90, np.uint8)).save(image)
+  holes = np.zeros((24, 20), np.uint8)
+  holes[5:12, 4:15] = 255
+  Image.fromarray(holes).save(tmp_path / 'mask.png')
+  args = ['--image', image, '--mask', tmp_path / 'mask.png', '--polarity', 'hole_white']
+  previous = os.umask(0o022)
+  try:
+    assert run_inpaint(inpainter, *args, '--out', tmp_path / 'new.png')[0] == 0
+    (tmp_path / 'kept.png').write_bytes(b'x')
+    os.chmod(tmp_path / 'kept.png', 0o640)
+    assert run_inpaint(inpainter, *args, '--out', tmp_path / 'kept.png', '--overwrite')[0] == 0
+  finally:
+    os.umask(previous)
+  assert stat.S_IMODE(os.stat(tmp_path / 'new.png').st_mode) == 0o644
+  assert stat.S_IMODE(os.stat(tmp_path / 'kept.png').st_mode) == 0o640
+
+
+# --- Case 9: main's errors; case 10: export's --out ---------------------------------------
+
+MAIN = [sys.executable, '-m', 'define_jax.main', '--config', os.path.join(REPO_ROOT, 'configs',
+                                                                          'tiny.py')]
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--workdir', 'FILE'], 'is a file, not a directory'),
+    (['--config.batch_size=0'], 'config.batch_size=0 must be a positive multiple'),
+    (['--config.batch_size=-8'], 'config.batch_size=-8 must be a positive multiple'),
+    (['--config.image_size=100', '--config.layers=1000'], 'layers=1000: need 2 to 13 levels'),
+    (['--config.batchsize=8'], 'Did you mean "batch_size"'),
+])
+def test_main_errors_are_one_line_with_exit_status_2(tmp_path, extra, message):
+  (tmp_path / 'file').write_text('')
+  extra = [str(tmp_path / 'file') if arg == 'FILE' else arg for arg in extra]
+  workdir = [] if '--workdir' in extra else ['--workdir', str(tmp_path / 'run')]
+  result = subprocess.run(MAIN + workdir + extra, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
+
+
+def export_cli(*args) -> tuple[int, str]:
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+    status = export.main([str(a) for a in args])
+  return status, stderr.getvalue()
+
+
+def test_export_out_problems_are_one_line_errors_without_leftovers(tiny_checkpoint, tmp_path):
+  folder = tmp_path / 'models.msgpack'
+  folder.mkdir()
+  status, err = export_cli('--workdir', tiny_checkpoint, '--out', folder)
+  assert status == 2 and 'is a directory' in err and os.listdir(folder) == []
+  status, err = export_cli('--workdir', tiny_checkpoint, '--out', tmp_path / 'no' / 'm.msgpack')
+  assert status == 2 and f'the folder {tmp_path / "no"} does not exist' in err
+  assert '.tmp' not in err
+  with mock.patch.object(os, 'access', return_value=False):  # Tests may run as root.
+    status, err = export_cli('--workdir', tiny_checkpoint, '--out', tmp_path / 'm.msgpack')
+  assert status == 2 and 'is not writable' in err
+  assert sorted(os.listdir(tmp_path)) == ['models.msgpack']
