@@ -267,7 +267,9 @@ class Inpainter:
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
                polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
                resize_mask: bool = False, allow_all_hole: bool = False,
-               max_pixels: int | None = None) -> np.ndarray | Image.Image:
+               max_pixels: int | None = None,
+               mask_threshold: float = image_input.DEFAULT_MASK_THRESHOLD
+               ) -> np.ndarray | Image.Image:
     """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy, PIL or file paths).
 
     Args:
@@ -288,6 +290,7 @@ class Inpainter:
         has nothing to condition on) instead of raising InputError.
       max_pixels: largest accepted image or mask (height × width), checked from the header
         of files before decoding; default self.max_pixels (image_input.DEFAULT_MAX_PIXELS).
+      mask_threshold: grey level (fraction of white) above which a mask pixel is white.
 
     Returns:
       The composite, same type, size and dtype as `image` (a PIL image keeps its mode if it
@@ -303,7 +306,8 @@ class Inpainter:
     pixels = image_input.image_array(source, limit)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
-    known = known_mask(image_input.mask_array(mask, batched, limit), polarity)[..., None]
+    known = known_mask(image_input.mask_array(mask, batched, limit), polarity,
+                       mask_threshold)[..., None]
     if known.shape[0] != images.shape[0]:
       raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
     height, width = images.shape[1:3]

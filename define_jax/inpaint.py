@@ -11,8 +11,10 @@ results written as PNG under the same relative path):
 
 --polarity says which mask pixels are holes: hole_white (white = hole, e.g. NVIDIA masks)
 or keep_white (white = keep, e.g. qd-imd masks). A mask whose only values are 0 and 1 is
-binary (1 = white). Masks must have the image's size unless --resize_mask is given, be
-black and white (see image_input.known_mask) and keep at least one pixel unless
+binary (1 = white); a mask of one colour with varying transparency is read from its alpha
+(opaque = white). Masks must have the image's size unless --resize_mask is given, be
+black and white with anti-aliased edges at most (see image_input.known_mask; thresholded at
+--mask_threshold, mid-grey by default) and keep at least one pixel unless
 --allow_all_hole is given. Images over --max_pixels (50 megapixels by default) are refused
 from their header, before decoding.
 
@@ -108,7 +110,7 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
     result = inpainter(image, image_input.mask_pixels(mask, str(mask_path)),
                        polarity=options.polarity, passes=options.passes, fit=options.fit,
                        resize_mask=options.resize_mask, allow_all_hole=options.allow_all_hole,
-                       max_pixels=options.max_pixels)
+                       max_pixels=options.max_pixels, mask_threshold=options.mask_threshold)
   except InputError as error:
     message = str(error).replace('The mask', str(mask_path)).replace('The image',
                                                                       str(image_path))
@@ -225,6 +227,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='Network passes; later ones refine the previous result.')
   parser.add_argument('--fit', default='resize', choices=['resize', 'pad'],
                       help="resize to the model's size (default) or pad at native resolution.")
+  parser.add_argument('--mask_threshold', type=float,
+                      default=image_input.DEFAULT_MASK_THRESHOLD,
+                      help='Grey level (0–1, fraction of white) above which a mask pixel counts '
+                      'as white; anti-aliased edges are cut there (default 0.5).')
   parser.add_argument('--resize_mask', action='store_true',
                       help="Resize masks of another size to the photo's instead of failing.")
   parser.add_argument('--overwrite', action='store_true',
@@ -242,6 +248,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):
     parser.error('give either --image and --mask, or --images and --masks.')
+  if not 0.0 < options.mask_threshold < 1.0:
+    parser.error(f'--mask_threshold {options.mask_threshold}: must lie between 0 and 1.')
   if options.skip_existing and (options.overwrite or not options.images):
     parser.error('--skip_existing is for folder mode (--images) and excludes --overwrite.')
   return options

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from unittest import mock
 
+import cv2
 import jax
 import numpy as np
 import pytest
@@ -23,11 +24,14 @@ from configs import tiny
 from define_jax import checkpoints
 from define_jax import evaluate
 from define_jax import export
+from define_jax import image_input
 from define_jax import inpaint
 from define_jax import output_files
 from define_jax import steps
 from define_jax import train
 from define_jax import workdir_lock
+from define_jax.data import decoding
+from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
 
 from conftest import BAND_ROWS, REPO_ROOT, astronaut, save_checkpoint, write_masks
@@ -448,3 +452,72 @@ def test_export_out_problems_are_one_line_errors_without_leftovers(tiny_checkpoi
     status, err = export_cli('--workdir', tiny_checkpoint, '--out', tmp_path / 'm.msgpack')
   assert status == 2 and 'is not writable' in err
   assert sorted(os.listdir(tmp_path)) == ['models.msgpack']
+
+
+# --- Cases 15, 17, 20: anti-aliased and alpha masks, messages, animations --------------
+
+def brush_strokes(size=512, spacing=30) -> np.ndarray:
+  """6-pixel anti-aliased strokes, white = hole: more than 5% of the pixels are grey."""
+  strokes = np.zeros((size, size), np.uint8)
+  for y in range(20, size - 20, spacing):
+    cv2.line(strokes, (10, y), (size - 12, y + 15), 255, 6, cv2.LINE_AA)
+  return strokes
+
+
+def test_anti_aliased_brush_masks_are_accepted_soft_masks_are_not():
+  strokes = brush_strokes()
+  brightness = strokes / 255.0
+  assert ((brightness > 0.1) & (brightness < 0.9)).mean() > 0.05  # Refused before.
+  known = image_input.known_mask(strokes, 'hole_white')
+  np.testing.assert_array_equal(known, (strokes <= 127).astype(np.float32))
+  with pytest.raises(InputError, match='not binary'):  # A blurred (soft) mask.
+    image_input.known_mask(cv2.GaussianBlur(strokes, (0, 0), 1.5), 'hole_white')
+  with pytest.raises(InputError, match='not binary'):  # A photo.
+    image_input.known_mask((astronaut(64, 64)[..., 0] * 255).astype(np.uint8), 'keep_white')
+  # The threshold is an option: where the edges are cut.
+  wide = image_input.known_mask(strokes, 'hole_white', threshold=0.1)
+  np.testing.assert_array_equal(wide, (strokes <= 25).astype(np.float32))
+  assert wide.sum() < known.sum()
+
+
+def test_mask_holes_only_in_alpha_are_used_and_mask_threshold_is_a_cli_option(
+    inpainter, tmp_path):
+  image = tmp_path / 'image.png'
+  Image.fromarray(np.full((24, 20, 3), 90, np.uint8)).save(image)
+  rgba = np.zeros((24, 20, 4), np.uint8)
+  rgba[..., :3] = 255
+  rgba[5:12, 4:15, 3] = 255  # Painted (opaque) strokes on a transparent layer.
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
+  out = tmp_path / 'out.png'
+  assert run_inpaint(inpainter, '--image', image, '--mask', tmp_path / 'alpha.png',
+                     '--polarity', 'hole_white', '--out', out)[0] == 0
+  result = np.asarray(Image.open(out))
+  assert not np.array_equal(result[5:12, 4:15], np.full((7, 11, 3), 90))  # Filled.
+  np.testing.assert_array_equal(result[15:], 90)
+  # --mask_threshold: where anti-aliased edges are cut, checked before anything runs.
+  with pytest.raises(SystemExit, match='2'), contextlib.redirect_stderr(io.StringIO()) as err:
+    inpaint.parse_args(['--image', 'i.png', '--mask', 'm.png', '--polarity', 'hole_white',
+                        '--out', 'o.png', '--mask_threshold', '1.5'])
+  assert '--mask_threshold 1.5: must lie between 0 and 1' in err.getvalue()
+  assert inpaint.parse_args(['--image', 'i.png', '--mask', 'm.png', '--polarity', 'hole_white',
+                             '--out', 'o.png', '--mask_threshold', '0.2']).mask_threshold == 0.2
+
+
+def test_model_file_with_a_non_json_config_names_the_file(tiny_checkpoint, tmp_path):
+  path = model_file_with(tmp_path, tiny_checkpoint)
+  payload = serialization.msgpack_restore(path.read_bytes())
+  payload['config'] = 'not json {'
+  path.write_bytes(serialization.msgpack_serialize(payload))
+  with pytest.raises(ValueError, match=r'hostile\.msgpack: its config is not JSON'):
+    Inpainter.from_checkpoint(str(path))
+
+
+@pytest.mark.parametrize('image_format', ['GIF', 'PNG', 'TIFF'])
+def test_animated_and_multi_page_images_are_refused(tmp_path, image_format):
+  frames = [Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)) for k in range(3)]
+  path = tmp_path / f'animated.{image_format.lower()}'
+  frames[0].save(path, format=image_format, save_all=True, append_images=frames[1:])
+  with pytest.raises(InputError, match='animated.* has 3 frames'):
+    image_input.open_image(path)
+  with pytest.raises(decoding.UnreadableInputError, match='3 frames'):
+    decoding.decode_rgb(path.read_bytes())
