@@ -1,6 +1,7 @@
 """Issue 24, hostile input part three: each test is one numbered case and failed on the code
 before its fix (concurrent runs, damaged weights, evaluate's output folder, and the rest)."""
 
+import asyncio
 import contextlib
 import io
 import json
@@ -11,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import cv2
@@ -22,6 +24,7 @@ from PIL import Image
 
 from configs import tiny
 from define_jax import checkpoints
+from define_jax import demo
 from define_jax import evaluate
 from define_jax import export
 from define_jax import image_input
@@ -521,3 +524,64 @@ def test_animated_and_multi_page_images_are_refused(tmp_path, image_format):
     image_input.open_image(path)
   with pytest.raises(decoding.UnreadableInputError, match='3 frames'):
     decoding.decode_rgb(path.read_bytes())
+
+
+# --- Case 18: the demo serves only its examples, checks the Origin's port, cleans up -----
+
+def asgi_status(hosts, headers, method='POST') -> int:
+  """The status LocalOnly answers (200: passed on to the app)."""
+  sent = []
+
+  async def app(scope, receive, send):  # pylint: disable=unused-argument
+    sent.append({'type': 'http.response.start', 'status': 200})
+
+  async def send(message):
+    sent.append(message)
+
+  scope = {'type': 'http', 'method': method, 'path': '/gradio_api/queue/join',
+           'headers': [(k.encode(), v.encode()) for k, v in headers.items()]}
+  asyncio.run(demo.LocalOnly(app, hosts)(scope, None, send))
+  return sent[0]['status']
+
+
+@pytest.mark.parametrize('hosts', [list(demo.LOCAL_NAMES), None])
+def test_demo_origin_check_includes_the_port(hosts):
+  host = {'host': 'localhost:7860'}
+  assert asgi_status(hosts, {**host, 'origin': 'http://localhost:7860'}) == 200
+  assert asgi_status(hosts, {**host, 'origin': 'http://localhost:9999'}) == 403
+  assert asgi_status(hosts, {**host, 'origin': 'http://localhost'}) == 403  # Port 80.
+  assert asgi_status(hosts, {'host': 'localhost', 'origin': 'http://localhost'}) == 200
+
+
+def test_demo_serves_only_example_images_and_cleans_up_on_sigterm(inpainter, tmp_path,
+                                                                  monkeypatch):
+  monkeypatch.setattr(demo, 'configure_logging', lambda verbose: None)
+  extra = tmp_path / 'extra'
+  extra.mkdir()
+  Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(extra / 'face.png')
+  (extra / 'secret.txt').write_text('do not serve')
+  upload = tmp_path / 'upload.png'
+  upload.write_bytes(b'an upload in the cache')
+  seen = {}
+
+  def launch(app, **kwargs):
+    seen['allowed_paths'] = kwargs['allowed_paths']
+
+  def block_thread(app):
+    app.upload_file_set.add(str(upload))
+    (folder,) = seen['allowed_paths']
+    seen['examples'] = sorted(os.listdir(folder))
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # The handler interrupts this.
+
+  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path: inpainter))
+  monkeypatch.setattr(demo.gr.Blocks, 'launch', launch)
+  monkeypatch.setattr(demo.gr.Blocks, 'block_thread', block_thread)
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    assert demo.main(['--examples', str(extra), '--port', '8']) == 0
+  (folder,) = seen['allowed_paths']
+  assert os.path.basename(folder).startswith('define_jax_demo_examples_')
+  assert 'example_03.png' in seen['examples'] and not any('secret' in f for f in seen['examples'])
+  assert not os.path.exists(folder)  # The temporary folder is gone,
+  assert not upload.exists()  # and so are the uploads.
+  assert (extra / 'secret.txt').exists() and (extra / 'face.png').exists()
