@@ -53,7 +53,7 @@ from define_jax import console
 from define_jax import image_input
 from define_jax import output_files
 from define_jax.image_input import InputError
-from define_jax.inference import Inpainter
+from define_jax.inference import Inpainter, MAX_PASSES
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 100
@@ -233,6 +233,8 @@ class Demo:
     """Previous state -> (composite with one more pass, status, state)."""
     if not state:
       raise user_error('Press Inpaint first.')
+    if state['passes'] >= MAX_PASSES:
+      raise user_error(f'{MAX_PASSES} passes is the most: later ones change little.')
     state = dict(state, passes=state['passes'] + 1)
     result, network_s = self.run(state['photo'], state['holes'], state['passes'])
     return result, self.status(state, network_s), state

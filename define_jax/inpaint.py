@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from define_jax import console
 from define_jax import image_input
+from define_jax import inference
 from define_jax import output_files
 from define_jax.datasets import image_folder
 from define_jax.image_input import InputError
@@ -224,7 +225,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--polarity', required=True, choices=['hole_white', 'keep_white'],
                       help='hole_white: white mask pixels are holes; keep_white: they are kept.')
   parser.add_argument('--passes', type=positive_int, default=1,
-                      help='Network passes; later ones refine the previous result.')
+                      help='Network passes; later ones refine the previous result (at most '
+                      f'{inference.MAX_PASSES}).')
   parser.add_argument('--fit', default='resize', choices=['resize', 'pad'],
                       help="resize to the model's size (default) or pad at native resolution.")
   parser.add_argument('--mask_threshold', type=float,
@@ -248,6 +250,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):
     parser.error('give either --image and --mask, or --images and --masks.')
+  if options.passes > inference.MAX_PASSES:
+    parser.error(f'--passes {options.passes}: at most {inference.MAX_PASSES}.')
   if not 0.0 < options.mask_threshold < 1.0:
     parser.error(f'--mask_threshold {options.mask_threshold}: must lie between 0 and 1.')
   if options.skip_existing and (options.overwrite or not options.images):

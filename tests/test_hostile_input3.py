@@ -28,6 +28,7 @@ from define_jax import demo
 from define_jax import evaluate
 from define_jax import export
 from define_jax import image_input
+from define_jax import inference
 from define_jax import inpaint
 from define_jax import output_files
 from define_jax import steps
@@ -585,3 +586,23 @@ def test_demo_serves_only_example_images_and_cleans_up_on_sigterm(inpainter, tmp
   assert not os.path.exists(folder)  # The temporary folder is gone,
   assert not upload.exists()  # and so are the uploads.
   assert (extra / 'secret.txt').exists() and (extra / 'face.png').exists()
+
+
+# --- Case 12: passes are a loop inside one compiled program, with a maximum --------------
+
+def test_any_number_of_passes_runs_one_compiled_program(tiny_checkpoint):
+  inpainter = Inpainter.from_checkpoint(tiny_checkpoint)
+  image = (astronaut(40, 40) * 255).astype(np.uint8)
+  holes = np.zeros((40, 40), bool)
+  holes[10:25, 8:30] = True
+  results = [inpainter(image, holes, polarity='hole_white', passes=passes)
+             for passes in (1, 2, 3, inference.MAX_PASSES)]
+  assert len(inpainter.compiled_shapes) == 1, inpainter.compiled_shapes
+  assert not np.array_equal(results[0], results[1])
+  assert not np.array_equal(results[1], results[2])
+  with pytest.raises(ValueError, match=f'need 1 to {inference.MAX_PASSES} passes'):
+    inpainter(image, holes, polarity='hole_white', passes=10**6)
+  with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+    inpaint.parse_args(['--image', 'i.png', '--mask', 'm.png', '--polarity', 'hole_white',
+                        '--out', 'o.png', '--passes', '1000000'])
+  assert f'--passes 1000000: at most {inference.MAX_PASSES}' in err.getvalue()
