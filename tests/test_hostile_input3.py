@@ -39,6 +39,7 @@ from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
 
 from conftest import BAND_ROWS, REPO_ROOT, astronaut, save_checkpoint, write_masks
+from test_hostile_input import run_cli
 
 
 def write_lock(workdir, pid, host=None):
@@ -332,11 +333,7 @@ def photo_folders(tmp_path, names):
 
 
 def run_inpaint(inpainter, *args) -> tuple[int, str]:
-  stderr = io.StringIO()
-  with mock.patch.object(Inpainter, 'load', return_value=inpainter), \
-      contextlib.redirect_stderr(stderr):
-    status = inpaint.main([str(a) for a in args])
-  return status, stderr.getvalue()
+  return run_cli(args, inpainter)
 
 
 def folder_run(images, masks_dir, out, *extra):
