@@ -40,7 +40,11 @@ def _alive(pid: int) -> bool:
     return False
   except PermissionError:  # Someone else's live process.
     return True
-  return True
+  try:  # A killed process not yet reaped by its parent (a zombie) answers too.
+    with open(f'/proc/{pid}/stat', encoding='utf-8') as stat:
+      return stat.read().rpartition(')')[2].split()[0] != 'Z'
+  except (OSError, IndexError):
+    return True
 
 
 def _create(path: str) -> bool:

@@ -79,6 +79,17 @@ def test_stale_lock_of_a_dead_run_is_taken_over_with_a_warning(tmp_path, caplog)
   assert not (tmp_path / workdir_lock.LOCK_NAME).exists()  # Released.
 
 
+def test_lock_of_a_killed_unreaped_run_is_stale(tmp_path):
+  killed = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+  killed.kill()
+  time.sleep(0.5)  # Dead, but a zombie until waited for.
+  try:
+    write_lock(tmp_path, killed.pid)
+    workdir_lock.release(workdir_lock.acquire(str(tmp_path)))
+  finally:
+    killed.wait()
+
+
 def test_lock_of_another_host_is_refused_with_how_to_remove_it(tmp_path):
   write_lock(tmp_path, 1, host='elsewhere')
   with pytest.raises(workdir_lock.WorkdirInUseError, match='on elsewhere.*if that run is no '
