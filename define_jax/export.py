@@ -120,8 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        f'({error.filename}).') from error
     return f'Wrote {options.out} ({size / 2**20:.1f} MiB, step {step}, {options.dtype} weights).'
 
-  with output_files.terminate_as_interrupt():
-    return console.exit_status(export)
+  try:
+    with output_files.terminate_as_interrupt():  # The temporary file is removed.
+      return console.exit_status(export)
+  except KeyboardInterrupt:
+    print('Interrupted; nothing was written.', file=sys.stderr)
+    return console.INTERRUPTED_STATUS
 
 
 def check_output(out: str, overwrite: bool) -> None:
