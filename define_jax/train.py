@@ -228,6 +228,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   eval_set = evaluation.for_training(config)
   # Scores on this process's devices with the current variables (see evaluate).
   inpainter = Inpainter(starting_variables, config)
+  inpainter.refuse_non_finite = False  # NaN scores are logged; the non-finite guard stops.
   eval_batch_size = config.batch_size // jax.process_count()
   # The grids show the first scoring batch: a batch shape the evaluation compiled already.
   sample_images = eval_set.images[:eval_batch_size], eval_set.known[:eval_batch_size]
