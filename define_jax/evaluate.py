@@ -9,8 +9,8 @@ SSIM and LPIPS (VGG) of the composite (known pixels pasted back) per band of hol
 (0–10%, …, 50–60%, as in the PConv paper) and overall, as a Markdown table on stdout and in
 OUT/report.md (--out; default WORKDIR/eval for a workdir, ./eval otherwise; a report already
 there is replaced, but no other file, and --out may not lie inside --image_dir or --mask_dir;
-both are checked before scoring), with every per-image score in report.json and one PNG grid of examples
-per band.
+both are checked before scoring), with every per-image score in report.json and one PNG grid
+of examples per band. Unreadable files below --image_dir are skipped, counted and listed.
 
 Images: the validation split of the checkpoint's own dataset (default, as training-time
 evaluation reads it); or, with --image_dir, the first --num_images photos below it (sorted
