@@ -163,9 +163,9 @@ def mask_pixels(image: Image.Image, name: str = 'The mask') -> np.ndarray:
   """[H, W] grey levels of a mask image in their own scale: bool for 1-bit, uint16 for
   16-bit greys, float32 for 'F', uint8 otherwise (colour as luminance).
 
-  Alpha: a mask of one colour whose transparency varies (strokes painted on a transparent
-  layer, as the demo's editor gives) is read from its alpha, opaque = white; otherwise the
-  colour is the mask and alpha is ignored.
+  Alpha: a mask whose visible pixels have one colour while its transparency varies
+  (strokes painted on a transparent layer, as the demo's editor gives) is read from its
+  alpha, opaque = white; otherwise the colour is the mask and alpha is ignored.
   """
   if image.mode in _SIXTEEN_BIT_MODES or image.mode == 'I':
     return _sixteen_bit(image, name)
@@ -175,8 +175,9 @@ def mask_pixels(image: Image.Image, name: str = 'The mask') -> np.ndarray:
     return np.asarray(image, bool)
   if image.mode in _ALPHA_MODES or 'transparency' in image.info:
     rgba = np.asarray(image.convert('RGBA'))
-    colour, alpha = rgba[..., :3].reshape(-1, 3), rgba[..., 3]
-    if alpha.size and (colour == colour[0]).all() and alpha.min() != alpha.max():
+    alpha = rgba[..., 3]
+    visible = rgba[..., :3][alpha > 0]  # The colour of transparent pixels is never seen.
+    if alpha.min() != alpha.max() and (visible == visible[0]).all():
       return alpha
   return np.asarray(image.convert('L'))
 

@@ -505,9 +505,8 @@ def test_mask_holes_only_in_alpha_are_used_and_mask_threshold_is_a_cli_option(
     inpainter, tmp_path):
   image = tmp_path / 'image.png'
   Image.fromarray(np.full((24, 20, 3), 90, np.uint8)).save(image)
-  rgba = np.zeros((24, 20, 4), np.uint8)
-  rgba[..., :3] = 255
-  rgba[5:12, 4:15, 3] = 255  # Painted (opaque) strokes on a transparent layer.
+  rgba = np.zeros((24, 20, 4), np.uint8)  # Transparent black,
+  rgba[5:12, 4:15] = (255, 0, 255, 255)  # with opaque magenta strokes painted on it.
   Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
   out = tmp_path / 'out.png'
   assert run_inpaint(inpainter, '--image', image, '--mask', tmp_path / 'alpha.png',
