@@ -93,8 +93,11 @@ def _file_checksums(step_dir: epath.Path) -> dict[str, str]:
       if path.is_dir():
         pending.append(path)
       elif path.name != CHECKSUMS:
-        with path.open('rb') as file:
-          sums[str(path.relative_to(step_dir))] = hashlib.file_digest(file, 'sha256').hexdigest()
+        digest = hashlib.sha256()
+        with path.open('rb') as file:  # Bucket files lack readinto (hashlib.file_digest).
+          while chunk := file.read(1 << 22):
+            digest.update(chunk)
+        sums[str(path.relative_to(step_dir))] = digest.hexdigest()
   return dict(sorted(sums.items()))
 
 
