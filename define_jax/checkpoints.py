@@ -3,11 +3,16 @@
 Layout: WORKDIR/checkpoints/<step>/{model,optimizer,config}. `model` holds params and
 BatchNorm statistics, and their moving averages under `ema` when the run keeps them (all
 inference needs), `optimizer` the Adam state and non-finite
-counters, `config` the run's config as JSON so a checkpoint rebuilds its own model.
+counters, `config` the run's config as JSON so a checkpoint rebuilds its own model, and
+`define_jax_checksums.json` the SHA-256 of every file of the step, written once the save is
+complete and checked before each restore: Orbax notices truncated files but not damaged
+bytes, which would otherwise restore as garbage weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging as std_logging
 import os
 import time
@@ -20,9 +25,14 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from define_jax import config_lib
 from define_jax import export
+from define_jax import weight_checks
 
 ITEMS = ('model', 'optimizer', 'config')
+CHECKSUMS = 'define_jax_checksums.json'
+# Steps saved by this process whose checksums are not written yet, by checkpoint directory.
+_unsealed: dict[str, set[int]] = {}
 
 
 class _ReadOnlyNotices(std_logging.Filter):
@@ -75,8 +85,54 @@ def _split_state(state) -> dict[str, Any]:
   }
 
 
+def _file_checksums(step_dir: epath.Path) -> dict[str, str]:
+  """SHA-256 of every file below a step directory (the manifest itself excluded)."""
+  sums, pending = {}, [step_dir]
+  while pending:  # epath has no recursive glob for buckets.
+    for path in pending.pop().iterdir():
+      if path.is_dir():
+        pending.append(path)
+      elif path.name != CHECKSUMS:
+        digest = hashlib.sha256()
+        with path.open('rb') as file:  # Bucket files lack readinto (hashlib.file_digest).
+          while chunk := file.read(1 << 22):
+            digest.update(chunk)
+        sums[str(path.relative_to(step_dir))] = digest.hexdigest()
+  return dict(sorted(sums.items()))
+
+
+def verify_checksums(step_dir: epath.Path) -> None:
+  """ValueError naming the first damaged, missing or added file of a step directory whose
+  manifest disagrees with its files; steps saved without a manifest pass unchecked."""
+  manifest = step_dir / CHECKSUMS
+  if not manifest.exists():
+    return
+  try:
+    expected = json.loads(manifest.read_text())
+  except ValueError as error:
+    raise ValueError(f'{manifest} is damaged: {error}') from error
+  actual = _file_checksums(step_dir)
+  for name in sorted(set(expected) | set(actual)):
+    if expected.get(name) != actual.get(name):
+      problem = ('is missing' if name not in actual else 'was not written by the save'
+                 if name not in expected else 'is damaged (checksum mismatch)')
+      raise ValueError(f'{step_dir / name} {problem}')
+
+
+def finish(manager: ocp.CheckpointManager) -> None:
+  """Waits for pending saves, then writes the checksums of the steps this process saved."""
+  manager.wait_until_finished()
+  directory = epath.Path(manager.directory)
+  for step in sorted(_unsealed.pop(str(directory), set())):
+    step_dir = directory / str(step)
+    if jax.process_index() == 0 and step_dir.is_dir():  # Deleted meanwhile (max_to_keep).
+      (step_dir / CHECKSUMS).write_text(json.dumps(_file_checksums(step_dir), indent=0))
+
+
 def save(manager: ocp.CheckpointManager, state, config: Mapping[str, Any]) -> int:
-  """Saves an unreplicated train state at its step; returns the step."""
+  """Saves an unreplicated train state at its step; returns the step. The save runs in
+  the background; its checksums are written by the next save or by `finish`."""
+  finish(manager)
   state = jax.device_get(state)
   step = int(state.step)
   items = _split_state(state)
@@ -84,6 +140,7 @@ def save(manager: ocp.CheckpointManager, state, config: Mapping[str, Any]) -> in
       model=ocp.args.StandardSave(items['model']),
       optimizer=ocp.args.StandardSave(items['optimizer']),
       config=ocp.args.JsonSave(dict(config))))
+  _unsealed.setdefault(str(epath.Path(manager.directory)), set()).add(step)
   return step
 
 
@@ -101,20 +158,28 @@ def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
   return str(target)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state):
+def restore_latest(manager: ocp.CheckpointManager, state, config=None):
   """The newest readable checkpoint restored into `state`'s structure, or None.
 
-  Checkpoints that fail to restore (truncated or damaged files) are skipped with a
-  warning naming them, in favour of the next older one, and moved to
+  Checkpoints that fail to restore (truncated or damaged files, non-finite weights) are
+  skipped with a warning naming them, in favour of the next older one, and moved to
   WORKDIR/checkpoints_unreadable/. Interrupted saves never count: Orbax only lists
-  checkpoints whose write completed.
+  checkpoints whose write completed. With `config`, ValueError when the checkpoint was
+  written by another architecture (before anything is restored into `state`).
   """
   template = _split_state(jax.device_get(state))
   for step in sorted(manager.all_steps(), reverse=True):
+    step_dir = epath.Path(manager.directory) / str(step)
+    if config is not None:
+      stored = _stored_config(step_dir)
+      if stored is not None:
+        config_lib.check_same_architecture(config, stored, f'The checkpoint {step_dir}')
     try:
+      verify_checksums(step_dir)
       restored = manager.restore(step, args=ocp.args.Composite(
           model=ocp.args.StandardRestore(template['model']),
           optimizer=ocp.args.StandardRestore(template['optimizer'])))
+      weight_checks.check_variables(restored['model'], str(step_dir))
     except Exception as error:  # pylint: disable=broad-except
       logging.warning('Skipping unreadable checkpoint %s (%s: %s); moved to %s.',
                       os.path.join(str(manager.directory), str(step)),
@@ -129,6 +194,16 @@ def restore_latest(manager: ocp.CheckpointManager, state):
         nonfinite_streak=optimizer['nonfinite_streak'],
         nonfinite_total=optimizer['nonfinite_total'])
   return None
+
+
+def _stored_config(step_dir: epath.Path) -> dict | None:
+  """The config a step was saved with, or None when it cannot be read (the restore then
+  reports the damage)."""
+  try:
+    stored = json.loads((step_dir / 'config' / 'metadata').read_text())
+  except (OSError, ValueError):
+    return None
+  return stored if isinstance(stored, dict) else None
 
 
 def _describe(path: epath.Path) -> str:
@@ -168,15 +243,17 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
   errors = []
   for candidate in steps:
     try:
+      verify_checksums(root / str(candidate))
       restored = manager.restore(candidate, args=ocp.args.Composite(
           model=ocp.args.StandardRestore(), config=ocp.args.JsonRestore()))
+      model = dict(restored['model'])
+      # The moving averages, when the run kept them, are the weights to use.
+      model = dict(model.get('ema', model))
+      variables = jax.tree.map(np.asarray, {k: model[k] for k in ('params', 'batch_stats')})
+      weight_checks.check_variables(variables, f'{root}/{candidate}')
     except Exception as error:  # pylint: disable=broad-except
       logging.warning('Skipping unreadable checkpoint %s/%s: %s', root, candidate, error)
       errors.append(f'{candidate}: {error}')
       continue
-    model = dict(restored['model'])
-    # The moving averages, when the run kept them, are the weights to use.
-    model = dict(model.get('ema', model))
-    variables = jax.tree.map(np.asarray, {k: model[k] for k in ('params', 'batch_stats')})
     return variables, dict(restored['config']), int(candidate)
   raise FileNotFoundError(f'No readable checkpoint under {root}: ' + '; '.join(errors))

@@ -46,6 +46,10 @@ MODEL_FIELDS = ARCHITECTURE_FIELDS + ('freeze_encoder_bn', 'dtype', 'image_size'
 # Model fields added after the first checkpoints were written, with the behaviour those
 # checkpoints have: checkpoints without them restore as they were trained.
 MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none'}
+# Bounds of the network's size: 8192² already needs tens of GB per image, and larger values
+# would only overflow (a stored image_size of 10**9 aborted the process).
+MAX_IMAGE_SIZE = 8192
+MAX_LAYERS = 13  # 2**13 = MAX_IMAGE_SIZE: a deeper U-Net has no pixels left.
 
 
 def resolve(name: str) -> Path:
@@ -115,25 +119,50 @@ def load(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   return flag_values.config
 
 
+def _check_type(config: Mapping[str, Any], field: str, kind: type, where: str) -> None:
+  value = config[field]
+  # bool is an int in Python; a stored True is no image size.
+  if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    raise ValueError(f'{where}{field}={value!r}: expected {kind.__name__}.')
+
+
+def validate_model(config: Mapping[str, Any], where: str = 'config.') -> None:
+  """Rejects model fields (MODEL_FIELDS and those added later) of the wrong type or out of
+  range before anything is built, naming the field; `where` prefixes the names (a stored
+  config names its file)."""
+  for field, kind in (('model', str), ('dtype', str), ('prefill', str), ('layers', int),
+                      ('image_size', int), ('base_features', int), ('max_features', int),
+                      ('freeze_encoder_bn', bool), ('mask_channel', bool)):
+    _check_type(config, field, kind, where)
+  for field, choices in (('model', sorted(steps.MODELS)), ('dtype', sorted(steps.DTYPES)),
+                         ('prefill', list(models.PREFILLS))):
+    if config[field] not in choices:
+      raise ValueError(f'{where}{field}={config[field]!r}: expected one of {choices}.')
+  for field in ('base_features', 'max_features'):
+    if config[field] < 1:
+      raise ValueError(f'{where}{field}={config[field]}: must be positive.')
+  if not 2 <= config['layers'] <= MAX_LAYERS:
+    raise ValueError(f'{where}layers={config["layers"]}: need 2 to {MAX_LAYERS} levels.')
+  if not 1 <= config['image_size'] <= MAX_IMAGE_SIZE:
+    raise ValueError(f'{where}image_size={config["image_size"]}: must lie in [1, '
+                     f'{MAX_IMAGE_SIZE}].')
+  if config['image_size'] % (2 ** config['layers']):
+    raise ValueError(
+        f'{where}image_size={config["image_size"]} is not divisible by 2**layers='
+        f'{2 ** config["layers"]}; use layers=7 for 256², 8 for 512², or a matching '
+        'image_size.')
+
+
 def validate(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
   """Rejects inconsistent settings before anything is compiled, naming the field.
 
   device_count: devices the global batch is split over (default: all of JAX's).
   """
-  if config.model not in steps.MODELS:
-    raise ValueError(f'config.model={config.model!r}: expected one of {sorted(steps.MODELS)}.')
-  if config.dtype not in steps.DTYPES:
-    raise ValueError(f'config.dtype={config.dtype!r}: expected one of {sorted(steps.DTYPES)}.')
+  validate_model(config)
   losses.get_loss_weights(config.loss)  # Raises with the known presets.
   if config.tv_region not in losses.TV_REGIONS:
     raise ValueError(f'config.tv_region={config.tv_region!r}: expected one of '
                      f'{losses.TV_REGIONS}.')
-  if config.layers < 2:
-    raise ValueError(f'config.layers={config.layers}: need at least 2 levels.')
-  if config.image_size % (2 ** config.layers):
-    raise ValueError(
-        f'config.image_size={config.image_size} is not divisible by 2**config.layers='
-        f'{2 ** config.layers}; use layers=7 for 256², 8 for 512², or a matching image_size.')
   device_count = jax.device_count() if device_count is None else device_count
   if config.batch_size <= 0 or config.batch_size % device_count:
     raise ValueError(
@@ -141,8 +170,6 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
         f'{device_count} devices (the global batch is split evenly across them).')
   if config.learning_rate <= 0:
     raise ValueError(f'config.learning_rate={config.learning_rate} must be positive.')
-  if config.prefill not in models.PREFILLS:
-    raise ValueError(f'config.prefill={config.prefill!r}: expected one of {models.PREFILLS}.')
   if config.lr_schedule not in steps.LR_SCHEDULES:
     raise ValueError(f'config.lr_schedule={config.lr_schedule!r}: expected one of '
                      f'{steps.LR_SCHEDULES}.')
@@ -165,11 +192,15 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
 def model_config(stored: Mapping[str, Any], path: str) -> ml_collections.ConfigDict:
   """The config of a checkpoint or model file at `path`, as a ConfigDict the model can be
   built from; ValueError when it lacks a field that defines the network."""
+  if not isinstance(stored, Mapping):
+    raise ValueError(f'The checkpoint at {path} has no config (found {type(stored).__name__}).')
   missing = [field for field in MODEL_FIELDS if field not in stored]
   if missing:
     raise ValueError(f'The checkpoint at {path} has a config without {", ".join(missing)}; '
                      'it was not written by define_jax.train.')
-  return ml_collections.ConfigDict({**MODEL_FIELDS_ADDED_LATER, **stored})
+  config = {**MODEL_FIELDS_ADDED_LATER, **stored}
+  validate_model(config, f'The config stored in {path}: ')
+  return ml_collections.ConfigDict(config)
 
 
 def check_same_architecture(config: ml_collections.ConfigDict, source: Mapping[str, Any],

@@ -1,5 +1,5 @@
 """Terminal conventions of the command-line entry points: library logs only on request,
-expected errors as one `error: ...` line, one --checkpoint argument.
+expected errors as one `error: ...` line and exit status 2, one --checkpoint argument.
 
 TensorFlow's native libraries print load-time banners (oneDNN, absl::InitializeLog) straight
 to file descriptor 2 when first imported, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21), so
@@ -49,14 +49,26 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser, *aliases: str) -> N
                       'a model file from define_jax.export (default: the packaged face model).')
 
 
+# Exit status of a command stopped by bad input or settings (as argparse's usage errors).
+ERROR_STATUS = 2
+# Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_STATUS = 130
+
+
+def error_line(error: BaseException) -> str:
+  """`error: ...` on one line: multi-line messages (lists of mismatches) are joined."""
+  return 'error: ' + ' '.join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def exit_status(command: Callable[[], str],
                 errors: tuple[type[Exception], ...] = (FileNotFoundError, ValueError)) -> int:
   """Runs an entry point's work: prints the text it returns and gives 0, or, for one of the
-  expected `errors` (bad input, named in its message), prints `error: ...` and gives 1."""
+  expected `errors` (bad input, named in its message), prints `error: ...` and gives
+  ERROR_STATUS."""
   try:
     text = command()
   except errors as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
+    print(error_line(error), file=sys.stderr)
+    return ERROR_STATUS
   print(text)
   return 0

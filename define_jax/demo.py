@@ -20,7 +20,9 @@ Safety and resources:
   - uploads over --max_upload_mb are cut off while streaming; images over --max_pixels are
     refused from their header before decoding (image_input.open_image);
   - uploaded and result files are deleted from Gradio's cache --keep_files_s after they
-    arrive (and all of them when the server stops);
+    arrive (and all of them when the server stops, on Ctrl-C or SIGTERM), and so is the
+    temporary folder of examples, the only folder whose files are served (--examples
+    photos are copied there: nothing else below that folder is reachable);
   - a queue runs one inpainting at a time and makes concurrent requests wait;
   - bad input is a message in the page; other errors show a short message and the
     traceback goes to the server log only.
@@ -35,6 +37,7 @@ os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # Read when gradio is imported
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import logging
+import shutil
 import socket
 import sys
 import tempfile
@@ -48,8 +51,9 @@ from PIL import Image
 
 from define_jax import console
 from define_jax import image_input
+from define_jax import output_files
 from define_jax.image_input import InputError
-from define_jax.inference import Inpainter
+from define_jax.inference import Inpainter, MAX_PASSES
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 100
@@ -66,10 +70,22 @@ log = logging.getLogger('define_jax.demo')
 
 def _hostname(value: str) -> str:
   """'127.0.0.1' from '127.0.0.1:7860', '::1' from '[::1]:7860', 'a.b' from 'http://a.b:1'."""
-  value = value.split('://', 1)[-1].split('/', 1)[0].lower()
+  return _host_and_port(value)[0]
+
+
+def _host_and_port(value: str) -> tuple[str, str]:
+  """(host, port) of a Host header or an Origin; the port is '' when not given (an Origin's
+  default port is its scheme's)."""
+  scheme, _, rest = value.rpartition('://')
+  value = rest.split('/', 1)[0].lower()
   if value.startswith('['):
-    return value[1:].split(']', 1)[0]
-  return value.rsplit(':', 1)[0] if value.count(':') == 1 else value
+    host, _, port = value[1:].partition(']')
+    port = port[1:]
+  elif value.count(':') == 1:
+    host, port = value.split(':')
+  else:
+    host, port = value, ''
+  return host, port or {'http': '80', 'https': '443'}.get(scheme.lower(), '')
 
 
 class LocalOnly:
@@ -77,7 +93,8 @@ class LocalOnly:
   state-changing requests from another origin (a page elsewhere posting to the demo).
 
   hosts=None accepts any Host (the user bound to 0.0.0.0 or :: on purpose); the Origin
-  must then match the Host.
+  must then match the Host. Either way the Origin's port must be the Host's: another server
+  on this machine (http://localhost:9999) is another origin.
   """
 
   def __init__(self, app: Callable, hosts: Sequence[str] | None):
@@ -96,7 +113,9 @@ class LocalOnly:
     if problem is None and origin is not None and scope.get('method', 'GET') not in (
         'GET', 'HEAD', 'OPTIONS'):
       allowed = self.hosts if self.hosts is not None else {host}
-      if _hostname(origin) not in allowed:
+      origin_host, origin_port = _host_and_port(origin)
+      host_port = _host_and_port(headers.get('host', ''))[1] or '80'
+      if origin_host not in allowed or origin_port != host_port:
         problem = f'cross-origin request from {origin!r}'
     if problem is None:
       return await self.app(scope, receive, send)
@@ -214,6 +233,8 @@ class Demo:
     """Previous state -> (composite with one more pass, status, state)."""
     if not state:
       raise user_error('Press Inpaint first.')
+    if state['passes'] >= MAX_PASSES:
+      raise user_error(f'{MAX_PASSES} passes is the most: later ones change little.')
     state = dict(state, passes=state['passes'] + 1)
     result, network_s = self.run(state['photo'], state['holes'], state['passes'])
     return result, self.status(state, network_s), state
@@ -227,8 +248,10 @@ class Demo:
 
 
 def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> list[str]:
-  """PNG files of scikit-image's photographs (no network), then up to MAX_EXTRA_EXAMPLES
-  from extra_dir; unreadable extras are skipped with a warning."""
+  """PNG files of scikit-image's photographs (no network), then copies of up to
+  MAX_EXTRA_EXAMPLES images from extra_dir, all in `directory` (the only folder the server
+  serves files from: nothing else below extra_dir is reachable); unreadable extras are
+  skipped with a warning."""
   import skimage.data
 
   paths = []
@@ -246,7 +269,9 @@ def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> l
       except InputError as error:
         log.warning('Skipping example: %s', error)
         continue
-      paths.append(str(file))
+      copy = directory / f'example_{len(paths):02d}{file.suffix.lower()}'
+      shutil.copyfile(file, copy)
+      paths.append(str(copy))
   return paths
 
 
@@ -344,12 +369,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info('Warm-up (compilation) %.1f s.', time.perf_counter() - start)
   except (FileNotFoundError, ValueError) as error:
     print(f'error: cannot start the demo: {error}', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   except Exception as error:  # pylint: disable=broad-except
     log.debug('Loading failed', exc_info=True)
     print(f'error: cannot load {what}: {type(error).__name__}: {error}', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   examples_dir = Path(tempfile.mkdtemp(prefix='define_jax_demo_examples_'))
+  try:
+    with output_files.terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C.
+      return serve(inpainter, options, examples_dir)
+  except KeyboardInterrupt:
+    return 0
+  finally:
+    shutil.rmtree(examples_dir, ignore_errors=True)
+
+
+def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path) -> int:
+  """Serves the app until Ctrl-C or SIGTERM; closing it deletes uploads and results."""
   examples = write_examples(examples_dir, options.examples, options.max_pixels)
   app = build(inpainter, examples=examples, max_pixels=options.max_pixels,
               keep_files_s=options.keep_files_s)
@@ -361,12 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                prevent_thread_lock=True, quiet=True, show_error=False, ssr_mode=False,
                pwa=False, mcp_server=False, enable_monitoring=False,
                max_file_size=f'{options.max_upload_mb}mb',
-               allowed_paths=[str(examples_dir), *([options.examples] if options.examples else [])],
+               allowed_paths=[str(examples_dir)],
                app_kwargs={'middleware': [_middleware(LocalOnly, hosts=hosts)]})
   except OSError as error:
     print(f'error: cannot listen on {options.host}:{port}: {error}. Pass another --port (0 '
           'picks a free one).', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   shown_host = f'[{options.host}]' if ':' in options.host else options.host
   print(f'DeFINe demo running at http://{shown_host}:{port}/ (Ctrl+C to stop)', flush=True)
   try:
@@ -375,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pass
   finally:
     app.close()
+    # Gradio deletes its cached uploads and results in the server thread's shutdown, which
+    # a SIGTERM-ed process may not live to see: delete them here.
+    from gradio import route_utils
+    route_utils.delete_files_created_by_app(app, age=None)
   return 0
 
 

@@ -8,8 +8,9 @@ define_jax.export; without it the packaged face model is scored. Reports L1 (×1
 SSIM and LPIPS (VGG) of the composite (known pixels pasted back) per band of hole ratio
 (0–10%, …, 50–60%, as in the PConv paper) and overall, as a Markdown table on stdout and in
 OUT/report.md (--out; default WORKDIR/eval for a workdir, ./eval otherwise; a report already
-there is replaced), with every per-image score in report.json and one PNG grid of examples
-per band.
+there is replaced, but no other file, and --out may not lie inside --image_dir or --mask_dir;
+both are checked before scoring), with every per-image score in report.json and one PNG grid
+of examples per band. Unreadable files below --image_dir are skipped, counted and listed.
 
 Images: the validation split of the checkpoint's own dataset (default, as training-time
 evaluation reads it); or, with --image_dir, the first --num_images photos below it (sorted
@@ -48,6 +49,8 @@ from define_jax.inference import Inpainter
 MODEL_METHOD = 'DeFINe'
 # Grid tiles are enlarged to at least this many pixels so small models' examples are visible.
 _MIN_TILE = 128
+# Smallest evaluation size: LPIPS's VGG gives NaN below it.
+MIN_IMAGE_SIZE = 16
 # Decimals shown per metric in the tables.
 METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4}
 
@@ -64,8 +67,12 @@ def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) ->
 def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDict,
                    size: int) -> evaluation.EvalSet:
   mask_dir = '' if options.masks == 'generated' else _mask_dir(options, config)
+  skipped = []
   if options.image_dir and options.split != 'validation':
-    images, image_names = evaluation.folder_images(options.image_dir, size, options.num_images)
+    images, image_names, skipped = evaluation.folder_images(options.image_dir, size,
+                                                            options.num_images)
+    for line in skipped:
+      print(f'skipped {line}', file=sys.stderr)
   else:
     images, image_names = evaluation.validation_images(config, size, options.num_images,
                                                        options.image_dir)
@@ -74,7 +81,7 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
         mask_dir, evaluation.MASK_POLARITIES[options.masks], size, len(images), options.seed)
   else:
     known, mask_names = evaluation.generated_masks(size, len(images), options.seed)
-  return evaluation.EvalSet(images, known, image_names, mask_names)
+  return evaluation.EvalSet(images, known, image_names, mask_names, skipped)
 
 
 def _methods(inpainter: Inpainter, with_baselines: bool,
@@ -127,6 +134,11 @@ def _enlarge(images: np.ndarray) -> np.ndarray:
   return images.repeat(factor, axis=1).repeat(factor, axis=2)
 
 
+def grid_name(band: int) -> str:
+  low, high = (round(100 * e) for e in metrics.BAND_EDGES[band:band + 2])
+  return f'band_{low:02d}-{high:02d}.png'
+
+
 def write_example_grids(out_dir: Path, eval_set: evaluation.EvalSet,
                         example_composites: dict[str, np.ndarray],
                         titles: dict[str, str]) -> list[str]:
@@ -142,8 +154,7 @@ def write_example_grids(out_dir: Path, eval_set: evaluation.EvalSet,
     columns = [visualize.masked_input(images[rows], known[rows])]
     columns += [composites[rows] for composites in example_composites.values()]
     columns.append(images[rows])
-    low, high = (round(100 * e) for e in metrics.BAND_EDGES[band:band + 2])
-    path = out_dir / f'band_{low:02d}-{high:02d}.png'
+    path = out_dir / grid_name(band)
     visualize.save_png(str(path), visualize.grid([_enlarge(c) for c in columns]),
                        titles=['input'] + [titles[name] for name in example_composites] + ['truth'])
     paths.append(path.name)
@@ -165,6 +176,9 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
       f'seed {options.seed}',
       'Metrics of the composite (known pixels pasted back); best per band in bold.',
   ]
+  if eval_set.skipped:
+    header.append(f'{len(eval_set.skipped)} unreadable image files skipped: ' +
+                  '; '.join(eval_set.skipped))
   if options.baselines and size > baselines.BIHARMONIC_MAX_SIZE:
     header.append(f'Biharmonic inpainting skipped: it is only run up to '
                   f'{baselines.BIHARMONIC_MAX_SIZE}².')
@@ -234,20 +248,58 @@ def report_dir(options: argparse.Namespace) -> Path:
   return Path('eval')
 
 
+def _report_file_names() -> list[str]:
+  """Every file name evaluate may write into its report directory."""
+  return ['report.md', 'report.json'] + [grid_name(band) for band in range(metrics.NUM_BANDS)]
+
+
+def _written_by_evaluate(out_dir: Path) -> set[str]:
+  """The files of a previous report in out_dir, as its report.json lists them."""
+  try:
+    report = json.loads((out_dir / 'report.json').read_text(encoding='utf-8'))
+    return {'report.md', 'report.json', *report['grids']} if 'per_image' in report else set()
+  except (OSError, ValueError, KeyError, TypeError):
+    return set()
+
+
+def prepare_report_dir(options: argparse.Namespace) -> Path:
+  """The report directory, created; ValueError before any scoring when it is a file, lies
+  inside --image_dir or --mask_dir (the report would be read as input next time), or holds
+  a file of a report's name that evaluate did not write (it is never overwritten)."""
+  out_dir = report_dir(options)
+  if out_dir.exists() and not out_dir.is_dir():
+    raise ValueError(f'--out {out_dir} is a file, not a directory.')
+  for option, folder in (('--image_dir', options.image_dir), ('--mask_dir', options.mask_dir)):
+    if folder and Path(folder).resolve() in (out_dir.resolve(), *out_dir.resolve().parents):
+      raise ValueError(f'--out {out_dir} lies inside {option} {folder}: the report would be '
+                       'read as input by the next run. Choose another --out.')
+  ours = _written_by_evaluate(out_dir)
+  foreign = [name for name in _report_file_names()
+             if (out_dir / name).exists() and name not in ours]
+  if foreign:
+    raise ValueError(f'--out {out_dir} already holds {", ".join(foreign)}, not written by '
+                     'evaluate; choose an empty or new folder (nothing is overwritten).')
+  try:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise ValueError(f'Cannot create --out {out_dir}: {error.strerror or error}.') from error
+  return out_dir
+
+
 def run(argv: Sequence[str]) -> dict:
   """Evaluates as the command line says; returns {'markdown', 'rows', 'out_dir'}."""
   options = parse_args(argv)
+  out_dir = prepare_report_dir(options)
   inpainter = Inpainter.load(options.checkpoint)
   size = options.image_size or inpainter.image_size
+  if size < MIN_IMAGE_SIZE:
+    raise ValueError(f'--image_size {size}: LPIPS needs at least {MIN_IMAGE_SIZE}×'
+                     f'{MIN_IMAGE_SIZE} pixels (its network halves the size four times).')
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, size)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,
                                                 options.batch_size)
   rows = scoring.summarize(per_image, eval_set.bands)
-  out_dir = report_dir(options)
-  if out_dir.exists() and not out_dir.is_dir():
-    raise ValueError(f'--out {out_dir} is a file, not a directory.')
-  out_dir.mkdir(parents=True, exist_ok=True)
   grids = write_example_grids(out_dir, eval_set, example_composites, titles)
   header = report_header(options, inpainter, eval_set, size)
   markdown = write_report(out_dir, header, rows, eval_set, per_image, grids, options)

@@ -22,6 +22,9 @@ import jax
 import numpy as np
 from flax import serialization
 
+from define_jax import output_files
+from define_jax import weight_checks
+
 FORMAT = 'define_jax.model'
 VERSION = 1
 SUFFIX = '.msgpack'
@@ -30,25 +33,27 @@ STORAGE_DTYPES = ('float16', 'bfloat16', 'float32')
 
 def write_model_file(path: str, variables: Mapping[str, Any], config: Mapping[str, Any],
                      step: int, dtype: str = 'float16') -> int:
-  """Writes the model file atomically (a temporary file, then rename); returns its size."""
+  """Writes the model file atomically (see output_files; an existing file is replaced);
+  returns its size."""
   if dtype not in STORAGE_DTYPES:
     raise ValueError(f'dtype={dtype!r}: expected one of {STORAGE_DTYPES}.')
   store = lambda x: np.asarray(x, jax.numpy.dtype(dtype))
+  with np.errstate(over='ignore'):  # Overflows are reported below, naming the file.
+    stored = {'params': jax.tree.map(store, dict(variables['params'])),
+              'batch_stats': jax.tree.map(lambda x: np.asarray(x, np.float32),
+                                          dict(variables['batch_stats']))}
+  # After the cast: float16 turns weights over 65504 into infinities.
+  weight_checks.check_variables(stored, f'{path} ({dtype} weights)')
   payload = {
       'format': FORMAT,
       'version': VERSION,
       'config': json.dumps(dict(config), sort_keys=True),
       'step': int(step),
       'weights_dtype': dtype,
-      'params': jax.tree.map(store, dict(variables['params'])),
-      'batch_stats': jax.tree.map(lambda x: np.asarray(x, np.float32),
-                                  dict(variables['batch_stats'])),
+      **stored,
   }
   data = serialization.msgpack_serialize(payload)
-  temporary = f'{path}.tmp-{os.getpid()}'
-  with open(temporary, 'wb') as file:
-    file.write(data)
-  os.replace(temporary, path)
+  output_files.write_file(path, lambda file: file.write(data), replace=True)
   return len(data)
 
 
@@ -64,9 +69,24 @@ def read_model_file(path: str) -> tuple[dict, dict, int]:
   if payload.get('version') != VERSION:
     raise ValueError(f'{path} has model file version {payload.get("version")}; this '
                      f'define_jax reads version {VERSION}.')
-  variables = {name: jax.tree.map(lambda x: np.asarray(x, np.float32), payload[name])
-               for name in ('params', 'batch_stats')}
-  return variables, json.loads(payload['config']), int(payload['step'])
+  missing = [key for key in ('config', 'step', 'params', 'batch_stats') if key not in payload]
+  if missing:
+    raise ValueError(f'{path} lacks {", ".join(missing)}: the file is damaged or was not '
+                     'written by define_jax.export.')
+  try:
+    config = json.loads(payload['config'])
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{path}: its config is not JSON ({error}).') from error
+  step = payload['step']
+  if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    raise ValueError(f'{path}: step={str(step)[:40]!r} is not a training step (an integer >= 0).')
+  try:
+    variables = {name: jax.tree.map(lambda x: np.asarray(x, np.float32), payload[name])
+                 for name in ('params', 'batch_stats')}
+  except (TypeError, ValueError) as error:
+    raise ValueError(f'{path}: its weights are not arrays of numbers ({error}).') from error
+  weight_checks.check_variables(variables, path)
+  return variables, config, step
 
 
 def is_model_file(path: str) -> bool:
@@ -91,15 +111,37 @@ def main(argv: Sequence[str] | None = None) -> int:
   from define_jax import console
 
   def export() -> str:
-    if not options.out.endswith(SUFFIX):
-      raise ValueError(f'--out {options.out}: the model file name must end in {SUFFIX}.')
-    if os.path.exists(options.out) and not options.overwrite:
-      raise ValueError(f'--out {options.out} exists; pass --overwrite to replace it.')
+    check_output(options.out, options.overwrite)
     variables, config, step = checkpoints.load_model(options.workdir)
-    size = write_model_file(options.out, variables, config, step, options.dtype)
+    try:
+      size = write_model_file(options.out, variables, config, step, options.dtype)
+    except OSError as error:
+      raise ValueError(f'Cannot write --out {options.out}: {error.strerror or error} '
+                       f'({error.filename}).') from error
     return f'Wrote {options.out} ({size / 2**20:.1f} MiB, step {step}, {options.dtype} weights).'
 
-  return console.exit_status(export)
+  try:
+    with output_files.terminate_as_interrupt():  # The temporary file is removed.
+      return console.exit_status(export)
+  except KeyboardInterrupt:
+    print('Interrupted; nothing was written.', file=sys.stderr)
+    return console.INTERRUPTED_STATUS
+
+
+def check_output(out: str, overwrite: bool) -> None:
+  """ValueError, before anything is read, unless a model file can be written at `out`."""
+  folder = os.path.dirname(os.path.abspath(out))
+  if os.path.isdir(out):
+    raise ValueError(f'--out {out} is a directory; give a file name, e.g. '
+                     f'{os.path.join(out, "model" + SUFFIX)}.')
+  if not out.endswith(SUFFIX):
+    raise ValueError(f'--out {out}: the model file name must end in {SUFFIX}.')
+  if not os.path.isdir(folder):
+    raise ValueError(f'--out {out}: the folder {folder} does not exist.')
+  if not os.access(folder, os.W_OK):
+    raise ValueError(f'--out {out}: the folder {folder} is not writable.')
+  if os.path.exists(out) and not overwrite:
+    raise ValueError(f'--out {out} exists; pass --overwrite to replace it.')
 
 
 if __name__ == '__main__':

@@ -22,6 +22,8 @@ from typing import Any, Literal, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from define_jax.data import decoding
+
 # 50 megapixels: a 50 MP photo takes 150 MB as uint8 RGB and about 2 GB while being
 # inpainted at full resolution (float32 copies, resize buffers), which a 24 GiB machine
 # handles; a 144 MP decompression bomb (12000×12000) took 10.5 GB before this limit.
@@ -30,10 +32,14 @@ DEFAULT_MAX_PIXELS = 50_000_000
 Source = Union[str, os.PathLike, bytes]
 ImageInput = Union[np.ndarray, Image.Image, str, os.PathLike]
 
-# A mask is thresholded at mid-grey. Anti-aliased edges are fine, but a mask with more
-# than this fraction of clearly grey pixels (between 10% and 90%) is rejected: it is a soft
-# mask or not a mask at all, and any threshold would be a guess.
+# A mask is thresholded at mid-grey (or --mask_threshold). Anti-aliased edges are fine, but
+# a mask is rejected as a soft mask or no mask at all (a photo), where any threshold would be
+# a guess, when over MAX_GREY_FRACTION of its pixels are clearly grey (between 10% and 90%)
+# and those grey pixels are over MAX_GREY_SHARE of its hole area (hole and edges): the edges
+# of a 6-pixel brush stroke are a third of the stroke but already 5% of a 512² mask.
 MAX_GREY_FRACTION = 0.05
+MAX_GREY_SHARE = 0.5
+DEFAULT_MASK_THRESHOLD = 0.5
 
 _ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
@@ -96,6 +102,10 @@ def open_image(source: Source, *, name: str | None = None,
     raise InputError(f'{name} is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF, '
                      f'GIF, …): {_detail(error, source, name)}', 'unreadable') from error
   check_size(*image.size, name, max_pixels)
+  frames = decoding.frame_count(image)
+  if frames > 1:
+    raise InputError(f'{name} has {frames} frames (an animation or a multi-page file); save '
+                     'the one frame to use as a single image.', 'unsupported')
   try:
     image.load()
     return ImageOps.exif_transpose(image)
@@ -151,13 +161,24 @@ def photo_pixels(image: Image.Image, name: str = 'The image') -> np.ndarray:
 
 def mask_pixels(image: Image.Image, name: str = 'The mask') -> np.ndarray:
   """[H, W] grey levels of a mask image in their own scale: bool for 1-bit, uint16 for
-  16-bit greys, float32 for 'F', uint8 otherwise (colour as luminance, alpha ignored)."""
+  16-bit greys, float32 for 'F', uint8 otherwise (colour as luminance).
+
+  Alpha: a mask whose visible pixels have one colour while its transparency varies
+  (strokes painted on a transparent layer, as the demo's editor gives) is read from its
+  alpha, opaque = white; otherwise the colour is the mask and alpha is ignored.
+  """
   if image.mode in _SIXTEEN_BIT_MODES or image.mode == 'I':
     return _sixteen_bit(image, name)
   if image.mode == 'F':
     return _float_grey(image, name)
   if image.mode == '1':
     return np.asarray(image, bool)
+  if image.mode in _ALPHA_MODES or 'transparency' in image.info:
+    rgba = np.asarray(image.convert('RGBA'))
+    alpha = rgba[..., 3]
+    visible = rgba[..., :3][alpha > 0]  # The colour of transparent pixels is never seen.
+    if alpha.min() != alpha.max() and (visible == visible[0]).all():
+      return alpha
   return np.asarray(image.convert('L'))
 
 
@@ -219,34 +240,55 @@ def _mask_brightness(mask: np.ndarray) -> np.ndarray:
                    'unsupported')
 
 
-def known_mask(mask: np.ndarray, polarity: Literal['hole_white', 'keep_white']) -> np.ndarray:
+def known_mask(mask: np.ndarray, polarity: Literal['hole_white', 'keep_white'],
+               threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
   """float32 [..., 1], 1 = known, from a mask array [..., H, W] or [..., H, W, 1|3].
 
   Grey levels: bool as is; an integer mask whose only values are 0 and 1 is binary (1 =
   white) whatever its dtype; otherwise uint8 and uint16 are scaled by their maximum (255,
   65535) and other integer types holding 0..255 by 255; floats must lie in [0, 1].
   'hole_white' means white = hole, 'keep_white' white = known. The mask is thresholded at
-  mid-grey; InputError for a mask that is not (nearly) binary (see MAX_GREY_FRACTION), and
-  for one with non-black pixels of which none reaches mid-grey (8-bit data in a 16-bit
-  array, for instance), whose scale would be a guess.
+  `threshold` (of white; mid-grey by default); InputError for a mask that is not (nearly)
+  binary (see MAX_GREY_FRACTION and MAX_GREY_SHARE), and for one with non-black pixels of
+  which none reaches the threshold (8-bit data in a 16-bit array, for instance), whose scale
+  would be a guess.
   """
   if polarity not in ('hole_white', 'keep_white'):
     raise ValueError(f"polarity must be 'hole_white' or 'keep_white', got {polarity!r}.")
+  if not 0.0 < threshold < 1.0:
+    raise ValueError(f'mask_threshold={threshold}: must lie strictly between 0 and 1.')
   mask = np.asarray(mask)
   brightness = _mask_brightness(mask)
-  grey_fraction = float(np.mean((brightness > 0.1) & (brightness < 0.9))) if mask.size else 0.0
-  if grey_fraction > MAX_GREY_FRACTION:
+  grey = (brightness > 0.1) & (brightness < 0.9)
+  # The hole and its edges: every pixel that is not clearly of the known colour.
+  hole_area = brightness > 0.1 if polarity == 'hole_white' else brightness < 0.9
+  grey_fraction = float(np.mean(grey)) if mask.size else 0.0
+  grey_share = float(grey.sum() / max(int(hole_area.sum()), 1))
+  if grey_fraction > MAX_GREY_FRACTION and grey_share > MAX_GREY_SHARE:
     raise InputError(
-        f'The mask is not binary: {grey_fraction:.0%} of its pixels are neither near black nor '
-        f'near white (at most {MAX_GREY_FRACTION:.0%} allowed, for anti-aliased edges). '
-        'Threshold it yourself, e.g. mask > 127, if that is what you mean.', 'not binary')
-  white = brightness > 0.5
+        f'The mask is not binary: {grey_share:.0%} of its hole area ({grey_fraction:.0%} of '
+        'its pixels) is neither near black nor near white; anti-aliased edges are at most '
+        f'{MAX_GREY_SHARE:.0%} of it. Threshold it yourself, e.g. mask > 127, if that is '
+        'what you mean.', 'not binary')
+  white = brightness > threshold
   if brightness.size and not white.any() and brightness.max() > 0.0:
     raise InputError(
-        f'The mask has non-black pixels but none as bright as mid-grey (brightest '
-        f'{float(brightness.max()):.2%} of white, dtype {mask.dtype}): its scale is '
-        'unclear. Use 0/1, 0/255 (uint8) or 0/65535 (uint16).', 'not binary')
+        f'The mask has non-black pixels but none as bright as the threshold {threshold:.0%} '
+        f'(brightest {float(brightness.max()):.2%} of white, dtype {mask.dtype}): its scale '
+        'is unclear. Use 0/1, 0/255 (uint8) or 0/65535 (uint16).', 'not binary')
   return (white if polarity == 'keep_white' else ~white).astype(np.float32)
+
+
+def read_mask_file(path: str | os.PathLike, polarity: Literal['hole_white', 'keep_white'],
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """uint8 [H, W], 1 = known, of a mask file: the rules of `known_mask`, as for inpaint's
+  --mask, so a folder of photos is refused rather than thresholded. InputError names it."""
+  name = os.fspath(path)
+  pixels = mask_pixels(open_image(path, max_pixels=max_pixels), name)
+  try:
+    return known_mask(pixels, polarity).astype(np.uint8)
+  except InputError as error:
+    raise InputError(str(error).replace('The mask', name), error.reason) from error
 
 
 def input_name(item: Any, default: str) -> str:

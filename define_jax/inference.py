@@ -33,6 +33,7 @@ from define_jax import image_input
 from define_jax import losses
 from define_jax import masks
 from define_jax import steps
+from define_jax import weight_checks
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
 
@@ -44,6 +45,10 @@ Fit = Literal['resize', 'pad']
 
 # The model shipped with the package (see pretrained/MODEL_CARD.md).
 PRETRAINED_MODEL = Path(__file__).parent / 'pretrained' / 'faces128.msgpack'
+
+# Most network passes per call: each refines the previous fill a little less, and each costs
+# a full network run.
+MAX_PASSES = 16
 
 # A resized mask pixel counts as known only if no hole pixel contributed to it, so hole
 # content can never leak into the network's known input.
@@ -179,11 +184,14 @@ def _resize_known(known: np.ndarray, height: int, width: int) -> np.ndarray:
 class Inpainter:
   """A restored model ready to inpaint; batched and data-parallel across local devices.
 
-  Each distinct input shape (with the same fit and passes) is compiled once and cached.
+  Each distinct input shape (and fit) is compiled once and cached, for any number of passes.
   """
 
   # Largest image or mask accepted by __call__ (height × width); set it per instance.
   max_pixels: int | None = image_input.DEFAULT_MAX_PIXELS
+  # NaN or infinite outputs raise ValueError (never a picture); training's evaluation turns
+  # this off: a diverging run is stopped by its own non-finite guard, with a checkpoint kept.
+  refuse_non_finite: bool = True
 
   def __init__(self, variables: Mapping[str, Any], config: ml_collections.ConfigDict,
                *, step: int | None = None, devices: list[jax.Device] | None = None):
@@ -194,9 +202,10 @@ class Inpainter:
     self._apply = steps.create_model(config).apply
     self.parallel = DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
-    self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('passes', 'fit'))
-    # (batch shape, fit, passes) of every compilation, for users and tests to inspect.
-    self.compiled_shapes: list[tuple[tuple[int, ...], str, int]] = []
+    # `passes` is traced: any number of passes runs the one compiled program of a shape.
+    self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('fit',))
+    # (batch shape, fit) of every compilation, for users and tests to inspect.
+    self.compiled_shapes: list[tuple[tuple[int, ...], str]] = []
 
   def set_variables(self, variables: Mapping[str, Any]) -> None:
     """Inpaints with other variables of the same model (e.g. a training run's latest);
@@ -234,39 +243,48 @@ class Inpainter:
   def _network_pass(self, variables, image: jax.Array, known: jax.Array) -> jax.Array:
     return steps.inpaint(self._apply, variables, image, known)
 
-  def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array, *,
-                        passes: int, fit: Fit) -> jax.Array:
-    self.compiled_shapes.append((tuple(images.shape), fit, passes))  # Runs only when tracing.
+  def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array,
+                        passes: jax.Array, *, fit: Fit) -> jax.Array:
+    self.compiled_shapes.append((tuple(images.shape), fit))  # Runs only when tracing.
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
     fill = self._network_pass(variables, net_image, net_known)
-    for _ in range(passes - 1):
+
+    def refine(_, fill):
       # Later passes see the previous result as known everywhere (with the original mask the
       # partial convolutions would ignore the fill and repeat the first pass); the original
       # known pixels are restored after each pass.
       refined = self._apply(variables, fill, jnp.ones_like(net_known), train=False)
-      fill = losses.composite(refined, net_image, net_known)
+      return losses.composite(refined, net_image, net_known)
+
+    fill = jax.lax.fori_loop(1, passes, refine, fill)  # A loop in the program, not unrolled.
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
     return losses.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
   def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
                      fit: Fit = 'resize') -> np.ndarray:
     """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1]."""
-    if passes < 1:
-      raise ValueError(f'passes={passes}: need at least one pass.')
+    if not 1 <= passes <= MAX_PASSES:
+      raise ValueError(f'passes={passes}: need 1 to {MAX_PASSES} passes (later passes change '
+                       'little).')
     if fit not in ('resize', 'pad'):
       raise ValueError(f"fit={fit!r}: expected 'resize' or 'pad'.")
     if images.shape[:3] != known.shape[:3] or known.shape[3:] != (1,):
       raise ValueError(f'Images {images.shape} and masks {known.shape} do not match: need '
                        '[N, H, W, 3] and [N, H, W, 1].')
-    return self.parallel(lambda v, i, k: self._pipeline(v, i, k, passes=passes, fit=fit),
-                          self._variables, images.astype(np.float32), known.astype(np.float32))
+    result = self.parallel(lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit),
+                           self._variables, images.astype(np.float32), known.astype(np.float32))
+    if self.refuse_non_finite:
+      weight_checks.check_output(result)
+    return result
 
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
                polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
                resize_mask: bool = False, allow_all_hole: bool = False,
-               max_pixels: int | None = None) -> np.ndarray | Image.Image:
+               max_pixels: int | None = None,
+               mask_threshold: float = image_input.DEFAULT_MASK_THRESHOLD
+               ) -> np.ndarray | Image.Image:
     """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy, PIL or file paths).
 
     Args:
@@ -278,7 +296,8 @@ class Inpainter:
         read as greyscale. A mask whose only values are 0 and 1 is binary (1 = white).
       polarity: which mask pixels are holes: 'hole_white' (e.g. NVIDIA masks) or
         'keep_white' (e.g. qd-imd masks). Required, because guessing it fails silently.
-      passes: network passes; passes after the first refine the previous result.
+      passes: network passes (1 to MAX_PASSES); passes after the first refine the previous
+        result, in a loop inside the one compiled program.
       fit: 'resize' (to the model's size) or 'pad' (native resolution), see the module
         docstring.
       resize_mask: resize a mask of another size to the image's (area, threshold at 0.5)
@@ -287,6 +306,7 @@ class Inpainter:
         has nothing to condition on) instead of raising InputError.
       max_pixels: largest accepted image or mask (height × width), checked from the header
         of files before decoding; default self.max_pixels (image_input.DEFAULT_MAX_PIXELS).
+      mask_threshold: grey level (fraction of white) above which a mask pixel is white.
 
     Returns:
       The composite, same type, size and dtype as `image` (a PIL image keeps its mode if it
@@ -302,7 +322,8 @@ class Inpainter:
     pixels = image_input.image_array(source, limit)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
-    known = known_mask(image_input.mask_array(mask, batched, limit), polarity)[..., None]
+    known = known_mask(image_input.mask_array(mask, batched, limit), polarity,
+                       mask_threshold)[..., None]
     if known.shape[0] != images.shape[0]:
       raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
     height, width = images.shape[1:3]

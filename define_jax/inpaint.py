@@ -11,16 +11,21 @@ results written as PNG under the same relative path):
 
 --polarity says which mask pixels are holes: hole_white (white = hole, e.g. NVIDIA masks)
 or keep_white (white = keep, e.g. qd-imd masks). A mask whose only values are 0 and 1 is
-binary (1 = white). Masks must have the image's size unless --resize_mask is given, be
-black and white (see image_input.known_mask) and keep at least one pixel unless
+binary (1 = white); a mask of one colour with varying transparency is read from its alpha
+(opaque = white). Masks must have the image's size unless --resize_mask is given, be
+black and white with anti-aliased edges at most (see image_input.known_mask; thresholded at
+--mask_threshold, mid-grey by default) and keep at least one pixel unless
 --allow_all_hole is given. Images over --max_pixels (50 megapixels by default) are refused
 from their header, before decoding.
 
 Nothing is lost: an input is never overwritten (not even with --overwrite), an existing
 output needs --overwrite, two inputs that would be written to one output (x.jpg and x.png)
-stop the run before it starts, and results are written atomically. In folder mode a file
-that fails is reported with its name and skipped; the run ends with "N written, M skipped
-(reasons)" and exit status 1 if anything was skipped.
+stop the run before it starts, and results are written atomically and exclusively (of two
+runs into one folder, the later writer of a file skips it). In folder mode a file that fails
+is reported with its name and skipped; the run ends with "N written, M skipped (reasons)"
+and exit status 1 if anything was skipped; Ctrl-C or SIGTERM prints that summary too and
+exits with 130, and --skip_existing lets the rerun count finished outputs as done. Errors
+that stop the run are one `error: ...` line with exit status 2.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import argparse
 import collections
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +42,8 @@ from tqdm import tqdm
 
 from define_jax import console
 from define_jax import image_input
+from define_jax import inference
+from define_jax import output_files
 from define_jax.datasets import image_folder
 from define_jax.image_input import InputError
 from define_jax.inference import Inpainter
@@ -75,23 +81,21 @@ def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
     raise InputError(f'{out} exists; pass --overwrite to replace it.', 'output exists')
 
 
-def write_atomically(image: Image.Image, out: Path) -> None:
-  """Saves `image` to `out` through a temporary file in the same directory, so a failed
-  write never leaves a truncated file or destroys what was there."""
+def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
+  """Saves `image` to `out` with output_files.write_file: atomically, never replacing a
+  file unless `replace`, even one another run wrote meanwhile (InputError 'output exists')."""
   image_format = save_format(out)
   if image_format not in _SIXTEEN_BIT_FORMATS:
     image = image_input.to_8bit(image)
   if image.mode == 'F':
     image = image_input.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
   out.parent.mkdir(parents=True, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.tmp', dir=out.parent)
   try:
-    with os.fdopen(handle, 'wb') as file:
-      image.save(file, format=image_format)
-    os.replace(temporary, out)
-  except BaseException:
-    os.unlink(temporary)
-    raise
+    output_files.write_file(out, lambda file: image.save(file, format=image_format),
+                            replace=replace)
+  except output_files.OutputExistsError:
+    raise InputError(f'{out} exists (written meanwhile by another run); pass --overwrite to '
+                     'replace it.', 'output exists') from None
 
 
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
@@ -107,14 +111,14 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
     result = inpainter(image, image_input.mask_pixels(mask, str(mask_path)),
                        polarity=options.polarity, passes=options.passes, fit=options.fit,
                        resize_mask=options.resize_mask, allow_all_hole=options.allow_all_hole,
-                       max_pixels=options.max_pixels)
+                       max_pixels=options.max_pixels, mask_threshold=options.mask_threshold)
   except InputError as error:
     message = str(error).replace('The mask', str(mask_path)).replace('The image',
                                                                       str(image_path))
     if str(mask_path) not in message and str(image_path) not in message:
       message = f'{image_path} with mask {mask_path}: {message}'
     raise InputError(message, error.reason) from error
-  write_atomically(result, out_path)
+  write_atomically(result, out_path, options.overwrite)
 
 
 def pair_with_masks(images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
@@ -165,23 +169,41 @@ def plan_folder(options: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
 
 def inpaint_folder(inpainter: Inpainter, plan: list[tuple[Path, Path, Path]],
                    options: argparse.Namespace) -> int:
-  """Inpaints every planned file; prints 'N written, M skipped (reasons)'; returns M."""
+  """Inpaints every planned file; prints 'N written, M skipped (reasons)', also after
+  Ctrl-C or SIGTERM; returns the exit status (0, 1 if anything was skipped, 130 if
+  interrupted). With --skip_existing, existing outputs count as done, not as skipped."""
   skipped: collections.Counter[str] = collections.Counter()
-  for image, mask, out in tqdm(plan, unit='image', desc='Inpainting'):
-    try:
-      inpaint_file(inpainter, image, mask, out, options)
-    except InputError as error:
-      skipped[error.reason] += 1
-      tqdm.write(f'skipped {image}: {error}', file=sys.stderr)
-    except OSError as error:  # e.g. the disk is full: name the file, go on.
-      skipped['write failed'] += 1
-      tqdm.write(f'skipped {image}: cannot write {out}: {error}', file=sys.stderr)
-  written = len(plan) - sum(skipped.values())
-  reasons = ', '.join(f'{count} {reason}' 
+  written = already_done = 0
+  interrupted = False
+  try:
+    for image, mask, out in tqdm(plan, unit='image', desc='Inpainting'):
+      try:
+        if options.skip_existing and out.exists():
+          already_done += 1
+          continue
+        inpaint_file(inpainter, image, mask, out, options)
+        written += 1
+      except InputError as error:
+        if options.skip_existing and error.reason == 'output exists':
+          already_done += 1  # Another run wrote it meanwhile.
+          continue
+        skipped[error.reason] += 1
+        tqdm.write(f'skipped {image}: {error}', file=sys.stderr)
+      except OSError as error:  # e.g. the disk is full: name the file, go on.
+        skipped['write failed'] += 1
+        tqdm.write(f'skipped {image}: cannot write {out}: {error}', file=sys.stderr)
+  except KeyboardInterrupt:
+    interrupted = True
+  reasons = ', '.join(f'{count} {reason}'
                       for reason, count in sorted(skipped.items(), key=lambda i: (-i[1], i[0])))
-  print(f'{written} written to {options.out}, {sum(skipped.values())} skipped'
+  done = f', {already_done} already there' if already_done else ''
+  stopped = (f'Interrupted after {written + already_done + sum(skipped.values())} of '
+             f'{len(plan)}: ' if interrupted else '')
+  print(f'{stopped}{written} written to {options.out}{done}, {sum(skipped.values())} skipped'
         f'{f" ({reasons})" if reasons else ""}.', file=sys.stderr)
-  return sum(skipped.values())
+  if interrupted:
+    return console.INTERRUPTED_STATUS
+  return 1 if skipped else 0
 
 
 def positive_int(text: str) -> int:
@@ -203,13 +225,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--polarity', required=True, choices=['hole_white', 'keep_white'],
                       help='hole_white: white mask pixels are holes; keep_white: they are kept.')
   parser.add_argument('--passes', type=positive_int, default=1,
-                      help='Network passes; later ones refine the previous result.')
+                      help='Network passes; later ones refine the previous result (at most '
+                      f'{inference.MAX_PASSES}).')
   parser.add_argument('--fit', default='resize', choices=['resize', 'pad'],
                       help="resize to the model's size (default) or pad at native resolution.")
+  parser.add_argument('--mask_threshold', type=float,
+                      default=image_input.DEFAULT_MASK_THRESHOLD,
+                      help='Grey level (0–1, fraction of white) above which a mask pixel counts '
+                      'as white; anti-aliased edges are cut there (default 0.5).')
   parser.add_argument('--resize_mask', action='store_true',
                       help="Resize masks of another size to the photo's instead of failing.")
   parser.add_argument('--overwrite', action='store_true',
                       help='Replace existing outputs (inputs are never overwritten).')
+  parser.add_argument('--skip_existing', action='store_true',
+                      help='Folder mode: leave existing outputs alone and count them as done '
+                      '(to finish an interrupted run).')
   parser.add_argument('--allow_all_hole', action='store_true',
                       help='Inpaint masks that mark every pixel as a hole instead of refusing.')
   parser.add_argument('--max_pixels', type=positive_int,
@@ -220,11 +250,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):
     parser.error('give either --image and --mask, or --images and --masks.')
+  if options.passes > inference.MAX_PASSES:
+    parser.error(f'--passes {options.passes}: at most {inference.MAX_PASSES}.')
+  if not 0.0 < options.mask_threshold < 1.0:
+    parser.error(f'--mask_threshold {options.mask_threshold}: must lie between 0 and 1.')
+  if options.skip_existing and (options.overwrite or not options.images):
+    parser.error('--skip_existing is for folder mode (--images) and excludes --overwrite.')
   return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
+  with output_files.terminate_as_interrupt():
+    try:
+      return run(options)
+    except KeyboardInterrupt:
+      print('Interrupted.', file=sys.stderr)
+      return console.INTERRUPTED_STATUS
+
+
+def run(options: argparse.Namespace) -> int:
   try:
     # Everything that can be checked without the model is checked first.
     if options.images:
@@ -238,14 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
       save_format(out)
     inpainter = Inpainter.load(options.checkpoint)
     if options.images:
-      return 1 if inpaint_folder(inpainter, plan, options) else 0
+      return inpaint_folder(inpainter, plan, options)
     inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)
   except (FileNotFoundError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
+    print(console.error_line(error), file=sys.stderr)
+    return console.ERROR_STATUS
   except OSError as error:  # Writing the result failed (permissions, disk full).
     print(f'error: cannot write {options.out}: {error}', file=sys.stderr)
-    return 1
+    return console.ERROR_STATUS
   print(f'Wrote {options.out}', file=sys.stderr)
   return 0
 

@@ -96,7 +96,11 @@ def main(argv):
     jax.distributed.initialize(**process_arguments_from_environment())
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
-  state = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    state = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (FileNotFoundError, ValueError) as error:  # Settings or data, named in the message.
+    print(console.error_line(error), file=sys.stderr)
+    sys.exit(console.ERROR_STATUS)
   # Identical on every process of a run: the replicas never diverge.
   logging.info('Final parameter checksum (process %d, step %d): %s', jax.process_index(),
                int(state.step), train.parameter_fingerprint(
@@ -110,7 +114,29 @@ def run(argv: list[str] | None = None) -> None:
     print(usage())
     sys.exit(0)
   config_lib.make_importable(argv)  # Config files import their base from configs/.
+  try:  # Unknown fields and bad values as one line, before absl's traceback would.
+    check_config_arguments(argv)
+  except (FileNotFoundError, ValueError) as error:
+    print(console.error_line(error), file=sys.stderr)
+    sys.exit(console.ERROR_STATUS)
   app.run(main, argv=argv)
+
+
+def check_config_arguments(argv: list[str]) -> None:
+  """Parses --config FILE and its --config.FIELD=VALUE overrides as config_lib.load does;
+  ValueError names an unknown field (with the nearest one) or a bad value."""
+  config, overrides = None, []
+  for i, argument in enumerate(argv[1:], 1):
+    if argument.startswith('--config='):
+      config = argument.split('=', 1)[1]
+    elif argument == '--config' and i + 1 < len(argv):
+      config = argv[i + 1]
+    elif argument.startswith('--config.'):
+      overrides.append(argument)
+      if '=' not in argument and i + 1 < len(argv) and not argv[i + 1].startswith('-'):
+        overrides.append(argv[i + 1])  # --config.FIELD VALUE
+  if config:
+    config_lib.load(config, overrides)
 
 
 if __name__ == '__main__':

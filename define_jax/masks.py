@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from typing import Literal
 
 import cv2
@@ -229,14 +228,3 @@ def _brightness(image: Image.Image) -> np.ndarray:
   if image.mode == '1':
     return np.asarray(image, np.float32)
   return np.asarray(image.convert('L'), np.float32) / 255.0
-
-
-def load_mask_file(path: str | os.PathLike, polarity: MaskPolarity) -> np.ndarray:
-  """Reads a mask file as float32 [H, W, 1] with 1 = known (see `decode_mask`)."""
-  with open(path, 'rb') as file:
-    data = file.read()
-  try:
-    known = decode_mask(data, polarity)
-  except ValueError as error:
-    raise ValueError(f'{path}: {error}') from error
-  return known[..., None].astype(np.float32)

@@ -36,6 +36,7 @@ from define_jax import config_lib
 from define_jax import scoring
 from define_jax import steps
 from define_jax import visualize
+from define_jax import workdir_lock
 from define_jax.data import evaluation
 from define_jax.data import pipeline
 from define_jax.data import skips
@@ -178,10 +179,24 @@ def _eval_line(step: int, scores: dict[str, float]) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Trains (or resumes) the configured model in `workdir`; returns the final train state."""
+  """Trains (or resumes) the configured model in `workdir`; returns the final train state.
+
+  ValueError (before anything is built) for an invalid config, a workdir that is a file or
+  is in use by another run (see workdir_lock), or checkpoints of another architecture.
+  """
   config_lib.validate(config)
   workdir = checkpoints.resolve_workdir(workdir)
+  if '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'--workdir {workdir} is a file, not a directory.')
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  # Process 0 holds the lock for a multi-host run; buckets cannot hold one.
+  if '://' in workdir or jax.process_index() != 0:
+    return _train_and_evaluate(config, workdir)
+  with workdir_lock.held(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   config_dict = config.to_dict()
@@ -191,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   starting_variables = jax.device_get(
       {'params': state.params, 'batch_stats': state.batch_stats})
   manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
-  restored = checkpoints.restore_latest(manager, state)
+  restored = checkpoints.restore_latest(manager, state, config)
   if restored is not None:
     state = steps.with_learning_rate(restored, config.learning_rate)
     logging.info('Resuming from %s at step %d.', checkpoints.checkpoint_dir(workdir),
@@ -213,6 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   eval_set = evaluation.for_training(config)
   # Scores on this process's devices with the current variables (see evaluate).
   inpainter = Inpainter(starting_variables, config)
+  inpainter.refuse_non_finite = False  # NaN scores are logged; the non-finite guard stops.
   eval_batch_size = config.batch_size // jax.process_count()
   # The grids show the first scoring batch: a batch shape the evaluation compiled already.
   sample_images = eval_set.images[:eval_batch_size], eval_set.known[:eval_batch_size]
@@ -292,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                         checkpoints.checkpoint_dir(workdir))
         break
 
-  manager.wait_until_finished()
+  checkpoints.finish(manager)
   if step == config.num_train_steps and is_chief:
     path = write_before_after(workdir, inpainter, state, starting_variables, *sample_images)
     elapsed = datetime.timedelta(seconds=int(time.time() - start_time))

@@ -65,7 +65,7 @@ def write_masks(directory, rows_list, *, white_is_hole=True, copies=2):
 def save_checkpoint(workdir, config, state):
   manager = checkpoints.create_manager(str(workdir))
   checkpoints.save(manager, state, config.to_dict())
-  manager.wait_until_finished()
+  checkpoints.finish(manager)
 
 
 def train_tiny(workdir):

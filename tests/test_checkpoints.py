@@ -16,7 +16,7 @@ def save_steps(workdir, config, step_numbers):
   for step in step_numbers:
     state = state.replace(step=step, params=jax.tree.map(lambda x: x + 1.0, state.params))
     checkpoints.save(manager, state, config.to_dict())
-  manager.wait_until_finished()
+  checkpoints.finish(manager)
   return state
 
 

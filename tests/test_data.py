@@ -4,7 +4,6 @@ sharding, bad input), decoding, the dataset and mask registries, validation imag
 import io
 import os
 import shutil
-import time
 
 import cv2
 import jax
@@ -104,11 +103,11 @@ def test_resume_at_step_k_equals_the_uninterrupted_batches(face_dir):
 
 
 def test_resume_far_ahead_needs_no_replay(face_dir):
-  start = time.perf_counter()
-  take(
+  # Replaying 8e9 elements would never finish: the resumed dataset skips ahead instead.
+  batch = take(
       pipeline.create_train_dataset(make_config(image_dir=str(face_dir)), start_step=10**9), 1
   )
-  assert time.perf_counter() - start < 20  # replaying 8e9 elements would take days
+  assert len(batch) == 1
 
 
 def test_hosts_take_disjoint_slices_of_the_same_global_batch(face_dir):

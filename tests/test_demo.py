@@ -429,7 +429,7 @@ def test_missing_or_wrong_checkpoint_is_a_clear_message(tmp_path, capsys, monkey
   empty = tmp_path / 'empty_run'
   empty.mkdir()
   (empty / 'notes.txt').write_text('')
-  assert demo.main(['--checkpoint', str(empty), '--port', '0']) == 1
+  assert demo.main(['--checkpoint', str(empty), '--port', '0']) == 2
   error = capsys.readouterr().err
   assert 'error: cannot start the demo: No checkpoint found' in error and 'notes.txt' in error
 
@@ -443,7 +443,7 @@ def test_without_checkpoint_the_packaged_model_is_loaded(capsys, monkeypatch):
     raise FileNotFoundError('The packaged model is missing (test)')
 
   monkeypatch.setattr(Inpainter, 'load', staticmethod(load))
-  assert demo.main(['--port', '0']) == 1
+  assert demo.main(['--port', '0']) == 2
   assert requested == [None]
   assert 'Loading the packaged model' in capsys.readouterr().err
 

@@ -84,8 +84,9 @@ def test_validation_split_of_the_checkpoint_dataset(tiny_checkpoint):
 
 @pytest.mark.parametrize('extra, message', [
     (['--masks', 'qd_imd'], 'needs --mask_dir'),
-    (['--image_dir', 'FACES', '--masks', 'qd_imd', '--mask_dir', 'BROKEN'], 'Cannot read mask'),
-    (['--image_dir', 'BROKEN'], 'Cannot read image'),
+    (['--image_dir', 'FACES', '--masks', 'qd_imd', '--mask_dir', 'BROKEN'],
+     'x.png is not an image that can be read'),
+    (['--image_dir', 'BROKEN'], 'No readable image below'),
 ])
 def test_bad_input_gives_clear_errors(tiny_checkpoint, face_dir, tmp_path, capsys, extra,
                                       message):
@@ -93,7 +94,7 @@ def test_bad_input_gives_clear_errors(tiny_checkpoint, face_dir, tmp_path, capsy
   broken.mkdir()
   (broken / 'x.png').write_bytes(b'\x89PNG truncated')
   extra = [{'BROKEN': str(broken), 'FACES': str(face_dir)}.get(arg, arg) for arg in extra]
-  assert evaluate.main(['--workdir', tiny_checkpoint, '--num_images', '2'] + extra) == 1
+  assert evaluate.main(['--workdir', tiny_checkpoint, '--num_images', '2'] + extra) == 2
   assert message in capsys.readouterr().err
 
 
@@ -115,12 +116,12 @@ def test_out_directory_and_the_validation_split_of_a_folder(tiny_checkpoint, tmp
   assert validation['rows'][-1]['images'] == len(held_out)
   assert 'validation split of' in validation['markdown']
   (tmp_path / 'file').write_text('')
-  assert evaluate.main(args[:-1] + [str(tmp_path / 'file')]) == 1
+  assert evaluate.main(args[:-1] + [str(tmp_path / 'file')]) == 2
 
 
 def test_workdir_without_checkpoint_lists_its_contents(tmp_path, capsys):
   (tmp_path / 'notes.txt').write_text('')
-  assert evaluate.main(['--workdir', str(tmp_path)]) == 1
+  assert evaluate.main(['--workdir', str(tmp_path)]) == 2
   assert 'notes.txt' in capsys.readouterr().err
 
 

@@ -188,11 +188,11 @@ def test_pixel_limit_is_checked_from_the_header_in_cli_and_api(inpainter, tmp_pa
       inpainter(str(bomb), np.zeros((10, 10), bool), polarity='hole_white')
     with pytest.raises(InputError, match='over the limit of 50 megapixels'):
       inpainter(Image.open(bomb), np.zeros((10, 10), bool), polarity='hole_white')
-  assert status == 1 and str(bomb) in err and 'limit of 50 megapixels' in err
+  assert status == 2 and str(bomb) in err and 'limit of 50 megapixels' in err
   assert not (tmp_path / 'out.png').exists()
   # The limit is configurable (arrays too, before any compilation).
   status, err = run_cli(cli_args(mask, mask, tmp_path / 'o.png', '--max_pixels', 1000), inpainter)
-  assert status == 1 and 'mask.png is 40×48 (1,920 pixels), over the limit of 1,000 pixels' in err
+  assert status == 2 and 'mask.png is 40×48 (1,920 pixels), over the limit of 1,000 pixels' in err
   with pytest.raises(InputError, match='limit'):
     inpainter(photo(), block_holes(), polarity='hole_white', max_pixels=1000)
 
@@ -265,7 +265,7 @@ def test_all_hole_mask_is_an_error_unless_asked_for(inpainter, tmp_path):
   args = ['--image', tmp_path / 'face.png', '--mask', tmp_path / 'black.png', '--polarity',
           'keep_white', '--out', tmp_path / 'out.png']
   status, err = run_cli(args, inpainter)
-  assert status == 1 and 'black.png marks every pixel as a hole' in err
+  assert status == 2 and 'black.png marks every pixel as a hole' in err
   assert not (tmp_path / 'out.png').exists()
   status, err = run_cli(args + ['--allow_all_hole'], inpainter)
   assert status == 0 and (tmp_path / 'out.png').exists(), err
@@ -279,12 +279,12 @@ def test_cli_never_overwrites_its_input_and_needs_overwrite_for_outputs(inpainte
   for out in (face, mask, tmp_path / '.' / 'face.png'):
     for extra in ([], ['--overwrite']):
       status, err = run_cli(cli_args(face, mask, out, *extra), inpainter)
-      assert status == 1 and 'is the input' in err and 'Traceback' not in err
+      assert status == 2 and 'is the input' in err and 'Traceback' not in err
   assert face.read_bytes() == original
   out = tmp_path / 'out.png'
   out.write_bytes(b'precious')
   status, err = run_cli(cli_args(face, mask, out), inpainter)
-  assert status == 1 and f'{out} exists; pass --overwrite' in err
+  assert status == 2 and f'{out} exists; pass --overwrite' in err
   assert out.read_bytes() == b'precious'
   status, err = run_cli(cli_args(face, mask, out, '--overwrite'), inpainter)
   assert status == 0 and Image.open(out).size == (40, 48), err
@@ -309,12 +309,12 @@ def test_folder_mode_refuses_two_inputs_with_one_output_name(inpainter, tmp_path
   write_pair(images, masks, 'x', fmt='png')
   write_pair(images, masks, 'y')
   status, err = run_cli(folder_args(images, masks, out), inpainter)
-  assert status == 1 and f'{images / "x.jpg"} and {images / "x.png"}' in err
+  assert status == 2 and f'{images / "x.jpg"} and {images / "x.png"}' in err
   assert not out.exists()  # Refused before writing anything.
   # An output folder that is the input folder is refused too.
   (images / 'x.jpg').unlink()
   status, err = run_cli(folder_args(images, masks, images), inpainter)
-  assert status == 1 and 'would overwrite the input' in err
+  assert status == 2 and 'would overwrite the input' in err
 
 
 def test_cli_out_that_cannot_be_a_file_is_a_clear_error(inpainter, tmp_path):
@@ -327,7 +327,7 @@ def test_cli_out_that_cannot_be_a_file_is_a_clear_error(inpainter, tmp_path):
            (tmp_path / 'result.xyz', 'is not an image format')]
   for out, message in cases:
     status, err = run_cli(cli_args(face, mask, out), inpainter)
-    assert status == 1 and message in err and 'Traceback' not in err, (out, err)
+    assert status == 2 and message in err and 'Traceback' not in err, (out, err)
 
 
 def test_folder_mode_names_every_failing_file_and_summarises(inpainter, tmp_path):
@@ -504,7 +504,7 @@ def image_files(draw):
     st.booleans())
 def test_cli_on_arbitrary_files_exits_cleanly(inpainter, tmp_path, image_bytes, mask_bytes,
                                               matching_mask):
-  """Exit 1 with one line naming the file, or exit 0 with the known pixels kept."""
+  """Exit 2 with one line naming the file, or exit 0 with the known pixels kept."""
   directory = Path(tempfile.mkdtemp(dir=tmp_path))
   image_path, mask_path, out = directory / 'photo.png', directory / 'mask.png', directory / 'o.png'
   image_path.write_bytes(image_bytes)
@@ -525,9 +525,9 @@ def test_cli_on_arbitrary_files_exits_cleanly(inpainter, tmp_path, image_bytes, 
     api_result = inpainter(str(image_path), str(mask_path), polarity='hole_white',
                            resize_mask=True)
   except InputError as error:
-    assert status == 1 and (str(image_path) in str(error) or 'mask' in str(error).lower())
+    assert status == 2 and (str(image_path) in str(error) or 'mask' in str(error).lower())
   if status != 0:
-    assert status == 1 and err.startswith('error: ') and not out.exists()
+    assert status == 2 and err.startswith('error: ') and not out.exists()
     assert str(image_path) in err or str(mask_path) in err, err
     return
   with Image.open(out) as written:

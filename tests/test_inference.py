@@ -213,7 +213,7 @@ def test_cli_single_image(tiny_checkpoint, tmp_path, capsys):
   # Bad input: the error says what is wrong, no traceback.
   (tmp_path / 'broken.jpg').write_bytes(b'not an image')
   args[args.index('--image') + 1] = str(tmp_path / 'broken.jpg')
-  assert inpaint.main(args + ['--overwrite']) == 1
+  assert inpaint.main(args + ['--overwrite']) == 2
   assert 'broken.jpg is not an image' in capsys.readouterr().err
 
 

@@ -1,6 +1,5 @@
 """Mask generation, mask-set augmentation and mask-file loading (1 = known, 0 = hole)."""
 
-import time
 
 import cv2
 import hypothesis
@@ -9,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from define_jax import image_input
 from define_jax import masks
 from define_jax import metrics
 
@@ -75,14 +75,6 @@ def test_any_range_is_respected(low, width, size, seed):
   assert low - 1e-9 <= ratio <= high + 1e-9
 
 
-def test_generation_is_fast():
-  start = time.perf_counter()
-  for seed in range(50):
-    generated(seed, size=256)
-  # About 1 ms each on one core; the bound leaves room for a loaded CI machine.
-  assert time.perf_counter() - start < 2.5
-
-
 def nvidia_like_mask(size=128):
   """1 = known with a hole band across the middle and a blob."""
   known = np.ones((size, size), np.uint8)
@@ -142,35 +134,37 @@ def white_square_file(path, mode='L', white=255, black=0, size=(40, 30)):
   return path
 
 
-@pytest.mark.parametrize('polarity, square_value', [('hole_white', 0.0), ('keep_white', 1.0)])
-def test_load_mask_file_normalises_polarity(tmp_path, polarity, square_value):
-  mask = masks.load_mask_file(white_square_file(tmp_path / 'm.png'), polarity)
-  assert mask.shape == (30, 40, 1) and mask.dtype == np.float32
+@pytest.mark.parametrize('polarity, square_value', [('hole_white', 0), ('keep_white', 1)])
+def test_read_mask_file_normalises_polarity(tmp_path, polarity, square_value):
+  mask = image_input.read_mask_file(white_square_file(tmp_path / 'm.png'), polarity)
+  assert mask.shape == (30, 40) and mask.dtype == np.uint8
   assert (mask[5:15, 5:15] == square_value).all()
-  assert (mask[20:, 20:] == 1.0 - square_value).all()
+  assert (mask[20:, 20:] == 1 - square_value).all()
 
 
 @pytest.mark.parametrize(
     'mode, white, black',
     [
-        ('L', 200, 100),  # non-binary grey: thresholded at 0.5
-        ('I;16', 65535, 1000),  # 16-bit
+        ('I;16', 65535, 0),  # 16-bit
         ('RGB', 255, 0),
         ('RGBA', 255, 0),
     ],
 )
-def test_load_mask_file_handles_grey_levels_bit_depths_and_channels(tmp_path, mode, white, black):
+def test_read_mask_file_handles_bit_depths_and_channels(tmp_path, mode, white, black):
   path = white_square_file(tmp_path / 'm.png', mode, white, black)
-  mask = masks.load_mask_file(path, 'hole_white')[..., 0]
-  expected = np.ones((30, 40), np.float32)
+  mask = image_input.read_mask_file(path, 'hole_white')
+  expected = np.ones((30, 40), np.uint8)
   expected[5:15, 5:15] = 0
   np.testing.assert_array_equal(mask, expected)
 
 
-def test_load_mask_file_errors_name_the_file(tmp_path):
+def test_read_mask_file_errors_name_the_file(tmp_path):
   path = tmp_path / 'broken.png'
   path.write_bytes(b'not a png')
   with pytest.raises(ValueError, match='broken.png'):
-    masks.load_mask_file(path, 'hole_white')
+    image_input.read_mask_file(path, 'hole_white')
+  grey = white_square_file(tmp_path / 'grey.png', 'L', 200, 100)  # Grey everywhere: no mask.
+  with pytest.raises(ValueError, match='grey.png is not binary'):
+    image_input.read_mask_file(grey, 'hole_white')
   with pytest.raises(ValueError, match='polarity'):
     masks.decode_mask(b'', 'white_is_hole')

@@ -226,9 +226,9 @@ def test_export_round_trip_and_inference_from_the_file(tiny_checkpoint, tmp_path
   assert np.abs(from_file.astype(int) - from_run.astype(int)).max() <= 2
   # Existing output: refused without --overwrite, and left as it was.
   before = os.path.getmtime(out)
-  assert export.main(['--workdir', tiny_checkpoint, '--out', out]) == 1
+  assert export.main(['--workdir', tiny_checkpoint, '--out', out]) == 2
   assert os.path.getmtime(out) == before
-  assert export.main(['--workdir', tiny_checkpoint, '--out', str(tmp_path / 'x.bin')]) == 1
+  assert export.main(['--workdir', tiny_checkpoint, '--out', str(tmp_path / 'x.bin')]) == 2
 
 
 def test_damaged_or_foreign_model_files_are_clear_errors(tmp_path):

@@ -23,6 +23,10 @@ def decode_rgb(data: bytes, min_side: int = 0) -> np.ndarray:
   """
   try:
     with Image.open(io.BytesIO(data)) as image:
+      frames = frame_count(image)
+      if frames > 1:
+        raise UnreadableInputError(f'{frames} frames (an animation or a multi-page file); '
+                                   'only single images are read')
       if image.format == 'JPEG' and min_side > 0:
         image.draft(image.mode, (min_side, min_side))
       image.load()
@@ -31,6 +35,15 @@ def decode_rgb(data: bytes, min_side: int = 0) -> np.ndarray:
     raise UnreadableInputError('not an image in a known format, or corrupt') from error
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
     raise UnreadableInputError(str(error) or type(error).__name__) from error
+
+
+def frame_count(image: Image.Image) -> int:
+  """Frames of an animation or pages of a multi-page file; 1 when it cannot be counted (a
+  damaged file is then reported by decoding)."""
+  try:
+    return int(getattr(image, 'n_frames', 1))
+  except Exception:  # pylint: disable=broad-except  # Pillow seeks; damaged data raises anything.
+    return 1
 
 
 def _to_rgb8(image: Image.Image) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from define_jax import image_input
 from define_jax import masks
 from define_jax import metrics
 from define_jax.data import decoding
@@ -46,6 +47,8 @@ class EvalSet:
   known: np.ndarray  # float32 [N, S, S, 1], 1 = known
   image_names: list[str]
   mask_names: list[str]
+  # 'file: reason' of the unreadable images left out.
+  skipped: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def bands(self) -> np.ndarray:
@@ -86,21 +89,29 @@ def validation_images(
   return _to_float(chosen), [f'{config.dataset} validation #{k}' for k in range(len(chosen))]
 
 
-def folder_images(image_dir: str, size: int, count: int) -> tuple[np.ndarray, list[str]]:
-  """The first `count` images below image_dir (sorted relative paths), centre-cropped."""
-  files = image_folder.list_image_files(image_dir)[:count]
+def folder_images(image_dir: str, size: int,
+                  count: int) -> tuple[np.ndarray, list[str], list[str]]:
+  """The first `count` readable images below image_dir (sorted relative paths),
+  centre-cropped; their names, and 'file: reason' for each unreadable file skipped."""
+  files = image_folder.list_image_files(image_dir)
   if not files:
     raise FileNotFoundError(
         f'No image files ({", ".join(image_folder.IMAGE_EXTENSIONS)}) below {image_dir}.')
-  chosen = []
+  chosen, names, skipped = [], [], []
   for name in files:
+    if len(chosen) == count:
+      break
     path = Path(image_dir, name)
     try:
       pixels = decoding.decode_rgb(path.read_bytes())
     except (OSError, decoding.UnreadableInputError) as error:
-      raise ValueError(f'Cannot read image {path}: {error}') from error
+      skipped.append(f'{path}: {error}')
+      continue
     chosen.append(decoding.crop_and_resize(pixels, size, None))
-  return _to_float(chosen), files
+    names.append(name)
+  if not chosen:
+    raise ValueError(f'No readable image below {image_dir}: {"; ".join(skipped[:3])}')
+  return _to_float(chosen), names, skipped
 
 
 def _round_robin(buckets: list[list[int]], count: int) -> list[int]:
@@ -142,11 +153,7 @@ def masks_from_dir(mask_dir: str, polarity: masks.MaskPolarity, size: int, count
     raise FileNotFoundError(f'No mask files below {mask_dir}: {sorted(os.listdir(mask_dir))[:10]}')
 
   def load(index: int) -> np.ndarray:
-    path = Path(mask_dir, files[index])
-    try:
-      return masks.load_mask_file(path, polarity)[..., 0].astype(np.uint8)
-    except (OSError, ValueError) as error:
-      raise ValueError(f'Cannot read mask {path}: {error}') from error
+    return image_input.read_mask_file(Path(mask_dir, files[index]), polarity)
 
   return _band_balanced(files, load, size, count, seed,
                         f'No mask below {mask_dir} has a hole ratio in (0, 60%] at {size}² '
