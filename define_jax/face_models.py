@@ -42,12 +42,20 @@ def _flatten_like_torch(x: jax.Array) -> jax.Array:
 class PNet(nn.Module):
   """Proposal net, fully convolutional: one 12x12 window per output cell, stride 2.
 
-  Returns (box regression [N, h, w, 4], face probability [N, h, w]).
+  Returns (box regression [N, h, w, 4], face probability [N, h, w]). `valid_size`
+  (int [2]: height, width) marks the top-left part of x that is image, the rest being
+  padding: the outputs of the image's own cells are then those of the unpadded image,
+  including PyTorch's partial last pooling window; the others are meaningless.
   """
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array,
+               valid_size: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     x = PReLU(name='prelu1')(nn.Conv(10, (3, 3), padding='VALID', name='conv1')(x))
+    if valid_size is not None:  # Padding must not win a max-pooling window.
+      rows = jnp.arange(x.shape[1])[:, None] < valid_size[0] - 2
+      cols = jnp.arange(x.shape[2])[None, :] < valid_size[1] - 2
+      x = jnp.where((rows & cols)[None, :, :, None], x, -jnp.inf)
     x = _max_pool_ceil(x, 2, 2)
     x = PReLU(name='prelu2')(nn.Conv(16, (3, 3), padding='VALID', name='conv2')(x))
     x = PReLU(name='prelu3')(nn.Conv(32, (3, 3), padding='VALID', name='conv3')(x))

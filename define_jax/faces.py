@@ -84,8 +84,16 @@ def load_params(path: str | Path = PRETRAINED_DETECTOR) -> dict[str, Any]:
 
 
 @jax.jit
-def _run_pnet(params: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-  return _MODELS['pnet'].apply({'params': params}, images)
+def _run_pnet(params: Any, images: jax.Array,
+              valid_size: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _MODELS['pnet'].apply({'params': params}, images, valid_size)
+
+
+def _padded_side(side: int) -> int:
+  """A pyramid level's side rounded up to a bucket (4 per octave, multiples of 8), so
+  that photos of one aspect ratio share PNet's compilations."""
+  octaves = math.ceil(4 * math.log2(max(side, 8) / 8)) / 4
+  return 8 * math.ceil(2**octaves - 1e-9)
 
 
 @jax.jit
@@ -137,7 +145,7 @@ def rgb255(image: np.ndarray) -> np.ndarray:
   if pixels.shape[-1] == 4:
     alpha = pixels[..., 3:]
     pixels = pixels[..., :3] * alpha + (1.0 - alpha)
-  return np.broadcast_to(pixels, pixels.shape[:2] + (3,)) * 255.0
+  return np.repeat(pixels, 3 // pixels.shape[-1], axis=-1) * 255.0
 
 
 class _AreaResizer:
@@ -242,8 +250,11 @@ class FaceDetector:
     while shorter >= 12:
       scaled_h, scaled_w = int(height * scale + 1), int(width * scale + 1)
       whole = np.array([[0, height, 0, width]])
-      pyramid_level = _normalise(resizer.crops(whole, scaled_h, scaled_w))
-      offsets, probs = (np.asarray(x[0]) for x in _run_pnet(self._params['pnet'], pyramid_level))
+      level = np.zeros((1, _padded_side(scaled_h), _padded_side(scaled_w), 3), np.float32)
+      level[:, :scaled_h, :scaled_w] = _normalise(resizer.crops(whole, scaled_h, scaled_w))
+      outputs = _run_pnet(self._params['pnet'], level, np.array([scaled_h, scaled_w]))
+      cells_h, cells_w = math.ceil((scaled_h - 4) / 2) - 3, math.ceil((scaled_w - 4) / 2) - 3
+      offsets, probs = (np.asarray(x[0, :cells_h, :cells_w]) for x in outputs)
       rows, cols = np.nonzero(probs >= THRESHOLDS[0])
       if rows.size:
         cells = np.stack([cols, rows], axis=1).astype(np.float64)
