@@ -1,0 +1,189 @@
+"""Face finding: the MTCNN port against PyTorch, the weights file, detection on real photos."""
+
+import pickle
+
+import jax
+import numpy as np
+import pytest
+import skimage.color
+import skimage.data
+import torch
+from torch import nn
+
+from define_jax import face_models
+from define_jax import faces
+from define_jax.image_input import InputError
+from define_jax.tools import port_mtcnn
+
+
+def _torch_nets() -> dict[str, nn.Module]:
+  """facenet-pytorch's PNet, RNet and ONet, written out independently (same layer names)."""
+
+  def block(in_ch, out_ch, kernel, pool=None):
+    layers = [nn.Conv2d(in_ch, out_ch, kernel), nn.PReLU(out_ch)]
+    return layers + ([nn.MaxPool2d(*pool, ceil_mode=True)] if pool else [])
+
+  class Net(nn.Module):
+
+    def __init__(self, convs, dense, heads):
+      super().__init__()
+      for i, layers in enumerate(convs, 1):
+        setattr(self, f'conv{i}', layers[0])
+        setattr(self, f'prelu{i}', layers[1])
+        setattr(self, f'pool{i}', layers[2] if len(layers) > 2 else nn.Identity())
+      self.depth, self.dense_index, self.heads = len(convs), len(convs) + 1, heads
+      if dense:
+        setattr(self, f'dense{self.dense_index}', nn.Linear(*dense))
+        setattr(self, f'prelu{self.dense_index}', nn.PReLU(dense[1]))
+      for name, layer in heads.items():
+        setattr(self, name, layer)
+
+    def forward(self, x):
+      for i in range(1, self.depth + 1):
+        x = getattr(self, f'pool{i}')(getattr(self, f'prelu{i}')(getattr(self, f'conv{i}')(x)))
+      if hasattr(self, f'dense{self.dense_index}'):
+        x = x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        x = getattr(self, f'prelu{self.dense_index}')(getattr(self, f'dense{self.dense_index}')(x))
+      return {name: getattr(self, name)(x) for name in self.heads}
+
+  return {
+      'pnet': Net([block(3, 10, 3, (2, 2)), block(10, 16, 3), block(16, 32, 3)], None,
+                  {'conv4_1': nn.Conv2d(32, 2, 1), 'conv4_2': nn.Conv2d(32, 4, 1)}),
+      'rnet': Net([block(3, 28, 3, (3, 2)), block(28, 48, 3, (3, 2)), block(48, 64, 2)],
+                  (576, 128), {'dense5_1': nn.Linear(128, 2), 'dense5_2': nn.Linear(128, 4)}),
+      'onet': Net([block(3, 32, 3, (3, 2)), block(32, 64, 3, (3, 2)), block(64, 64, 3, (2, 2)),
+                   block(64, 128, 2)], (1152, 256),
+                  {'dense6_1': nn.Linear(256, 2), 'dense6_2': nn.Linear(256, 4),
+                   'dense6_3': nn.Linear(256, 10)}),
+  }
+
+
+def _torch_state_dict(params) -> dict[str, torch.Tensor]:
+  """define_jax parameters back in PyTorch's names and layouts."""
+  state = {}
+  for layer, values in params.items():
+    for kind, value in values.items():
+      value = np.asarray(value)
+      if kind == 'negative_slope':
+        state[f'{layer}.weight'] = value
+      elif kind == 'bias':
+        state[f'{layer}.bias'] = value
+      else:
+        state[f'{layer}.weight'] = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+  return {name: torch.from_numpy(np.array(v)) for name, v in state.items()}
+
+
+@pytest.fixture(scope='module')
+def params():
+  return faces.load_params()
+
+
+@pytest.fixture(scope='module')
+def detector(params):
+  return faces.FaceDetector(params)
+
+
+def test_ported_nets_match_pytorch(params):
+  """Same outputs as PyTorch nets loaded with the weights transposed back, on inputs whose
+  odd sizes exercise the partial pooling windows of ceil_mode."""
+  rng = np.random.default_rng(0)
+  sizes = {'pnet': (2, 37, 29), 'rnet': (5, 24, 24), 'onet': (5, 48, 48)}
+  heads = {'pnet': ('conv4_2', 'conv4_1'), 'rnet': ('dense5_2', 'dense5_1'),
+           'onet': ('dense6_2', 'dense6_3', 'dense6_1')}
+  for net, torch_net in _torch_nets().items():
+    torch_net.load_state_dict(_torch_state_dict(params[net]))
+    images = rng.uniform(-1, 1, sizes[net] + (3,)).astype(np.float32)
+    with torch.no_grad():
+      expected = torch_net(torch.from_numpy(images).permute(0, 3, 1, 2))
+    outputs = faces._MODELS[net].apply({'params': params[net]}, images)
+    for name, output in zip(heads[net], outputs):
+      reference = expected[name]
+      if reference.shape[1] == 2:  # The face-probability head: softmax, face channel.
+        reference = torch.softmax(reference, dim=1)[:, 1]
+      elif reference.ndim == 4:
+        reference = reference.permute(0, 2, 3, 1)
+      np.testing.assert_allclose(output, reference.numpy(), atol=1e-4, err_msg=f'{net} {name}')
+
+
+def test_pnet_on_padded_input_matches_unpadded(params):
+  images = np.random.default_rng(1).uniform(-1, 1, (1, 23, 31, 3)).astype(np.float32)
+  padded = np.pad(images, ((0, 0), (0, 9), (0, 8), (0, 0)))
+  expected = face_models.PNet().apply({'params': params['pnet']}, images)
+  actual = face_models.PNet().apply({'params': params['pnet']}, padded, np.array([23, 31]))
+  for want, got in zip(expected, actual):
+    np.testing.assert_allclose(got[:, :want.shape[1], :want.shape[2]], want, atol=1e-5)
+
+
+def test_legacy_torch_file_round_trip(tmp_path):
+  """port_mtcnn reads torch.save's legacy format without PyTorch, and refuses other code."""
+  nets = _torch_nets()
+  path = tmp_path / 'rnet.pt'
+  torch.save(nets['rnet'].state_dict(), path, _use_new_zipfile_serialization=False)
+  loaded = port_mtcnn.load_legacy_state_dict(path)
+  for name, tensor in nets['rnet'].state_dict().items():
+    np.testing.assert_array_equal(loaded[name], tensor.numpy())
+  faces.check_params({net: port_mtcnn.to_flax(
+      {k: v.numpy() for k, v in nets[net].state_dict().items()}) for net in faces.NETS})
+
+  hostile = tmp_path / 'hostile.pt'
+  with open(hostile, 'wb') as f:
+    for header in (0x1950A86A20F9469CFC6C, 1001, {'little_endian': True}):
+      pickle.dump(header, f, protocol=2)
+    pickle.dump(print, f, protocol=2)  # Stands for any callable a file could smuggle in.
+  with pytest.raises(pickle.UnpicklingError, match='print'):
+    port_mtcnn.load_legacy_state_dict(hostile)
+
+
+def test_weights_with_wrong_shapes_are_refused(params):
+  broken = {net: jax.tree.map(np.asarray, params[net]) for net in faces.NETS}
+  broken['onet']['dense5']['kernel'] = broken['onet']['dense5']['kernel'][:100]
+  with pytest.raises(ValueError, match='onet'):
+    faces.FaceDetector(broken)
+  with pytest.raises(ValueError, match='lack'):
+    faces.check_params({'pnet': params['pnet']})
+
+
+def test_astronaut_has_one_face_with_eyes_where_they_are(detector):
+  found = detector(skimage.data.astronaut())
+  assert len(found) == 1
+  face, = found
+  assert face.score > 0.99
+  # Pupils, nose tip and mouth corners read off the 512² photo by eye.
+  seen = np.array([[204, 101], [246, 103], [224, 127], [205, 138], [247, 140]], np.float32)
+  np.testing.assert_allclose(face.landmarks, seen, atol=4)
+  x0, y0, x1, y1 = face.box
+  assert 170 < x0 < 195 and 230 < x1 < 280 and 50 < y0 < 95 and 150 < y1 < 185, face.box
+  assert face.box.dtype == np.float32 and face.landmarks.shape == (5, 2)
+
+
+@pytest.mark.parametrize('name', ['coffee', 'flat'])
+def test_no_face_where_there_is_none(detector, name):
+  image = skimage.data.coffee() if name == 'coffee' else np.full((400, 600, 3), 128, np.uint8)
+  assert detector(image) == []
+
+
+def test_grey_rgba_and_16_bit_photos(detector):
+  rgb = skimage.data.astronaut()
+  (reference,) = detector(rgb)
+  opaque = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+  for image in (rgb.astype(np.uint16) * 257, rgb.astype(np.float32) / 255, opaque):
+    (face,) = detector(image)
+    np.testing.assert_allclose(face.box, reference.box, atol=1e-3)
+  grey = skimage.color.rgb2gray(rgb)  # float64 in [0, 1]
+  for image in (grey, (grey * 65535).astype(np.uint16)[..., None]):
+    (face,) = detector(image)
+    np.testing.assert_allclose(face.landmarks, reference.landmarks, atol=4)
+  transparent = opaque.copy()
+  transparent[..., 3] = 0  # Flattened onto white: nothing to see.
+  assert detector(transparent) == []
+
+
+@pytest.mark.parametrize('image, message', [
+    (np.zeros((64, 64, 2), np.uint8), 'shape'),
+    (np.zeros((64, 64, 3), np.int32), 'dtype'),
+    (np.full((64, 64, 3), 2.0, np.float32), r'\[0, 1\]'),
+    (np.zeros((0, 64, 3), np.uint8), 'shape'),
+])
+def test_unsupported_images_are_refused(detector, image, message):
+  with pytest.raises(InputError, match=message):
+    detector(image)
