@@ -149,8 +149,9 @@ def rgb255(image: np.ndarray) -> np.ndarray:
 
 
 class _AreaResizer:
-  """PyTorch's interpolate(mode='area') (adaptive average pooling) of any crop of one image,
-  exact, from the image's summed-area table."""
+  """PyTorch's interpolate(mode='area') (adaptive average pooling) of crops of one image,
+  exact, from the image's summed-area table. Crops may reach beyond the image, which is
+  then black (0), as in the original MTCNN: the face keeps its proportions."""
 
   def __init__(self, pixels255: np.ndarray) -> None:
     self._table = np.zeros((pixels255.shape[0] + 1, pixels255.shape[1] + 1, 3))
@@ -162,14 +163,15 @@ class _AreaResizer:
     size, i = (stop - start)[:, None], np.arange(out)
     return start[:, None] + i * size // out, start[:, None] + (-((-(i + 1) * size) // out))
 
-  def crops(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """boxes [N, 4] int (row0, row1, col0, col1), half-open -> [N, height, width, 3]."""
-    r0, r1 = self._bins(boxes[:, 0], boxes[:, 1], height)
-    c0, c1 = self._bins(boxes[:, 2], boxes[:, 3], width)
+  def crops(self, windows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """windows [N, 4] int (row0, row1, col0, col1), half-open -> [N, height, width, 3]."""
+    r0, r1 = self._bins(windows[:, 0], windows[:, 1], height)
+    c0, c1 = self._bins(windows[:, 2], windows[:, 3], width)
+    area = (r1 - r0)[:, :, None, None] * (c1 - c0)[:, None, :, None]
     t = self._table
-    rows0, rows1, cols0, cols1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    sums = t[rows1, cols1] - t[rows0, cols1] - t[rows1, cols0] + t[rows0, cols0]
-    return sums / ((rows1 - rows0) * (cols1 - cols0))[..., None]
+    r0, r1 = (np.clip(r, 0, t.shape[0] - 1)[:, :, None] for r in (r0, r1))
+    c0, c1 = (np.clip(c, 0, t.shape[1] - 1)[:, None, :] for c in (c0, c1))
+    return (t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0]) / area
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = 'union',
@@ -217,16 +219,17 @@ def _calibrate(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def _crop_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-  """(kept, windows): the boxes (1-based inclusive pixel corners) that overlap the image
-  and their crops as half-open 0-based (row0, row1, col0, col1), clipped to the image
-  (facenet-pytorch's pad: out-of-image parts are cut off, not zero-filled)."""
+  """(kept, windows): which boxes (1-based inclusive pixel corners) overlap the image, and
+  their pixels as half-open 0-based (row0, row1, col0, col1), which may reach outside.
+
+  facenet-pytorch cuts the outside part off and stretches the rest; the original MTCNN's
+  black fill (kept here) is what keeps landmarks right on faces cut by the image border.
+  """
   corners = np.trunc(boxes[:, :4]).astype(np.int64)
-  col0 = np.maximum(corners[:, 0], 1) - 1
-  row0 = np.maximum(corners[:, 1], 1) - 1
-  col1 = np.minimum(corners[:, 2], width)
-  row1 = np.minimum(corners[:, 3], height)
-  kept = (col1 > col0) & (row1 > row0)
-  return kept, np.stack([row0, row1, col0, col1], axis=1)[kept]
+  windows = np.stack([corners[:, 1] - 1, corners[:, 3], corners[:, 0] - 1, corners[:, 2]], axis=1)
+  row0, row1, col0, col1 = windows.T
+  kept = (row0 < height) & (row1 > 0) & (col0 < width) & (col1 > 0) & (row1 > row0) & (col1 > col0)
+  return kept, windows[kept]
 
 
 class FaceDetector:
