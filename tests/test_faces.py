@@ -156,6 +156,16 @@ def test_astronaut_has_one_face_with_eyes_where_they_are(detector):
   assert face.box.dtype == np.float32 and face.landmarks.shape == (5, 2)
 
 
+def test_face_cut_by_the_image_border(detector):
+  """The left border passes just beside the left eye: the face is still found, its
+  landmarks where they are in the whole photo (black fill keeps the crop's proportions)."""
+  photo = skimage.data.astronaut()
+  (whole,) = detector(photo)
+  (cut,) = detector(photo[:, 200:])
+  np.testing.assert_allclose(cut.landmarks + [200, 0], whole.landmarks, atol=6)
+  assert cut.box[0] < 0  # The square box reaches past the border.
+
+
 @pytest.mark.parametrize('name', ['coffee', 'flat'])
 def test_no_face_where_there_is_none(detector, name):
   image = skimage.data.coffee() if name == 'coffee' else np.full((400, 600, 3), 128, np.uint8)
