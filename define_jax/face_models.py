@@ -42,20 +42,20 @@ def _flatten_like_torch(x: jax.Array) -> jax.Array:
 class PNet(nn.Module):
   """Proposal net, fully convolutional: one 12x12 window per output cell, stride 2.
 
-  Returns (box regression [N, h, w, 4], face probability [N, h, w]). `valid_size`
-  (int [2]: height, width) marks the top-left part of x that is image, the rest being
-  padding: the outputs of the image's own cells are then those of the unpadded image,
-  including PyTorch's partial last pooling window; the others are meaningless.
+  Returns (box regression [N, h, w, 4], face probability [N, h, w]). `valid` ([N, H, W],
+  1 = image) lets x hold several images (pyramid levels) apart from each other and from
+  padding: each image at even (row, column) offsets, 2 invalid pixels around it. The
+  outputs of each image's own cells are then exactly those of the image alone, PyTorch's
+  partial last pooling window included; the other outputs are meaningless.
   """
 
   @nn.compact
   def __call__(self, x: jax.Array,
-               valid_size: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+               valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     x = PReLU(name='prelu1')(nn.Conv(10, (3, 3), padding='VALID', name='conv1')(x))
-    if valid_size is not None:  # Padding must not win a max-pooling window.
-      rows = jnp.arange(x.shape[1])[:, None] < valid_size[0] - 2
-      cols = jnp.arange(x.shape[2])[None, :] < valid_size[1] - 2
-      x = jnp.where((rows & cols)[None, :, :, None], x, -jnp.inf)
+    if valid is not None:  # Nothing outside an image may win a max-pooling window.
+      outside = nn.max_pool(1.0 - valid[..., None].astype(x.dtype), (3, 3), padding='VALID')
+      x = jnp.where(outside > 0, -jnp.inf, x)
     x = _max_pool_ceil(x, 2, 2)
     x = PReLU(name='prelu2')(nn.Conv(16, (3, 3), padding='VALID', name='conv2')(x))
     x = PReLU(name='prelu3')(nn.Conv(32, (3, 3), padding='VALID', name='conv3')(x))

@@ -38,7 +38,7 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 PYRAMID_FACTOR = 0.709
 # RNet and ONet run on batches padded to one of these sizes (fewer compilations); more
 # boxes go through in chunks of the largest.
-_BATCH_BUCKETS = (16, 64, 256, 1024)
+_BATCH_BUCKETS = (16, 64, 256)
 
 # Mean five landmarks (left eye, right eye, nose, left and right mouth corner, left/right
 # as seen in the image) of the training faces, as fractions of the model's square training
@@ -92,16 +92,41 @@ def load_params(path: str | Path = PRETRAINED_DETECTOR) -> dict[str, Any]:
 
 
 @jax.jit
-def _run_pnet(params: Any, images: jax.Array,
-              valid_size: jax.Array) -> tuple[jax.Array, jax.Array]:
-  return _MODELS['pnet'].apply({'params': params}, images, valid_size)
+def _run_pnet(params: Any, canvas: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _MODELS['pnet'].apply({'params': params}, canvas, valid)
 
 
 def _padded_side(side: int) -> int:
-  """A pyramid level's side rounded up to a bucket (4 per octave, multiples of 8), so
-  that photos of one aspect ratio share PNet's compilations."""
+  """A canvas side rounded up to a bucket (4 per octave, multiples of 8), so that photos
+  of similar sizes share PNet's compilation."""
   octaves = math.ceil(4 * math.log2(max(side, 8) / 8)) / 4
   return 8 * math.ceil(2**octaves - 1e-9)
+
+
+def _pyramid(height: int, width: int, min_face_size: int) -> list[tuple[float, int, int]]:
+  """(scale, height, width) of each level: 12-pixel windows find faces of min_face_size
+  at the first level, 1/PYRAMID_FACTOR times larger at each next one."""
+  scale, shorter, levels = 12.0 / min_face_size, min(height, width) * 12.0 / min_face_size, []
+  while shorter >= 12:
+    levels.append((scale, int(height * scale + 1), int(width * scale + 1)))
+    scale *= PYRAMID_FACTOR
+    shorter *= PYRAMID_FACTOR
+  return levels
+
+
+def _pack(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int, int]:
+  """(top, left) of each (height, width), largest first, on shelves as wide as the first
+  two side by side; even offsets, 2 pixels apart (PNet's `valid` rules). Also the height
+  and width used. One canvas means one PNet compilation per photo size, not one per level."""
+  shelf_width = sizes[0][1] + (sizes[1][1] + 3 if len(sizes) > 1 else 0)
+  positions, top, left, shelf_height = [], 0, 0, 0
+  for height, width in sizes:
+    if left and left + width > shelf_width:
+      top, left, shelf_height = top + shelf_height + 2 + (top + shelf_height) % 2, 0, 0
+    positions.append((top, left))
+    left += width + 2 + width % 2
+    shelf_height = max(shelf_height, height)
+  return positions, top + shelf_height, shelf_width
 
 
 @jax.jit
@@ -255,26 +280,31 @@ class FaceDetector:
   def _proposals(self, resizer: _AreaResizer, height: int, width: int,
                  min_face_size: int) -> np.ndarray:
     """Stage 1: [N, 9] (x0, y0, x1, y1, score, 4 offsets), 1-based inclusive corners."""
-    scale = 12.0 / min_face_size
-    shorter = min(height, width) * scale
+    levels = _pyramid(height, width, min_face_size)
+    if not levels:
+      return np.zeros((0, 5))
+    positions, used_h, used_w = _pack([(h, w) for _, h, w in levels])
+    canvas = np.zeros((1, _padded_side(used_h), _padded_side(used_w), 3), np.float32)
+    valid = np.zeros(canvas.shape[:3], bool)
+    whole = np.array([[0, height, 0, width]])
+    for (_, level_h, level_w), (top, left) in zip(levels, positions):
+      canvas[0, top:top + level_h, left:left + level_w] = _normalise(
+          resizer.crops(whole, level_h, level_w))[0]
+      valid[0, top:top + level_h, left:left + level_w] = True
+    all_offsets, all_probs = (np.asarray(x[0]) for x in _run_pnet(self._params['pnet'], canvas,
+                                                                   valid))
     found = []
-    while shorter >= 12:
-      scaled_h, scaled_w = int(height * scale + 1), int(width * scale + 1)
-      whole = np.array([[0, height, 0, width]])
-      level = np.zeros((1, _padded_side(scaled_h), _padded_side(scaled_w), 3), np.float32)
-      level[:, :scaled_h, :scaled_w] = _normalise(resizer.crops(whole, scaled_h, scaled_w))
-      outputs = _run_pnet(self._params['pnet'], level, np.array([scaled_h, scaled_w]))
-      cells_h, cells_w = math.ceil((scaled_h - 4) / 2) - 3, math.ceil((scaled_w - 4) / 2) - 3
-      offsets, probs = (np.asarray(x[0, :cells_h, :cells_w]) for x in outputs)
+    for (scale, level_h, level_w), (top, left) in zip(levels, positions):
+      cells_h, cells_w = math.ceil((level_h - 4) / 2) - 3, math.ceil((level_w - 4) / 2) - 3
+      cells = np.s_[top // 2:top // 2 + cells_h, left // 2:left // 2 + cells_w]
+      offsets, probs = all_offsets[cells], all_probs[cells]
       rows, cols = np.nonzero(probs >= THRESHOLDS[0])
       if rows.size:
-        cells = np.stack([cols, rows], axis=1).astype(np.float64)
-        boxes = np.concatenate([np.floor((2 * cells + 1) / scale),  # A 12x12 window, stride 2.
-                                np.floor((2 * cells + 12) / scale),
+        xy = np.stack([cols, rows], axis=1).astype(np.float64)
+        boxes = np.concatenate([np.floor((2 * xy + 1) / scale),  # A 12x12 window, stride 2.
+                                np.floor((2 * xy + 12) / scale),
                                 probs[rows, cols, None], offsets[rows, cols]], axis=1)
         found.append(boxes[_nms(boxes[:, :4], boxes[:, 4], 0.5)])
-      scale *= PYRAMID_FACTOR
-      shorter *= PYRAMID_FACTOR
     if not found:
       return np.zeros((0, 5))
     boxes = np.concatenate(found)

@@ -105,13 +105,23 @@ def test_ported_nets_match_pytorch(params):
       np.testing.assert_allclose(output, reference.numpy(), atol=1e-4, err_msg=f'{net} {name}')
 
 
-def test_pnet_on_padded_input_matches_unpadded(params):
-  images = np.random.default_rng(1).uniform(-1, 1, (1, 23, 31, 3)).astype(np.float32)
-  padded = np.pad(images, ((0, 0), (0, 9), (0, 8), (0, 0)))
-  expected = face_models.PNet().apply({'params': params['pnet']}, images)
-  actual = face_models.PNet().apply({'params': params['pnet']}, padded, np.array([23, 31]))
-  for want, got in zip(expected, actual):
-    np.testing.assert_allclose(got[:, :want.shape[1], :want.shape[2]], want, atol=1e-5)
+def test_pnet_on_a_packed_canvas_matches_each_image_alone(params):
+  """Two images of odd sizes (partial pooling windows) packed the way faces._pack does."""
+  rng = np.random.default_rng(1)
+  images = [rng.uniform(-1, 1, (1, 23, 31, 3)).astype(np.float32),
+            rng.uniform(-1, 1, (1, 15, 17, 3)).astype(np.float32)]
+  positions, height, width = faces._pack([image.shape[1:3] for image in images])
+  canvas = rng.uniform(-1, 1, (1, height + 5, width + 6, 3)).astype(np.float32)
+  valid = np.zeros(canvas.shape[:3], bool)
+  for image, (top, left) in zip(images, positions):
+    canvas[:, top:top + image.shape[1], left:left + image.shape[2]] = image
+    valid[:, top:top + image.shape[1], left:left + image.shape[2]] = True
+  pnet = face_models.PNet()
+  packed = pnet.apply({'params': params['pnet']}, canvas, valid)
+  for image, (top, left) in zip(images, positions):
+    for alone, together in zip(pnet.apply({'params': params['pnet']}, image), packed):
+      cells = together[:, top // 2:top // 2 + alone.shape[1], left // 2:left // 2 + alone.shape[2]]
+      np.testing.assert_allclose(cells, alone, atol=1e-5)
 
 
 def test_legacy_torch_file_round_trip(tmp_path):
