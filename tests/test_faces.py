@@ -1,5 +1,6 @@
 """Face finding: the MTCNN port against PyTorch, the weights file, detection on real photos."""
 
+import json
 import pickle
 
 import jax
@@ -8,11 +9,14 @@ import pytest
 import skimage.color
 import skimage.data
 import torch
+from PIL import Image
 from torch import nn
 
 from define_jax import face_models
 from define_jax import faces
+from define_jax.datasets import image_folder
 from define_jax.image_input import InputError
+from define_jax.tools import measure_face_template
 from define_jax.tools import port_mtcnn
 
 
@@ -144,6 +148,12 @@ def test_legacy_torch_file_round_trip(tmp_path):
     port_mtcnn.load_legacy_state_dict(hostile)
 
 
+def test_shipped_weights_fit_the_size_limit_and_have_a_card():
+  folder = faces.PRETRAINED_DETECTOR.parent
+  assert sum(path.stat().st_size for path in folder.iterdir()) <= 16 * 2**20
+  assert (folder / 'MTCNN_MODEL_CARD.md').is_file()
+
+
 def test_weights_with_wrong_shapes_are_refused(params):
   broken = {net: jax.tree.map(np.asarray, params[net]) for net in faces.NETS}
   broken['onet']['dense5']['kernel'] = broken['onet']['dense5']['kernel'][:100]
@@ -207,3 +217,27 @@ def test_grey_rgba_and_16_bit_photos(detector):
 def test_unsupported_images_are_refused(detector, image, message):
   with pytest.raises(InputError, match=message):
     detector(image)
+
+
+def test_template_tool_measures_the_training_split(tmp_path, capsys):
+  """The astronaut's face and its mirror image as the training split, flat grey photos as
+  the validation split (chosen by file name, left out): the template is symmetric and has
+  the eyes where the detector sees them."""
+  face = skimage.data.astronaut()[40:240, 125:325]  # 200x200, framed like a tight crop.
+  names = [f'{letter}.png' for letter in 'abcdef']
+  train, validation = image_folder.split_image_files(names, 0.5)
+  assert train == ['d.png', 'f.png'] and len(validation) == 4
+  for name in validation:
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / name)
+  Image.fromarray(face).save(tmp_path / 'd.png')
+  Image.fromarray(face[:, ::-1]).save(tmp_path / 'f.png')
+  measure_face_template.main(['--image_dir', str(tmp_path), '--validation_fraction', '0.5'])
+  out = capsys.readouterr().out
+  assert 'Faces found in 2 of 2 training photos' in out
+  rows = out.split('FACE_TEMPLATE = np.array(')[1].split(', np.float32')[0]
+  template = np.array(json.loads(rows), np.float32)
+  np.testing.assert_allclose(template, measure_face_template.mirrored(template), atol=2e-4)
+  (seen,) = faces.FaceDetector.pretrained()(face)
+  eyes = (seen.landmarks[:2] + 0.5) / 200
+  np.testing.assert_allclose(template[:2, 1], eyes[:, 1].mean(), atol=0.01)
+  np.testing.assert_allclose(template[1, 0] - template[0, 0], eyes[1, 0] - eyes[0, 0], atol=0.01)
