@@ -316,8 +316,9 @@ class FaceDetector:
   def __call__(self, image: np.ndarray, *, min_face_size: int = 20) -> list[Face]:
     """The faces in `image` ([H, W] or [H, W, 1|3|4]; uint8, uint16 or float in [0, 1]),
     best score first. Faces smaller than `min_face_size` pixels may be missed."""
-    if min_face_size < 1:
-      raise ValueError(f'min_face_size must be at least 1; got {min_face_size}.')
+    if min_face_size < 12:
+      raise ValueError(f'min_face_size must be at least 12 (pixels, the side of PNet\'s '
+                       f'window); got {min_face_size}.')
     pixels = rgb255(image)
     height, width = pixels.shape[:2]
     resizer = _AreaResizer(pixels)

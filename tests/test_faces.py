@@ -148,6 +148,25 @@ def test_legacy_torch_file_round_trip(tmp_path):
     port_mtcnn.load_legacy_state_dict(hostile)
 
 
+def test_port_tool_writes_what_the_detector_loads(tmp_path, capsys):
+  nets = _torch_nets()
+  for net, module in nets.items():
+    torch.save(module.state_dict(), tmp_path / f'{net}.pt', _use_new_zipfile_serialization=False)
+  out = tmp_path / 'out' / 'mtcnn.msgpack'
+  port_mtcnn.main(['--input_dir', str(tmp_path), '--out', str(out)])
+  loaded = faces.load_params(out)
+  np.testing.assert_array_equal(loaded['onet']['dense6_3']['kernel'],
+                                nets['onet'].dense6_3.weight.detach().numpy().T)
+  written = out.read_bytes()
+  for argv in (['--input_dir', str(tmp_path), '--out', str(out)],  # Would overwrite.
+               ['--input_dir', str(tmp_path / 'none'), '--out', str(tmp_path / 'new')]):
+    with pytest.raises(SystemExit) as exit_info:
+      port_mtcnn.main(argv)
+    assert exit_info.value.code == 2
+  assert out.read_bytes() == written and not (tmp_path / 'new').exists()
+  assert 'exists' in capsys.readouterr().err
+
+
 def test_shipped_weights_fit_the_size_limit_and_have_a_card():
   folder = faces.PRETRAINED_DETECTOR.parent
   assert sum(path.stat().st_size for path in folder.iterdir()) <= 16 * 2**20
@@ -217,6 +236,11 @@ def test_grey_rgba_and_16_bit_photos(detector):
 def test_unsupported_images_are_refused(detector, image, message):
   with pytest.raises(InputError, match=message):
     detector(image)
+
+
+def test_min_face_size_below_the_window_is_refused(detector):
+  with pytest.raises(ValueError, match='min_face_size'):
+    detector(np.zeros((64, 64, 3), np.uint8), min_face_size=8)
 
 
 def test_template_tool_measures_the_training_split(tmp_path, capsys):
