@@ -75,8 +75,8 @@ def check_params(stored: Mapping[str, Any]) -> None:
     if net not in stored:
       raise ValueError(f'MTCNN weights lack {net!r}; got {sorted(stored)}.')
     side = _INPUT_SIDES[net]
-    expected = jax.eval_shape(_MODELS[net].init, jax.random.key(0),
-                              jnp.zeros((1, side, side, 3)))['params']
+    expected = jax.eval_shape(  # Traced only: nothing compiles.
+        lambda: _MODELS[net].init(jax.random.key(0), jnp.zeros((1, side, side, 3))))['params']
     expected_shapes = jax.tree.map(lambda x: tuple(x.shape), expected)
     actual_shapes = jax.tree.map(lambda x: tuple(np.shape(x)), dict(stored[net]))
     if expected_shapes != actual_shapes:
@@ -92,7 +92,7 @@ def load_params(path: str | Path = PRETRAINED_DETECTOR) -> dict[str, Any]:
                             'python -m define_jax.tools.port_mtcnn.')
   stored = flax.serialization.msgpack_restore(path.read_bytes())
   check_params(stored)
-  return {net: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), stored[net]) for net in NETS}
+  return {net: jax.tree.map(lambda x: np.asarray(x, np.float32), stored[net]) for net in NETS}
 
 
 @jax.jit
@@ -285,7 +285,7 @@ class FaceDetector:
 
   def __init__(self, params: Mapping[str, Any]) -> None:
     check_params(params)
-    self._params = {net: params[net] for net in NETS}
+    self._params = jax.device_put({net: params[net] for net in NETS})  # Once, not per call.
 
   @classmethod
   def pretrained(cls) -> 'FaceDetector':
@@ -306,7 +306,7 @@ class FaceDetector:
       canvas[0, top:top + level_h, left:left + level_w] = _normalise(
           resizer.crops(whole, level_h, level_w))[0]
       valid[0, top:top + level_h, left:left + level_w] = True
-    all_offsets, all_probs = (np.asarray(x[0]) for x in _run_pnet(self._params['pnet'], canvas,
+    all_offsets, all_probs = (np.asarray(x)[0] for x in _run_pnet(self._params['pnet'], canvas,
                                                                    valid))
     found = []
     for (scale, level_h, level_w), (top, left) in zip(levels, positions):

@@ -238,6 +238,14 @@ def test_unsupported_images_are_refused(detector, image, message):
     detector(image)
 
 
+def test_huge_photos_search_from_a_larger_smallest_face():
+  """The first pyramid level stays within bounds (memory, time); usual photos are untouched."""
+  assert faces._pyramid(1920, 1297, 20)[0][0] == pytest.approx(12 / 20)
+  _, height, width = faces._pyramid(6000, 4000, 20)[0]
+  assert 1.9e6 < height * width <= 2.0e6 + 6000 + 4000
+  assert faces.smallest_face(6000, 4000, 20) == pytest.approx(41.6, abs=0.1)
+
+
 def test_min_face_size_below_the_window_is_refused(detector):
   with pytest.raises(ValueError, match='min_face_size'):
     detector(np.zeros((64, 64, 3), np.uint8), min_face_size=8)
