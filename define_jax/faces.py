@@ -46,9 +46,9 @@ _BATCH_BUCKETS = (16, 64, 256)
 
 # Mean five landmarks (left eye, right eye, nose, left and right mouth corner, left/right
 # as seen in the image) of the training faces, as fractions of the model's square training
-# canvas (0 = left/top edge, 1 = right/bottom edge; canvas pixel coordinates of a side-S
-# canvas are fraction * S - 0.5), averaged with their mirror image as the random
-# left-right flips of training show the faces. Measured with
+# canvas (0 = left/top edge, 1 = right/bottom edge; canvas_points gives a canvas's pixel
+# coordinates, the convention of Face.landmarks), averaged with their mirror image as
+# the random left-right flips of training show the faces. Measured with
 #   python -m define_jax.tools.measure_face_template --image_dir ../shared/data/faces \
 #       --num_images 2000
 # on 2,000 evenly spaced photos of the training split of the UTKFace faces the packaged
@@ -59,6 +59,17 @@ _BATCH_BUCKETS = (16, 64, 256)
 # (0.4914, 0.5221), mouth corners (0.3204, 0.6938), (0.6695, 0.6931).
 FACE_TEMPLATE = np.array([[0.3023, 0.2894], [0.6977, 0.2894], [0.5000, 0.5221],
                           [0.3254, 0.6935], [0.6746, 0.6935]], np.float32)
+
+
+def canvas_fractions(points: np.ndarray, side: float) -> np.ndarray:
+  """Pixel coordinates (centres at integers, as Face.landmarks) in a square of `side`
+  pixels -> fractions of the square (0 and 1 at its edges), as FACE_TEMPLATE is stored."""
+  return (np.asarray(points) + 0.5) / side
+
+
+def canvas_points(fractions: np.ndarray, side: float) -> np.ndarray:
+  """Inverse of canvas_fractions: e.g. FACE_TEMPLATE in a side x side canvas's pixels."""
+  return np.asarray(fractions) * side - 0.5
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
