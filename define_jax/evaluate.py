@@ -5,7 +5,7 @@ r"""Scores a model per hole-ratio band, optionally against classical inpainting.
 
 --checkpoint is a training workdir, a checkpoint directory or a model file written by
 define_jax.export; without it the packaged face model is scored. Reports L1 (×100), PSNR,
-SSIM and LPIPS (VGG) of the composite (known pixels pasted back) per band of hole ratio
+SSIM, LPIPS-VGG and LPIPS-Alex of the composite (known pixels pasted back) per band of hole ratio
 (0–10%, …, 50–60%, as in the PConv paper) and overall, as a Markdown table on stdout and in
 OUT/report.md (--out; default WORKDIR/eval for a workdir, ./eval otherwise; a report already
 there is replaced), with every per-image score in report.json and one PNG grid of examples
@@ -49,7 +49,7 @@ MODEL_METHOD = 'DeFINe'
 # Grid tiles are enlarged to at least this many pixels so small models' examples are visible.
 _MIN_TILE = 128
 # Decimals shown per metric in the tables.
-METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4}
+METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4, 'lpips_alex': 4}
 
 
 def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) -> str:
