@@ -111,3 +111,58 @@ def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message
 def test_configs_resolve_by_name_and_unknown_names_are_listed(tmp_path):
   with pytest.raises(FileNotFoundError, match='configs/loss_nothing.py'):
     study.run(['--workdir', str(tmp_path), '--configs', 'loss_l1,loss_nothing'])
+
+
+PROTOCOL_TINY = (
+    '--config.train.image_size=64', '--config.train.layers=4', '--config.train.base_features=8',
+    '--config.train.max_features=32', '--config.train.batch_size=8',
+    '--config.train.mask_channel=False', '--config.train.prefill=none',
+    '--config.train.dataset=quickstart', '--config.train.masks=generated',
+    '--config.train.num_eval_images=8', '--config.train.discriminator_features=8',
+    '--config.train.log_every_steps=1', '--config.train.eval_every_steps=2',
+    '--config.train.image_every_steps=2', '--config.train.checkpoint_every_steps=1',
+    '--config.images_per_variant=16', '--config.report_images=12',
+    '--config.selection_images=12')
+
+
+@pytest.mark.slow
+def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_checkpoint):
+  """configs/study_faces128.py on the tiny setting: five variants from one start, the
+  tables, figures, README section and selection. (Reuse and resumption are
+  study.train_variants', tested above.)"""
+  workdir = tmp_path / 'protocol'
+  argv = ['--config', str(CONFIG_DIR / 'study_faces128.py'), '--workdir', str(workdir),
+          f'--config.train.init_from={tiny_checkpoint}', *PROTOCOL_TINY]
+  result = study.run(argv)
+  names = ['v1_l1', 'v2_valid_hole', 'v3_style', 'v4_final', 'v5_adversarial']
+  for name in names:
+    assert checkpoints.create_manager(str(workdir / name), read_only=True).all_steps()[-1] == 2
+    assert study.wall_seconds(workdir / name) > 0
+  for file in ('study.md', 'study.json', 'readme_section.md', 'curves.png', 'grid.png',
+               'astronaut.png'):
+    assert (workdir / file).stat().st_size > 0, file
+
+  report = json.loads((workdir / 'study.json').read_text(encoding='utf-8'))
+  assert [v['images_seen'] for v in report['variants']] == [16] * 5
+  assert {row['method'] for row in report['report_rows']} == {'packaged', *names}
+  # 12 report images, two per band, and the 12 images after them choose.
+  assert [row['images'] for row in report['report_rows'] if row['method'] == 'packaged'] == (
+      [2] * metrics.NUM_BANDS + [12])
+  selection = result['selection']
+  assert selection['images'] == 12 and selection['large_images'] == 6
+  assert set(selection['qualifying']) <= set(names)
+  best = min(['packaged', *selection['qualifying']],
+             key=lambda n: selection['lpips_alex_large'][n])
+  assert selection['chosen'] == best
+  section = (workdir / 'readme_section.md').read_text(encoding='utf-8')
+  assert section.startswith('## What each loss term does')
+  assert 'LPIPS-Alex' in section and '`v5_adversarial` against `v4_final`' in section
+  assert f"{report['selection_rows'][0]['psnr']:.2f}" in result['markdown']
+
+
+def test_protocol_rejects_mixed_options_and_missing_start(tmp_path):
+  config = str(CONFIG_DIR / 'study_faces128.py')
+  with pytest.raises(SystemExit):
+    study.parse_args(['--config', config, '--steps', '3'])
+  with pytest.raises(ValueError, match='init_from must name the common starting model'):
+    study.run(['--config', config, '--workdir', str(tmp_path), '--config.train.init_from='])
