@@ -121,7 +121,7 @@ PROTOCOL_TINY = (
     '--config.train.num_eval_images=8', '--config.train.discriminator_features=8',
     '--config.train.log_every_steps=1', '--config.train.eval_every_steps=2',
     '--config.train.image_every_steps=2', '--config.train.checkpoint_every_steps=1',
-    '--config.images_per_variant=16', '--config.report_images=12',
+    '--config.images_per_variant=8', '--config.report_images=12',
     '--config.selection_images=12')
 
 
@@ -136,14 +136,14 @@ def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_
   result = study.run(argv)
   names = ['v1_l1', 'v2_valid_hole', 'v3_style', 'v4_final', 'v5_adversarial']
   for name in names:
-    assert checkpoints.create_manager(str(workdir / name), read_only=True).all_steps()[-1] == 2
+    assert checkpoints.create_manager(str(workdir / name), read_only=True).all_steps()[-1] == 1
     assert study.wall_seconds(workdir / name) > 0
   for file in ('study.md', 'study.json', 'readme_section.md', 'curves.png', 'grid.png',
                'astronaut.png'):
     assert (workdir / file).stat().st_size > 0, file
 
   report = json.loads((workdir / 'study.json').read_text(encoding='utf-8'))
-  assert [v['images_seen'] for v in report['variants']] == [16] * 5
+  assert [v['images_seen'] for v in report['variants']] == [8] * 5
   assert {row['method'] for row in report['report_rows']} == {'packaged', *names}
   # 12 report images, two per band, and the 12 images after them choose.
   assert [row['images'] for row in report['report_rows'] if row['method'] == 'packaged'] == (
