@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from define_jax import checkpoints
 from define_jax import metrics
 from define_jax import scoring
 from define_jax import study
+from define_jax import study_protocol
 from define_jax import training_curves
 
 from conftest import REPO_ROOT
@@ -166,3 +168,23 @@ def test_protocol_rejects_mixed_options_and_missing_start(tmp_path):
     study.parse_args(['--config', config, '--steps', '3'])
   with pytest.raises(ValueError, match='init_from must name the common starting model'):
     study.run(['--config', config, '--workdir', str(tmp_path), '--config.train.init_from='])
+
+
+def test_selection_rule_limits_psnr_loss_and_keeps_the_packaged_model_otherwise():
+  bands = np.arange(12) % metrics.NUM_BANDS  # Two images per band; bands 3-5 from 30 %.
+  large = bands >= 3
+
+  def scores(psnr, lpips_small, lpips_large):
+    return {'psnr': np.full(12, psnr), 'lpips_alex': np.where(large, lpips_large, lpips_small)}
+
+  per_image = {'packaged': scores(30.0, 0.05, 0.20),
+               'sharp_but_noisy': scores(29.5, 0.01, 0.10),  # Loses 0.5 dB: disqualified.
+               'better': scores(29.8, 0.09, 0.15),  # Loses 0.2 dB, better on large holes.
+               'worse': scores(30.5, 0.01, 0.25)}  # Best small-hole LPIPS: not what counts.
+  selection = study_protocol.select(per_image, bands, ['sharp_but_noisy', 'better', 'worse'],
+                                    0.3, 0.3)
+  assert selection['qualifying'] == ['better', 'worse']
+  assert selection['chosen'] == 'better' and selection['large_images'] == 6
+  np.testing.assert_allclose(selection['lpips_alex_large']['better'], 0.15)
+  kept = study_protocol.select(per_image, bands, ['sharp_but_noisy', 'worse'], 0.3, 0.3)
+  assert kept['chosen'] == 'packaged' and kept['qualifying'] == ['worse']
