@@ -36,8 +36,6 @@ from define_jax.tools import model_card_figures
 REFERENCE = 'packaged'
 # The metrics of the protocol's table and README section, in their column order.
 TABLE_METRICS = ('psnr', 'ssim', 'lpips', 'lpips_alex')
-# A paired difference counts as real beyond this many standard errors.
-SIGNIFICANT_STANDARD_ERRORS = 2.0
 
 
 def subset(per_image: dict[str, dict[str, np.ndarray]], indices: slice
@@ -82,7 +80,7 @@ def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
 
 
 def _verdict(mean: float, error: float, higher_is_better: bool) -> str:
-  if abs(mean) <= SIGNIFICANT_STANDARD_ERRORS * error:
+  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error:
     return 'no clear change'
   return 'better' if (mean > 0) == higher_is_better else 'worse'
 
@@ -168,7 +166,7 @@ def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str,
     lines.append(f'- `{after}` against `{before}` ({report["descriptions"][after]}): '
                  f'{change}.')
   lines.append(f'- ± is one standard error of the paired per-image differences; "clear" '
-               f'means beyond {SIGNIFICANT_STANDARD_ERRORS:g} of them.')
+               f'means beyond {study.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
   selection = report['selection']
   rule = protocol['selection_rule']
   if selection['chosen'] == REFERENCE:

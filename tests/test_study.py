@@ -1,4 +1,5 @@
-"""Loss study: all four loss variants on the tiny setting, end to end; reuse and refusals."""
+"""Loss study: the four loss variants on the tiny setting, end to end; reuse and refusals;
+the 128² protocol (configs/study_faces128.py) on the tiny setting and its selection rule."""
 
 import json
 import os
