@@ -19,10 +19,17 @@ packaged model's, and the packaged model itself, ship the one with the lowest LP
 over the images with holes from 30 %. Validation images 0-599 (the model card's table)
 give the reported numbers only.
 
-Cost on the 2-core CPU (shared; see MEASURED below): V1 and V2 train at about 9 img/s, V3
-and V4 at about 2.2 img/s, V5 at about 1.9 img/s: 12,000 images each take about 0.4 h
-(V1, V2), 1.5 h (V3, V4) and 1.8 h (V5); with the evaluations (every 250 steps, 96
-images) and the final scoring of 6 models on 1,200 images, about 6-7 h in all.
+Cost, measured on the 2-core CPU while other jobs kept its load at 10-12 (train step on a
+synthetic batch of 16 at this setting; CPU = process CPU time per step):
+  V1 5.5 img/s (CPU 1.3 s/step), V2 3.9 img/s (1.3 s), V3 0.76 img/s (6.8 s),
+  V4 0.77 img/s (6.8 s), V5 0.59 img/s (12.4 s: the discriminator with its R1 penalty
+  nearly doubles V4's CPU time).
+At that load 12,000 images take 0.6 h (V1), 0.9 h (V2), 4.4 h (V3), 4.3 h (V4) and 5.7 h
+(V5): about 16 h, plus the evaluations. With the two cores to itself, wall time is about
+0.7 x the CPU time (the 17 and 3.3 img/s measured for V2 and V4 at batch 8 on an idle
+machine), so about 12 min each for V1 and V2, 1.0 h each for V3 and V4, 1.8 h for V5:
+about 4.2 h, plus roughly half an hour of evaluations (every 250 steps on 96 images, and
+the final scoring of 6 models on 1,200 images).
 """
 
 from pathlib import Path
@@ -78,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.seed = 2  # Neither of the packaged model's seeds (0, 1): crops and masks it never saw.
   # ema_decay stays faces128's 0.999: its warm-up, min(decay, (1 + step) / (10 + step)),
   # averages over roughly the last 10 % of a 750-step run, so the start's weight vanishes.
-  # Half the default width: the discriminator costs ~7 % of a V4 step instead of ~25 %.
+  # Half the default width (a quarter of the FLOPs): even so V5's step costs 1.8x V4's CPU.
   train.discriminator_features = 32
   train.eval_every_steps = 250
   train.image_every_steps = 250

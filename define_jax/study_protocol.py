@@ -79,8 +79,9 @@ def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
   return float(np.mean(diff)), error
 
 
-def _verdict(mean: float, error: float, higher_is_better: bool) -> str:
-  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error:
+def _verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str:
+  # A change too small to show at the printed precision is no change, however consistent.
+  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
     return 'no clear change'
   return 'better' if (mean > 0) == higher_is_better else 'worse'
 
@@ -101,7 +102,7 @@ def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarr
     unit = ' dB' if metric == 'psnr' else ''
     digits = 2 if metric == 'psnr' else 4
     parts.append(f'{heading.split()[0]} on {where} {mean:+.{digits}f} ± {error:.{digits}f}{unit} '
-                 f'({_verdict(mean, error, higher_is_better)})')
+                 f'({_verdict(mean, error, higher_is_better, digits)})')
   return '; '.join(parts)
 
 
