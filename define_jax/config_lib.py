@@ -183,6 +183,12 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     raise ValueError(f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f'config.ema_decay={config.ema_decay} must lie in [0, 1) (0 = off).')
+  if losses.needs_discriminator(losses.get_loss_weights(config.loss)):
+    for field in ('discriminator_features', 'discriminator_learning_rate'):
+      if config[field] <= 0:
+        raise ValueError(f'config.{field}={config[field]} must be positive.')
+    if config.r1_gamma < 0:
+      raise ValueError(f'config.r1_gamma={config.r1_gamma} must be >= 0 (0 = no R1 penalty).')
   if config.init_from is None:
     raise ValueError(
         'config.init_from is required by this config: pass the stage-one workdir, '

@@ -5,7 +5,7 @@ r"""Scores a model per hole-ratio band, optionally against classical inpainting.
 
 --checkpoint is a training workdir, a checkpoint directory or a model file written by
 define_jax.export; without it the packaged face model is scored. Reports L1 (×100), PSNR,
-SSIM and LPIPS (VGG) of the composite (known pixels pasted back) per band of hole ratio
+SSIM, LPIPS-VGG and LPIPS-Alex of the composite (known pixels pasted back) per band of hole ratio
 (0–10%, …, 50–60%, as in the PConv paper) and overall, as a Markdown table on stdout and in
 OUT/report.md (--out; default WORKDIR/eval for a workdir, ./eval otherwise; a report already
 there is replaced, but no other file, and --out may not lie inside --image_dir or --mask_dir;
@@ -52,7 +52,7 @@ _MIN_TILE = 128
 # Smallest evaluation size: LPIPS's VGG gives NaN below it.
 MIN_IMAGE_SIZE = 16
 # Decimals shown per metric in the tables.
-METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4}
+METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4, 'lpips_alex': 4}
 
 
 def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) -> str:

@@ -260,3 +260,25 @@ def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefil
     channel_masks.append(jnp.ones_like(hole_free))
   return (jnp.concatenate(channels, axis=-1), jnp.concatenate(channel_masks, axis=-1),
           base)
+
+
+class PatchDiscriminator(nn.Module):
+  """PatchGAN discriminator (Isola et al. 2017, the 70×70 variant): images [N,H,W,3] in
+  [0, 1] -> one real/fake logit per overlapping patch, [N,H/8-2,W/8-2,1].
+
+  Three 4×4 stride-2 convolutions (features, 2×, 4×), one 4×4 stride-1 (8×), then a 4×4
+  stride-1 convolution to one logit, LeakyReLU(0.2) between them. No normalisation: the
+  training step stabilises it with an R1 gradient penalty instead (losses.r1_penalty),
+  which a BatchNorm's cross-sample dependence would muddle.
+  """
+
+  features: int = 64
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = images * 2.0 - 1.0
+    for level, stride in enumerate((2, 2, 2, 1)):
+      x = nn.Conv(self.features * 2 ** level, (4, 4), strides=stride,
+                  padding=((1, 1), (1, 1)))(x)
+      x = nn.leaky_relu(x, 0.2)
+    return nn.Conv(1, (4, 4), padding=((1, 1), (1, 1)))(x)

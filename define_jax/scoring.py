@@ -30,7 +30,7 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
 
   Inpainting and scoring run data-parallel across `parallel`'s devices, batch by batch.
   """
-  lpips_params = parallel.replicate(metrics.load_lpips_params())
+  lpips_params = parallel.replicate(metrics.load_all_lpips_params())
   examples = example_indices(eval_set.bands)
   scores = {name: {metric: [] for metric in metrics.METRICS} for name in methods}
   example_composites = {name: [] for name in methods}
@@ -68,7 +68,7 @@ def overall(scores: dict[str, np.ndarray], bands: np.ndarray) -> dict[str, float
 
 
 def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) -> list[dict]:
-  """Rows {band, images, method, l1 (×100), psnr, ssim, lpips}: each band, then overall."""
+  """Rows {band, images, method, l1 (×100), psnr, ssim, lpips, lpips_alex}: each band, then overall."""
   groups = [(metrics.band_label(b), bands == b) for b in range(metrics.NUM_BANDS)]
   groups.append((OVERALL, bands >= 0))
   rows = []

@@ -42,6 +42,10 @@ class TrainState(train_state.TrainState):
   # evaluation, inference and export use them.
   ema_params: Any = flax.struct.field(default_factory=dict)
   ema_batch_stats: Any = flax.struct.field(default_factory=dict)
+  # The adversarial loss's discriminator and its Adam state ({} without that loss); its
+  # optimizer is discriminator_optimizer(config), built by the step, not stored.
+  disc_params: Any = flax.struct.field(default_factory=dict)
+  disc_opt_state: Any = flax.struct.field(default_factory=dict)
 
 
 def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None):
@@ -55,6 +59,16 @@ def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = N
       dtype=DTYPES[config.dtype],
       mask_channel=config.mask_channel,
       prefill=config.prefill)
+
+
+def create_discriminator(config: ml_collections.ConfigDict) -> models.PatchDiscriminator:
+  return models.PatchDiscriminator(features=config.discriminator_features)
+
+
+def discriminator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam with pix2pix's beta1 = 0.5 at a constant rate: a discriminator that must keep
+  pace with a changing generator gains nothing from a long momentum or a decay."""
+  return optax.adam(config.discriminator_learning_rate, b1=0.5)
 
 
 def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
@@ -113,6 +127,12 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
   if variables is None:
     variables = init_variables(config, rng)
   ema = config.ema_decay > 0
+  disc_params, disc_opt_state = {}, {}
+  if losses.needs_discriminator(losses.get_loss_weights(config.loss)):
+    size = config.image_size
+    disc_params = flax.core.unfreeze(jax.jit(create_discriminator(config).init)(
+        jax.random.fold_in(rng, 1), jnp.zeros((1, size, size, 3), jnp.float32)))['params']
+    disc_opt_state = discriminator_optimizer(config).init(disc_params)
   return TrainState.create(
       apply_fn=create_model(config, axis_name=AXIS_NAME).apply,
       params=variables['params'],
@@ -121,7 +141,8 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
       nonfinite_streak=jnp.zeros((), jnp.int32),
       nonfinite_total=jnp.zeros((), jnp.int32),
       ema_params=jax.tree.map(jnp.copy, variables['params']) if ema else {},
-      ema_batch_stats=jax.tree.map(jnp.copy, variables['batch_stats']) if ema else {})
+      ema_batch_stats=jax.tree.map(jnp.copy, variables['batch_stats']) if ema else {},
+      disc_params=disc_params, disc_opt_state=disc_opt_state)
 
 
 def inference_variables(state: TrainState) -> dict[str, Any]:
@@ -143,18 +164,19 @@ def learning_rate(state: TrainState) -> jax.Array:
 
 
 def loss_fn_for_config(config: ml_collections.ConfigDict) -> Callable[..., tuple[jax.Array, dict]]:
-  """(output, target, mask, vgg_params) -> (total, terms) for the configured preset."""
+  """(output, target, mask, vgg_params, discriminator=None) -> (total, terms) for the
+  configured preset; discriminator maps images to patch logits (adversarial presets)."""
   weights = losses.get_loss_weights(config.loss)
   needs_vgg = losses.needs_vgg(weights)
   origin = load_vgg(config)[1] if needs_vgg else None
 
-  def loss_fn(output, target, mask, vgg_params):
+  def loss_fn(output, target, mask, vgg_params, discriminator=None):
     # VGG computes in the model's dtype too (most of a step's FLOPs); its features, like
     # the network output, are cast to float32 before any loss term.
     features = (vgg_weights.vgg_feature_fn(vgg_params, origin, DTYPES[config.dtype])
                 if needs_vgg else None)
     return losses.total_loss(weights, output, target, mask, features,
-                             tv_region=config.tv_region)
+                             tv_region=config.tv_region, discriminator=discriminator)
 
   return loss_fn
 
@@ -177,26 +199,44 @@ def _all_finite(tree) -> jax.Array:
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: Any, *,
                loss_fn: Callable[..., tuple[jax.Array, dict]],
-               ema_decay: float = 0.0) -> tuple[TrainState, dict]:
+               ema_decay: float = 0.0,
+               discriminator: models.PatchDiscriminator | None = None,
+               disc_tx: optax.GradientTransformation | None = None,
+               r1_gamma: float = 0.0) -> tuple[TrainState, dict]:
   """One optimizer step on one device's shard; call under pmap with axis_name=AXIS_NAME.
 
   Gradients, BatchNorm statistics and metrics are averaged over the device axis. A step
   whose loss or gradients are not finite leaves parameters, statistics and optimizer
   state unchanged (only `step` and the non-finite counters move).
+
+  With a discriminator (adversarial presets) both networks step at once: the generator
+  against the discriminator as it was, which learns to tell the ground truth from the
+  composite (no gradient into the generator), with an R1 penalty of weight r1_gamma / 2.
   """
+  judge = None
+  if discriminator is not None:
+    judge = lambda images: discriminator.apply({'params': state.disc_params}, images)
 
   def compute_loss(params):
     output, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats},
         batch['image'], batch['mask'], train=True, mutable=['batch_stats'])
-    total, terms = loss_fn(output, batch['image'], batch['mask'], vgg_params)
-    return total, (terms, updates['batch_stats'])
+    total, terms = loss_fn(output, batch['image'], batch['mask'], vgg_params, judge)
+    return total, (terms, updates['batch_stats'], output)
 
-  (total, (terms, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-      state.params)
+  (total, (terms, batch_stats, output)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS_NAME)
   batch_stats = jax.lax.pmean(batch_stats, AXIS_NAME)
-  finite = _all_finite((jax.lax.pmean(total, AXIS_NAME), grads))
+  checked = [jax.lax.pmean(total, AXIS_NAME), grads]
+  if discriminator is not None:
+    fake = jax.lax.stop_gradient(losses.composite(
+        output.astype(jnp.float32), batch['image'], batch['mask']))
+    disc_terms, disc_grads = _discriminator_gradients(
+        discriminator, state.disc_params, batch['image'], fake, r1_gamma)
+    terms = {**terms, **disc_terms}
+    checked.append(disc_grads)
+  finite = _all_finite(checked)
 
   updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -207,6 +247,13 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: An
     average = lambda new, old: jax.tree.map(lambda n, o: rate * o + (1 - rate) * n, new, old)
     updated = updated.replace(ema_params=average(params, state.ema_params),
                               ema_batch_stats=average(batch_stats, state.ema_batch_stats))
+  if discriminator is not None:
+    disc_updates, disc_opt_state = disc_tx.update(disc_grads, state.disc_opt_state,
+                                                  state.disc_params)
+    updated = updated.replace(
+        disc_params=keep(optax.apply_updates(state.disc_params, disc_updates),
+                         state.disc_params),
+        disc_opt_state=keep(disc_opt_state, state.disc_opt_state))
   new_state = updated.replace(
       params=params,
       batch_stats=batch_stats,
@@ -220,11 +267,31 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: An
   return new_state, metrics
 
 
+def _discriminator_gradients(discriminator: models.PatchDiscriminator, disc_params: Any,
+                             real: jax.Array, fake: jax.Array, r1_gamma: float
+                             ) -> tuple[dict[str, jax.Array], Any]:
+  """({'discriminator', 'r1'}, device-averaged gradients) of the discriminator's loss."""
+
+  def loss(params):
+    judge = lambda images: discriminator.apply({'params': params}, images)
+    logits = judge(jnp.concatenate([real, fake]))
+    gan = losses.discriminator_loss(logits[:real.shape[0]], logits[real.shape[0]:])
+    r1 = losses.r1_penalty(judge, real)
+    return gan + 0.5 * r1_gamma * r1, {'discriminator': gan, 'r1': r1}
+
+  (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(disc_params)
+  return terms, jax.lax.pmean(grads, AXIS_NAME)
+
+
 def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
   """The pmapped train step; the input state is donated (updated in place)."""
+  adversarial = losses.needs_discriminator(losses.get_loss_weights(config.loss))
   return jax.pmap(
-      functools.partial(train_step, loss_fn=loss_fn_for_config(config),
-                        ema_decay=config.ema_decay),
+      functools.partial(
+          train_step, loss_fn=loss_fn_for_config(config), ema_decay=config.ema_decay,
+          discriminator=create_discriminator(config) if adversarial else None,
+          disc_tx=discriminator_optimizer(config) if adversarial else None,
+          r1_gamma=config.r1_gamma),
       axis_name=AXIS_NAME, donate_argnums=(0,))
 
 

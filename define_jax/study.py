@@ -18,6 +18,18 @@ set, the one its training-time evaluation scores), and WORKDIR gets:
   study.json   every number of the report
 
 and keeps XLA compilations in WORKDIR/jax_cache, since the variants share most of them.
+
+The protocol (one command, resumable: rerun it after an interruption):
+
+  python -m define_jax.study --config configs/study_faces128.py [--workdir DIR]
+
+A study config (see configs/study_faces128.py) names the variants (name: loss preset), one
+training config they share (including init_from, their common start) and the images each
+trains on. Besides curves.png, grid.png (validation faces: for local inspection only) and
+study.json, it writes study.md (the per-band table on the report images, the selection
+images' table and the rule's outcome), astronaut.png (scikit-image's astronaut with the
+same holes filled by every model: the README figure) and readme_section.md ("What each loss
+term does", its numbers read from the results).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -93,7 +106,7 @@ def load_variants(options: argparse.Namespace, overrides: Sequence[str]) -> list
   return variants
 
 
-def _plain(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def plain_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as its checkpoint stores it (JSON types)."""
   return json.loads(json.dumps(config.to_dict()))
 
@@ -105,7 +118,7 @@ def check_reusable(variant: Variant) -> None:
     _, saved, step = checkpoints.load_model(str(variant.run_dir))
   except FileNotFoundError:
     return
-  wanted = _plain(variant.config)
+  wanted = plain_config(variant.config)
   differing = sorted(field for field in set(saved) | set(wanted)
                      if field not in RESULT_NEUTRAL_FIELDS
                      and saved.get(field) != wanted.get(field))
@@ -121,22 +134,44 @@ def check_reusable(variant: Variant) -> None:
 
 def config_differences(variants: Sequence[Variant]) -> dict[str, list[Any]]:
   """{field: value per variant} for the fields in which the variants differ."""
-  plain = [_plain(v.config) for v in variants]
+  plain = [plain_config(v.config) for v in variants]
   fields = sorted(set().union(*plain))
   return {field: [p.get(field) for p in plain] for field in fields
           if len({json.dumps(p.get(field)) for p in plain}) > 1}
 
 
+WALL_TIME_FILE = 'wall_time.json'
+
+
+def wall_seconds(run_dir: Path) -> float:
+  """Seconds the study spent training this run, over all its sessions."""
+  path = run_dir / WALL_TIME_FILE
+  return json.loads(path.read_text())['seconds'] if path.is_file() else 0.0
+
+
 def train_variants(variants: Sequence[Variant]) -> None:
+  """Trains each variant up to its budget in turn (resuming, or skipping a finished one),
+  adding the time of every session that trained to RUN_DIR/wall_time.json."""
   from define_jax import train  # pylint: disable=g-import-not-at-top  # After main's TF import.
 
   for variant in variants:
     budget = variant.config.num_train_steps
     print(f'Study: {variant.name} in {variant.run_dir} ({budget} steps).', flush=True)
+    before = _latest_step(variant.run_dir)
+    start = time.time()
     state = train.train_and_evaluate(variant.config, str(variant.run_dir))
+    if int(state.step) > before:
+      seconds = wall_seconds(variant.run_dir) + time.time() - start
+      (variant.run_dir / WALL_TIME_FILE).write_text(json.dumps({'seconds': seconds}))
     if int(state.step) != budget:
       raise StudyInterrupted(f'{variant.name} stopped at step {int(state.step)} of {budget} '
                          '(interrupted); run the same command again to resume.')
+
+
+def _latest_step(run_dir: Path) -> int:
+  if not Path(checkpoints.checkpoint_dir(str(run_dir))).is_dir():
+    return 0
+  return checkpoints.create_manager(str(run_dir), read_only=True).latest_step() or 0
 
 
 def band_labels() -> list[str]:
@@ -312,8 +347,13 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument('--configs', default=DEFAULT_CONFIGS,
                       help='Comma-separated config names (configs/NAME.py) or paths, in the '
                       'order of the comparison.')
-  parser.add_argument('--workdir', required=True,
-                      help='Study directory: one run per variant in WORKDIR/NAME, the report here.')
+  parser.add_argument('--config',
+                      help='A study protocol config (configs/study_faces128.py): variants, '
+                      'shared training config, budget and selection rule; --config.FIELD=VALUE '
+                      'overrides its fields (--config.train.FIELD for the training config).')
+  parser.add_argument('--workdir',
+                      help='Study directory: one run per variant in WORKDIR/NAME, the report '
+                      "here (required without --config; with it, default: the config's).")
   parser.add_argument('--steps', type=int,
                       help="Training steps per variant (default: each config's "
                       'num_train_steps); also sets log/eval cadence for 50/10 curve points '
@@ -327,12 +367,27 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                  'with --config.key=value)')
   if options.steps is not None and options.steps < 1:
     parser.error('--steps must be positive.')
+  if options.config and (options.steps is not None or options.configs != DEFAULT_CONFIGS):
+    parser.error('--config (a study protocol) sets variants and budget itself: drop --configs '
+                 'and --steps, or override --config.images_per_variant.')
+  if not options.config and not options.workdir:
+    parser.error('--workdir is required without --config.')
   return options, overrides
 
 
-def run(argv: Sequence[str]) -> dict:
-  """Runs the study as the command line says; returns the report's numbers."""
+def run(argv: Sequence[str], *, cache: bool = False) -> dict:
+  """Runs the study as the command line says; returns the report's numbers. cache: keep
+  XLA compilations in WORKDIR/jax_cache (cache_compilations)."""
   options, overrides = parse_args(argv)
+  if options.config:
+    from define_jax import study_protocol  # pylint: disable=g-import-not-at-top  # It imports this.
+
+    protocol, workdir, variants = study_protocol.load_protocol(options, overrides)
+    if cache:
+      cache_compilations(str(workdir))
+    return study_protocol.run_protocol(argv, protocol, workdir, variants)
+  if cache:
+    cache_compilations(options.workdir)
   variants = load_variants(options, overrides)
   for variant in variants:  # Before any training, so a mistake surfaces at once.
     check_reusable(variant)
@@ -356,7 +411,7 @@ def run(argv: Sequence[str]) -> dict:
   report = {
       'command': ['python', '-m', 'define_jax.study', *argv],
       'variants': [{'name': v.name, 'run_dir': str(v.run_dir),
-                    'config': _plain(v.config)} for v in variants],
+                    'config': plain_config(v.config)} for v in variants],
       'differences': differences,
       'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
                    'bands': [metrics.band_label(int(b)) for b in eval_set.bands]},
@@ -383,8 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.set_verbosity(options.verbosity)
   # Training imports TensorFlow: its load-time banners only with --verbosity >= 0.
   console.import_tensorflow(verbose=options.verbosity >= 0)
-  cache_compilations(options.workdir)
-  return console.exit_status(lambda: run(argv)['markdown'],
+  return console.exit_status(lambda: run(argv, cache=True)['markdown'],
                              (FileNotFoundError, ValueError, StudyInterrupted))
 
 

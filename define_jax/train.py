@@ -109,8 +109,8 @@ def _use_state(inpainter: Inpainter, state) -> None:
 
 def evaluate(inpainter: Inpainter, state, eval_set: evaluation.EvalSet,
              batch_size: int) -> dict[str, float]:
-  """The state's scores as `evaluate` reports them in its 'All' row: mean L1, PSNR, SSIM and
-  LPIPS of the composite (the inpainter's paste-back) over the images in a hole-ratio band.
+  """The state's scores as `evaluate` reports them in its 'All' row: mean L1, PSNR, SSIM,
+  LPIPS-VGG and LPIPS-Alex of the composite (the inpainter's paste-back) over the images in a hole-ratio band.
 
   Every process scores the whole set on its local devices (the same calls everywhere), so
   all get the same numbers without a collective.
@@ -175,7 +175,7 @@ def _progress_line(step: int, total: int, loss: float, images_per_sec: float, st
 def _eval_line(step: int, scores: dict[str, float]) -> str:
   return (f'eval at step {step} | L1 (x100) {100 * scores["eval_l1"]:.2f} | '
           f'PSNR {scores["eval_psnr"]:.2f} | SSIM {scores["eval_ssim"]:.4f} | '
-          f'LPIPS {scores["eval_lpips"]:.4f}')
+          f'LPIPS-VGG {scores["eval_lpips"]:.4f} | LPIPS-Alex {scores["eval_lpips_alex"]:.4f}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

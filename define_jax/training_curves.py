@@ -54,9 +54,13 @@ def plot(path: Path, curves: dict[str, dict[str, list[tuple[int, float]]]]) -> N
        lambda c: [(s, 100 * v) for s, v in c.get('eval_l1', [])], 'linear'),
       ('Evaluation PSNR (dB) of the composite (training eval set)',
        lambda c: c.get('eval_psnr', []), 'linear'),
+      ('Evaluation LPIPS-Alex of the composite (training eval set)',
+       lambda c: c.get('eval_lpips_alex', []), 'linear'),
+      ('Evaluation LPIPS-VGG of the composite (training eval set)',
+       lambda c: c.get('eval_lpips', []), 'linear'),
   ]
-  figure = Figure(figsize=(11, 7), layout='constrained')  # No pyplot: no GUI backend, no state.
-  axes = figure.subplots(2, 2)
+  figure = Figure(figsize=(16, 7), layout='constrained')  # No pyplot: no GUI backend, no state.
+  axes = figure.subplots(2, 3)
   for axis, (title, series, scale) in zip(axes.flat, panels):
     for (variant, variant_curves), style in zip(curves.items(), itertools.cycle(LINE_STYLES)):
       points = series(variant_curves)

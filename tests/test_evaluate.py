@@ -56,7 +56,8 @@ def test_evaluation_report_is_complete_and_deterministic(tiny_checkpoint, face_d
   assert [(r['band'], r['method']) for r in rows] == [(b, m) for b in bands for m in methods]
   assert [r['images'] for r in rows[::4]] == [2] * 6 + [12]
   for row in rows:
-    assert 0 <= row['l1'] <= 100 and 0 <= row['ssim'] <= 1 and row['lpips'] >= 0
+    assert 0 <= row['l1'] <= 100 and 0 <= row['ssim'] <= 1
+    assert row['lpips'] >= 0 and row['lpips_alex'] >= 0
   # Error grows with the hole ratio for every method (masks are top rows of the same photos).
   for method in methods:
     l1 = [r['l1'] for r in rows if r['method'] == method and r['band'] != 'All']
@@ -67,7 +68,8 @@ def test_evaluation_report_is_complete_and_deterministic(tiny_checkpoint, face_d
   assert report['per_image'][0]['image'] == 'face_00.png'
   with open(os.path.join(out_dir, 'report.md'), encoding='utf-8') as f:
     markdown = f.read()
-  heading = '| Hole ratio | Images | Method | L1 (×100) ↓ | PSNR ↑ | SSIM ↑ | LPIPS ↓ |'
+  heading = ('| Hole ratio | Images | Method | L1 (×100) ↓ | PSNR ↑ | SSIM ↑ | LPIPS-VGG ↓ | '
+             'LPIPS-Alex ↓ |')
   assert heading in markdown
   assert markdown == result['markdown']
   # Same command, same numbers (batching changed too).

@@ -225,3 +225,46 @@ def test_gradients_finite_for_no_hole_and_all_hole_masks():
 
     output_grad = loss_of_output(image[::-1] * 0.5, mask)
     assert np.all(np.isfinite(output_grad)) and np.any(output_grad != 0)
+
+
+def test_adversarial_terms_closed_form():
+  """Non-saturating GAN losses at logit 0 are log 2 per side; R1 of a linear discriminator
+  D(x) = sum(w * x) over patches is |w|² per image, whatever the input."""
+  zeros = jnp.zeros((2, 6, 6, 1))
+  np.testing.assert_allclose(losses.generator_adversarial_loss(zeros), np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(losses.discriminator_loss(zeros, zeros), 2 * np.log(2), rtol=1e-6)
+  # A confident discriminator: real logits high, fake low -> its loss near 0, the generator's high.
+  high = jnp.full((2, 6, 6, 1), 8.0)
+  assert losses.discriminator_loss(high, -high) < 1e-3
+  assert losses.generator_adversarial_loss(-high) > 7.9
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(1, 8, 8, 3)), jnp.float32)
+  linear = lambda x: jnp.sum(x * w, axis=(1, 2, 3))[:, None, None, None]
+  images = jnp.asarray(np.random.default_rng(1).uniform(size=(3, 8, 8, 3)), jnp.float32)
+  np.testing.assert_allclose(losses.r1_penalty(linear, images), jnp.sum(w ** 2), rtol=1e-5)
+
+
+def test_adversarial_term_scores_the_composite_and_needs_a_discriminator():
+  rng = np.random.default_rng(0)
+  output, target = (jnp.asarray(rng.uniform(size=(2, 16, 16, 3)), jnp.float32) for _ in range(2))
+  mask = jnp.ones((2, 16, 16, 1)).at[:, 4:10, 4:10].set(0.0)
+  seen = []
+  judge = lambda images: seen.append(images) or jnp.zeros((images.shape[0], 2, 2, 1))
+  weights = {'valid': 1.0, 'adversarial': 0.5}
+  total, terms = losses.total_loss(weights, output, target, mask, discriminator=judge)
+  np.testing.assert_allclose(seen[0], losses.composite(output, target, mask))
+  np.testing.assert_allclose(terms['adversarial'], np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(total, terms['valid'] + 0.5 * np.log(2), rtol=1e-6)
+  with pytest.raises(ValueError, match='adversarial loss needs a discriminator'):
+    losses.total_loss(weights, output, target, mask)
+  assert losses.needs_discriminator(losses.get_loss_weights('final_adversarial'))
+  assert not losses.needs_discriminator(losses.get_loss_weights('final'))
+  assert {k: v for k, v in losses.get_loss_weights('final_adversarial').items()
+          if k != 'adversarial'} == losses.get_loss_weights('final')
+
+
+def test_patch_discriminator_gives_one_logit_per_patch():
+  module = models.PatchDiscriminator(features=4)
+  images = jnp.zeros((2, 64, 64, 3))
+  variables = module.init(jax.random.key(0), images)
+  assert module.apply(variables, images).shape == (2, 6, 6, 1)
+  assert 'batch_stats' not in variables  # No normalisation: R1 stabilises it.

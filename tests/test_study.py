@@ -1,4 +1,5 @@
-"""Loss study: all four loss variants on the tiny setting, end to end; reuse and refusals."""
+"""Loss study: the four loss variants on the tiny setting, end to end; reuse and refusals;
+the 128² protocol (configs/study_faces128.py) on the tiny setting and its selection rule."""
 
 import json
 import os
@@ -6,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from define_jax import checkpoints
 from define_jax import metrics
 from define_jax import scoring
 from define_jax import study
+from define_jax import study_protocol
 from define_jax import training_curves
 
 from conftest import REPO_ROOT
@@ -111,3 +114,78 @@ def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message
 def test_configs_resolve_by_name_and_unknown_names_are_listed(tmp_path):
   with pytest.raises(FileNotFoundError, match='configs/loss_nothing.py'):
     study.run(['--workdir', str(tmp_path), '--configs', 'loss_l1,loss_nothing'])
+
+
+PROTOCOL_TINY = (
+    '--config.train.image_size=64', '--config.train.layers=4', '--config.train.base_features=8',
+    '--config.train.max_features=32', '--config.train.batch_size=8',
+    '--config.train.mask_channel=False', '--config.train.prefill=none',
+    '--config.train.dataset=quickstart', '--config.train.masks=generated',
+    '--config.train.num_eval_images=8', '--config.train.discriminator_features=8',
+    '--config.train.log_every_steps=1', '--config.train.eval_every_steps=2',
+    '--config.train.image_every_steps=2', '--config.train.checkpoint_every_steps=1',
+    '--config.images_per_variant=8', '--config.report_images=12',
+    '--config.selection_images=12')
+
+
+@pytest.mark.slow
+def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_checkpoint):
+  """configs/study_faces128.py on the tiny setting: five variants from one start, the
+  tables, figures, README section and selection. (Reuse and resumption are
+  study.train_variants', tested above.)"""
+  workdir = tmp_path / 'protocol'
+  argv = ['--config', str(CONFIG_DIR / 'study_faces128.py'), '--workdir', str(workdir),
+          f'--config.train.init_from={tiny_checkpoint}', *PROTOCOL_TINY]
+  result = study.run(argv)
+  names = ['v1_l1', 'v2_valid_hole', 'v3_style', 'v4_final', 'v5_adversarial']
+  for name in names:
+    assert checkpoints.create_manager(str(workdir / name), read_only=True).all_steps()[-1] == 1
+    assert study.wall_seconds(workdir / name) > 0
+  for file in ('study.md', 'study.json', 'readme_section.md', 'curves.png', 'grid.png',
+               'astronaut.png'):
+    assert (workdir / file).stat().st_size > 0, file
+
+  report = json.loads((workdir / 'study.json').read_text(encoding='utf-8'))
+  assert [v['images_seen'] for v in report['variants']] == [8] * 5
+  assert {row['method'] for row in report['report_rows']} == {'packaged', *names}
+  # 12 report images, two per band, and the 12 images after them choose.
+  assert [row['images'] for row in report['report_rows'] if row['method'] == 'packaged'] == (
+      [2] * metrics.NUM_BANDS + [12])
+  selection = result['selection']
+  assert selection['images'] == 12 and selection['large_images'] == 6
+  assert set(selection['qualifying']) <= set(names)
+  best = min(['packaged', *selection['qualifying']],
+             key=lambda n: selection['lpips_alex_large'][n])
+  assert selection['chosen'] == best
+  section = (workdir / 'readme_section.md').read_text(encoding='utf-8')
+  assert section.startswith('## What each loss term does')
+  assert 'LPIPS-Alex' in section and '`v5_adversarial` against `v4_final`' in section
+  assert f"{report['selection_rows'][0]['psnr']:.2f}" in result['markdown']
+
+
+def test_protocol_rejects_mixed_options_and_missing_start(tmp_path):
+  config = str(CONFIG_DIR / 'study_faces128.py')
+  with pytest.raises(SystemExit):
+    study.parse_args(['--config', config, '--steps', '3'])
+  with pytest.raises(ValueError, match='init_from must name the common starting model'):
+    study.run(['--config', config, '--workdir', str(tmp_path), '--config.train.init_from='])
+
+
+def test_selection_rule_limits_psnr_loss_and_keeps_the_packaged_model_otherwise():
+  bands = np.arange(12) % metrics.NUM_BANDS  # Two images per band; bands 3-5 from 30 %.
+  large = bands >= 3
+
+  def scores(psnr, lpips_small, lpips_large):
+    return {'psnr': np.full(12, psnr), 'lpips_alex': np.where(large, lpips_large, lpips_small)}
+
+  per_image = {'packaged': scores(30.0, 0.05, 0.20),
+               'sharp_but_noisy': scores(29.5, 0.01, 0.10),  # Loses 0.5 dB: disqualified.
+               'better': scores(29.8, 0.09, 0.15),  # Loses 0.2 dB, better on large holes.
+               'worse': scores(30.5, 0.01, 0.25)}  # Best small-hole LPIPS: not what counts.
+  selection = study_protocol.select(per_image, bands, ['sharp_but_noisy', 'better', 'worse'],
+                                    0.3, 0.3)
+  assert selection['qualifying'] == ['better', 'worse']
+  assert selection['chosen'] == 'better' and selection['large_images'] == 6
+  np.testing.assert_allclose(selection['lpips_alex_large']['better'], 0.15)
+  kept = study_protocol.select(per_image, bands, ['sharp_but_noisy', 'worse'], 0.3, 0.3)
+  assert kept['chosen'] == 'packaged' and kept['qualifying'] == ['worse']

@@ -66,9 +66,9 @@ def test_eval_leaves_out_padding_and_hole_free_elements():
   assert np.isinf(per_image['model']['psnr'][0])
 
   result = train.evaluate(inpainter, state, eval_set, batch_size=4)
-  assert sorted(result) == ['eval_l1', 'eval_lpips', 'eval_psnr', 'eval_ssim']
+  assert sorted(result) == ['eval_l1', 'eval_lpips', 'eval_lpips_alex', 'eval_psnr', 'eval_ssim']
   assert all(np.isfinite(value) for value in result.values())
-  for name in ('l1', 'psnr', 'ssim', 'lpips'):
+  for name in ('l1', 'psnr', 'ssim', 'lpips', 'lpips_alex'):
     np.testing.assert_allclose(result[f'eval_{name}'], per_image['model'][name][1:].mean(),
                                rtol=1e-5)
 
@@ -203,3 +203,27 @@ def test_config_mistakes_are_rejected_naming_the_field(tmp_path, override, field
   assert result.returncode != 0
   assert field in result.stderr
   assert not workdir.exists()
+
+
+def test_adversarial_run_resumes_exactly_with_its_discriminator(tmp_path):
+  """V5's discriminator and its Adam state live in the same checkpoint as the generator:
+  a run stopped at step 2 and resumed to 4 equals a run that went to 4 at once."""
+  config = tiny.get_config()
+  config.loss = 'final_adversarial'
+  config.discriminator_features = 4
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = config.image_every_steps = 100
+  config.num_train_steps = 2
+  stopped = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert jax.tree.leaves(stopped.disc_opt_state)
+  config.num_train_steps = 4
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
+  parts = lambda s: (s.params, s.batch_stats, s.opt_state, s.disc_params, s.disc_opt_state)
+  assert jax.tree.structure(parts(resumed)) == jax.tree.structure(parts(uninterrupted))
+  for a, b in zip(jax.tree.leaves(parts(resumed)), jax.tree.leaves(parts(uninterrupted))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+  # The discriminator trained: it moved from its initialisation.
+  initial = steps.create_train_state(config, jax.random.key(config.seed)).disc_params
+  assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 0
+             for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(resumed.disc_params)))

@@ -1,0 +1,289 @@
+"""The loss-study protocol: `python -m define_jax.study --config configs/study_faces128.py`.
+
+The variants of a study config fine-tune from one common start (train.init_from) on the
+same number of images; study.train_variants trains, resumes or skips them. Then the
+start (`packaged`) and every variant are scored on one fixed set of validation images with
+band-balanced masks, split in two: the first `report_images` give the reported table and
+the README section, the next `selection_images` choose the model to ship by the rule the
+study config declares (`select`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from define_jax import config_lib
+from define_jax import losses
+from define_jax import metrics
+from define_jax import scoring
+from define_jax import study
+from define_jax import training_curves
+from define_jax import visualize
+from define_jax.data import evaluation
+from define_jax.inference import Inpainter
+from define_jax.tools import model_card_figures
+
+REFERENCE = 'packaged'
+# The metrics of the protocol's table and README section, in their column order.
+TABLE_METRICS = ('psnr', 'ssim', 'lpips', 'lpips_alex')
+
+
+def subset(per_image: dict[str, dict[str, np.ndarray]], indices: slice
+           ) -> dict[str, dict[str, np.ndarray]]:
+  return {name: {metric: values[indices] for metric, values in scores.items()}
+          for name, scores in per_image.items()}
+
+
+def first_band_from(edge: float) -> int:
+  """The first hole-ratio band whose lower edge is at least `edge` (0.3 -> '30–40%')."""
+  return next(b for b in range(metrics.NUM_BANDS) if metrics.BAND_EDGES[b] >= edge - 1e-9)
+
+
+def select(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
+           candidates: Sequence[str], min_hole_ratio: float, max_psnr_loss_db: float
+           ) -> dict[str, Any]:
+  """The study config's selection rule on the selection images.
+
+  A candidate qualifies when its mean PSNR over all bands is at most max_psnr_loss_db below
+  the packaged model's; among the qualifying candidates and the packaged model, the one
+  with the lowest mean LPIPS-Alex over the images in the bands from min_hole_ratio wins, so
+  the packaged model is kept unless a qualifying variant beats it there.
+  """
+  large = bands >= first_band_from(min_hole_ratio)
+  in_band = bands >= 0
+  names = [REFERENCE, *candidates]
+  psnr = {n: float(np.mean(per_image[n]['psnr'][in_band], dtype=np.float64)) for n in names}
+  lpips_large = {n: float(np.mean(per_image[n]['lpips_alex'][large], dtype=np.float64))
+                 for n in names}
+  qualifying = [n for n in candidates if psnr[n] >= psnr[REFERENCE] - max_psnr_loss_db]
+  chosen = min([REFERENCE, *qualifying], key=lambda n: lpips_large[n])
+  return {'psnr_all': psnr, 'lpips_alex_large': lpips_large, 'qualifying': qualifying,
+          'chosen': chosen, 'large_bands_from': metrics.band_label(first_band_from(min_hole_ratio)),
+          'images': int(in_band.sum()), 'large_images': int(large.sum())}
+
+
+def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+  """Mean and standard error of the paired per-image differences after - before."""
+  diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
+  error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+  return float(np.mean(diff)), error
+
+
+def _verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str:
+  # A change too small to show at the printed precision is no change, however consistent.
+  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
+    return 'no clear change'
+  return 'better' if (mean > 0) == higher_is_better else 'worse'
+
+
+def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
+                    before: str, after: str, min_hole_ratio: float) -> str:
+  """'PSNR +0.12 ± 0.03 dB (better), …' over all bands, and LPIPS-Alex on large holes."""
+  in_band = bands >= 0
+  large = bands >= first_band_from(min_hole_ratio)
+  parts = []
+  for metric, selected, where in (('psnr', in_band, 'all holes'),
+                                  ('lpips_alex', in_band, 'all holes'),
+                                  ('lpips_alex', large, f'holes from {min_hole_ratio:.0%}'),
+                                  ('lpips', in_band, 'all holes')):
+    heading, higher_is_better = metrics.METRICS[metric]
+    mean, error = paired_change(per_image[before][metric][selected],
+                                per_image[after][metric][selected])
+    unit = ' dB' if metric == 'psnr' else ''
+    digits = 2 if metric == 'psnr' else 4
+    parts.append(f'{heading.split()[0]} on {where} {mean:+.{digits}f} ± {error:.{digits}f}{unit} '
+                 f'({_verdict(mean, error, higher_is_better, digits)})')
+  return '; '.join(parts)
+
+
+def band_table(rows: list[dict]) -> str:
+  """Hole ratio | Images | Method | PSNR | SSIM | LPIPS-VGG | LPIPS-Alex, as `evaluate`'s
+  table of scoring.summarize's rows."""
+  from define_jax import evaluate  # pylint: disable=g-import-not-at-top  # Heavy; report only.
+
+  best = evaluate.best_per_group(rows)
+  headings = ['Hole ratio', 'Images', 'Method'] + [metrics.METRICS[m][0] for m in TABLE_METRICS]
+  lines = ['| ' + ' | '.join(headings) + ' |', '|---|---|---|' + '---:|' * len(TABLE_METRICS)]
+  previous = None
+  for i, row in enumerate(rows):
+    first = row['band'] != previous
+    previous = row['band']
+    cells = [row['band'] if first else '', str(row['images']) if first else '',
+             f'`{row["method"]}`']
+    for metric in TABLE_METRICS:
+      text = f'{row[metric]:.{evaluate.METRIC_DIGITS[metric]}f}'
+      cells.append(f'**{text}**' if (i, metric) in best else text)
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def astronaut_grid(inpainters: dict[str, Any], size: int) -> tuple[np.ndarray, list[str]]:
+  """The model card's astronaut face and holes, inpainted by every model: input | each
+  model | photo, enlarged to at least 256 pixels."""
+  image = model_card_figures.astronaut_face(size)[None]
+  known = model_card_figures.astronaut_holes(size)[None]
+  columns = [visualize.masked_input(image, known)]
+  columns += [inpainter.inpaint_arrays(image, known) for inpainter in inpainters.values()]
+  columns.append(image)
+  factor = max(1, 256 // size)
+  columns = [c.repeat(factor, axis=1).repeat(factor, axis=2) for c in columns]
+  return visualize.grid(columns), ['input', *inpainters, 'photo']
+
+
+def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str, np.ndarray]],
+                   report_bands: np.ndarray, figure: str) -> str:
+  """The README section "What each loss term does", every number read from the report."""
+  protocol = report['protocol']
+  variants = [v['name'] for v in report['variants']]
+  min_ratio = protocol['selection_min_hole_ratio']
+  first = report['variants'][0]
+  lines = [
+      '## What each loss term does', '',
+      f'Five loss variants, each fine-tuned from the packaged model (trained with V2, '
+      f'valid + hole) on {first["images_seen"]:,} images ({first["steps"]:,} steps of '
+      f'{first["batch_size"]}) with the same seed, so the same images and masks in the same '
+      f'order; {protocol["fine_tuning"]}. Scored on validation images 0–'
+      f'{protocol["report_images"] - 1:,} (never used to choose anything) with NVIDIA masks '
+      f'balanced over the hole-ratio bands; metrics of the composite.', '',
+      'This is not training each variant from scratch: every variant starts from a model '
+      'already shaped by V2\'s L1 terms, so the study measures what each term changes '
+      f'from there within {first["images_seen"]:,} images. A term whose effect needs a long '
+      'training from scratch (the style term\'s texture statistics, say) can show less '
+      'here, and V1 inherits V2\'s hole emphasis from its start.', '',
+      band_table(report['report_rows']), '',
+  ]
+  for before, after in zip([REFERENCE, *variants], variants):
+    change = change_sentence(report_per_image, report_bands, before, after, min_ratio)
+    lines.append(f'- `{after}` against `{before}` ({report["descriptions"][after]}): '
+                 f'{change}.')
+  lines.append(f'- ± is one standard error of the paired per-image differences; "clear" '
+               f'means beyond {study.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
+  selection = report['selection']
+  rule = protocol['selection_rule']
+  if selection['chosen'] == REFERENCE:
+    outcome = ('No variant met the rule, so the packaged model stays.'
+               if not selection['qualifying'] else
+               f'Qualifying: {", ".join(f"`{n}`" for n in selection["qualifying"])}; none '
+               'beat the packaged model on LPIPS-Alex there, so the packaged model stays.')
+  else:
+    chosen = selection['chosen']
+    outcome = (f'`{chosen}` is chosen: LPIPS-Alex {selection["lpips_alex_large"][chosen]:.4f} '
+               f'against the packaged model\'s {selection["lpips_alex_large"][REFERENCE]:.4f} '
+               f'on {selection["large_images"]} images with holes from {min_ratio:.0%}, PSNR '
+               f'{selection["psnr_all"][chosen]:.2f} dB against '
+               f'{selection["psnr_all"][REFERENCE]:.2f} dB over all bands.')
+  lines += ['', f'Selection rule, declared before the numbers: {rule} {outcome}', '',
+            f'![The same holes filled by every variant]({figure})', '',
+            'Training images seen and wall time per variant: ' + ', '.join(
+                f'`{v["name"]}` {v["images_seen"]:,} images in {v["wall_time"]}'
+                for v in report['variants']) + '.', '']
+  return '\n'.join(lines)
+
+
+def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
+                  ) -> tuple[ml_collections.ConfigDict, Path, list[study.Variant]]:
+  """(study config, workdir, variants): each variant is the shared training config with its
+  loss preset and a step budget of images_per_variant images."""
+  protocol = config_lib.load(options.config, overrides)
+  workdir = Path(options.workdir or protocol.workdir)
+  if not protocol.train.init_from:
+    raise ValueError('config.train.init_from must name the common starting model (the study '
+                     'compares what each loss changes from it).')
+  for field in ('images_per_variant', 'report_images', 'selection_images'):
+    if protocol[field] < 1:
+      raise ValueError(f'config.{field}={protocol[field]} must be positive.')
+  variants = []
+  for name, loss in protocol.variants.items():
+    config = copy.deepcopy(protocol.train)
+    config.loss = loss
+    config.num_train_steps = math.ceil(protocol.images_per_variant / config.batch_size)
+    variants.append(study.Variant(name, config, workdir / name))
+  if len(variants) < 2:
+    raise ValueError('config.variants needs at least two variants.')
+  return protocol, workdir, variants
+
+
+def describe_loss(preset: str) -> str:
+  """'1 valid + 6 hole + …' from the preset's weights (style: output + composite)."""
+  return ' + '.join(f'{weight:g} {term}' for term, weight in
+                    losses.get_loss_weights(preset).items())
+
+
+def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workdir: Path,
+                 variants: list[study.Variant]) -> dict:
+  """Trains the protocol's variants, scores them and the common start, applies the rule."""
+  for variant in variants:
+    study.check_reusable(variant)
+  study.train_variants(variants)
+
+  start = variants[0].config.init_from
+  eval_config = copy.deepcopy(variants[0].config)
+  eval_config.num_eval_images = protocol.report_images + protocol.selection_images
+  eval_set = evaluation.for_training(eval_config)
+  inpainters = {REFERENCE: Inpainter.from_checkpoint(start)}
+  inpainters.update({v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants})
+  per_image, example_composites = scoring.score(
+      inpainters[REFERENCE].parallel,
+      {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()},
+      eval_set, study.SCORE_BATCH_SIZE)
+  split = protocol.report_images
+  bands = eval_set.bands
+  report_scores = subset(per_image, slice(0, split))
+  selection_scores = subset(per_image, slice(split, None))
+  names = [v.name for v in variants]
+  selection = select(selection_scores, bands[split:], names,
+                     protocol.selection_min_hole_ratio, protocol.max_psnr_loss_db)
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  curves = {v.name: training_curves.read(v.run_dir) for v in variants}
+  training_curves.plot(workdir / 'curves.png', curves)
+  study.write_grid(workdir / 'grid.png', eval_set, example_composites)
+  picture, titles = astronaut_grid(inpainters, eval_config.image_size)
+  visualize.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
+  report = {
+      'command': ['python', '-m', 'define_jax.study', *argv],
+      'protocol': {
+          'start': start, 'report_images': protocol.report_images,
+          'selection_images': protocol.selection_images,
+          'selection_min_hole_ratio': protocol.selection_min_hole_ratio,
+          'max_psnr_loss_db': protocol.max_psnr_loss_db,
+          'selection_rule': protocol.selection_rule, 'fine_tuning': protocol.fine_tuning},
+      'variants': [{'name': v.name, 'run_dir': str(v.run_dir), 'loss': v.config.loss,
+                    'steps': v.config.num_train_steps, 'batch_size': v.config.batch_size,
+                    'images_seen': v.config.num_train_steps * v.config.batch_size,
+                    'wall_time': str(datetime.timedelta(
+                        seconds=int(study.wall_seconds(v.run_dir)))),
+                    'config': study.plain_config(v.config)} for v in variants],
+      'descriptions': {v.name: describe_loss(v.config.loss) for v in variants},
+      'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
+                   'bands': [metrics.band_label(int(b)) for b in bands]},
+      'l1_scale': 100,
+      'report_rows': scoring.summarize(report_scores, bands[:split]),
+      'selection_rows': scoring.summarize(selection_scores, bands[split:]),
+      'selection': selection, 'curves': curves,
+  }
+  (workdir / 'study.json').write_text(json.dumps(report, indent=1, ensure_ascii=False),
+                                      encoding='utf-8')
+  section = readme_section(report, report_scores, bands[:split], 'astronaut.png')
+  (workdir / 'readme_section.md').write_text(section, encoding='utf-8')
+  markdown = '\n'.join([
+      '# Loss study (protocol)', '', f'Command: `python -m define_jax.study {shlex.join(argv)}`',
+      '', section, '',
+      f'## Selection images ({split}–{split + protocol.selection_images - 1})', '',
+      band_table(report['selection_rows']), '',
+      '## Curves', '', '![Training and evaluation curves](curves.png)', '',
+      '## Validation faces (local inspection only: not for the repository)', '',
+      '![Validation faces inpainted by every model](grid.png)', ''])
+  (workdir / 'study.md').write_text(markdown, encoding='utf-8')
+  return {'markdown': markdown, 'rows': report['report_rows'], 'selection': selection,
+          'out_dir': str(workdir)}
