@@ -121,8 +121,13 @@ def _args(**flags):
   return argparse.Namespace(**{**defaults, 'config': None, 'subcommand': 'train', **flags})
 
 
-def test_faces_benchmark_without_tensorflow():
-  result = run_benchmark('faces', '--image_size', '256', '--steps', '1')
+def test_faces_benchmark_without_tensorflow_clu_or_ml_collections(tmp_path):
+  run = subprocess.run(
+      [sys.executable, '-m', 'define_jax.benchmark', 'faces', '--image_size', '256', '--steps',
+       '1'], cwd=REPO_ROOT, env=smoke_environment(tmp_path), capture_output=True, text=True,
+      timeout=600, check=False)
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads(run.stdout)
   assert (result['benchmark'], result['faces'], result['height']) == ('faces', 1, 256)
   assert result['first_call_s'] > 0 and result['ms_per_photo_median'] > 0
 
