@@ -37,7 +37,7 @@ ARCHITECTURE_FIELDS = ('model', 'layers', 'base_features', 'max_features')
 MODEL_FIELDS = ARCHITECTURE_FIELDS + ('freeze_encoder_bn', 'dtype', 'image_size')
 # Model fields added after the first checkpoints were written, with the behaviour those
 # checkpoints have: checkpoints without them restore as they were trained.
-MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none'}
+MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None}
 
 
 def resolve(name: str) -> Path:

@@ -6,12 +6,13 @@
 
 JAX/Flax/NumPy/Pillow and ml_collections (no TensorFlow, no clu), so it runs wherever JAX does.
 
-Size handling (`fit`): 'resize' (default) scales the image so its longer side is the
-model's training size, which suits faces framed like the training data; 'pad' keeps the
-native resolution. Either way the network's canvas is then padded to a size the U-Net
-accepts, the margin treated like the area beyond the image border (a hole, which partial
-convolutions ignore), and the fill is scaled back. The known pixels of the result are
-exactly the input's, at the input's resolution.
+Size handling (`fit`): 'auto' (default) finds the faces, inpaints each face with a hole
+through its aligned crop at the model's framing and the rest at native resolution (see
+auto_fit.py); 'resize' scales the image so its longer side is the model's training size;
+'pad' keeps the native resolution. With 'resize' and 'pad' the network's canvas is padded
+to a size the U-Net accepts, the margin treated like the area beyond the image border (a
+hole, which partial convolutions ignore), and the fill is scaled back. The known pixels of
+the result are exactly the input's, at the input's resolution.
 """
 
 from __future__ import annotations
@@ -28,17 +29,20 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from define_jax import auto_fit
 from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import image_input
 from define_jax import losses
 from define_jax import masks
+from define_jax import prefill
 from define_jax import steps
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
-Fit = Literal['resize', 'pad']
+Fit = Literal['auto', 'resize', 'pad']
+FITS = ('auto', 'resize', 'pad')
 
 # The model shipped with the package (see pretrained/MODEL_CARD.md).
 PRETRAINED_MODEL = Path(__file__).parent / 'pretrained' / 'faces128.msgpack'
@@ -184,8 +188,17 @@ class Inpainter:
   max_pixels: int | None = image_input.DEFAULT_MAX_PIXELS
 
   def __init__(self, variables: Mapping[str, Any], config: ml_collections.ConfigDict,
-               *, step: int | None = None, devices: list[jax.Device] | None = None):
+               *, step: int | None = None, devices: list[jax.Device] | None = None,
+               detector: Callable[[np.ndarray], list[Any]] | None = None):
+    """detector: image [H, W, 3] -> faces (with .box and .landmarks [5, 2]) for fit='auto';
+    default define_jax.faces.FaceDetector.pretrained(), loaded on first use."""
     self.config = config
+    self._detector = detector
+    # The training faces' mean landmarks (fractions of the canvas) that faces are aligned to;
+    # model files written before it was stored get the measured default.
+    self._face_template = config.face_template
+    # auto_fit.FitReport of each image of the latest fit='auto' call.
+    self.last_fit_reports: list[auto_fit.FitReport] = []
     self.step = step  # The training step of the checkpoint, when restored from one.
     self.image_size: int = config.image_size
     self._size_multiple = 2 ** config.layers
@@ -193,6 +206,10 @@ class Inpainter:
     self.parallel = DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('passes', 'fit'))
+    self._canvas_fills = jax.jit(
+        lambda v, i, k, passes: (self._inpaint_pipeline(v, i, k, passes=passes, fit='resize'),
+                                 prefill.biharmonic_fill(i, k)), static_argnames=('passes',))
+    self._native_diffusion = jax.jit(prefill.biharmonic_fill)
     # (batch shape, fit, passes) of every compilation, for users and tests to inspect.
     self.compiled_shapes: list[tuple[tuple[int, ...], str, int]] = []
 
@@ -248,21 +265,51 @@ class Inpainter:
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
     return losses.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
+  @property
+  def detector(self) -> Callable[[np.ndarray], list[Any]]:
+    if self._detector is None:
+      from define_jax import faces  # pylint: disable=g-import-not-at-top
+      self._detector = faces.FaceDetector.pretrained()
+    return self._detector
+
+  @property
+  def face_template(self) -> np.ndarray:
+    if self._face_template is None:
+      from define_jax import faces  # pylint: disable=g-import-not-at-top
+      return np.asarray(faces.FACE_TEMPLATE, np.float64)
+    return np.asarray(self._face_template, np.float64)
+
+  def _auto_fit(self, images: np.ndarray, known: np.ndarray, passes: int) -> np.ndarray:
+    canvas_fills = lambda i, k: self.parallel(
+        lambda v, a, b: self._canvas_fills(v, a, b, passes=passes), self._variables, i, k)
+    native = lambda i, k, start: np.asarray(self._native_diffusion(i[None], k[None],
+                                                                   start=start[None]))[0]
+    results, self.last_fit_reports = [], []
+    for image, image_known in zip(images, known):
+      result, report = auto_fit.auto_fill(image, image_known, self.detector(image),
+                                          self.face_template, self.image_size, canvas_fills,
+                                          native)
+      results.append(result)
+      self.last_fit_reports.append(report)
+    return np.stack(results)
+
   def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
-                     fit: Fit = 'resize') -> np.ndarray:
+                     fit: Fit = 'auto') -> np.ndarray:
     """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1]."""
     if passes < 1:
       raise ValueError(f'passes={passes}: need at least one pass.')
-    if fit not in ('resize', 'pad'):
-      raise ValueError(f"fit={fit!r}: expected 'resize' or 'pad'.")
+    if fit not in FITS:
+      raise ValueError(f'fit={fit!r}: expected one of {FITS}.')
     if images.shape[:3] != known.shape[:3] or known.shape[3:] != (1,):
       raise ValueError(f'Images {images.shape} and masks {known.shape} do not match: need '
                        '[N, H, W, 3] and [N, H, W, 1].')
+    if fit == 'auto':
+      return self._auto_fit(images.astype(np.float32), known.astype(np.float32), passes)
     return self.parallel(lambda v, i, k: self._pipeline(v, i, k, passes=passes, fit=fit),
                           self._variables, images.astype(np.float32), known.astype(np.float32))
 
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
-               polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
+               polarity: Polarity, passes: int = 1, fit: Fit = 'auto',
                resize_mask: bool = False, allow_all_hole: bool = False,
                max_pixels: int | None = None) -> np.ndarray | Image.Image:
     """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy, PIL or file paths).
@@ -277,8 +324,9 @@ class Inpainter:
       polarity: which mask pixels are holes: 'hole_white' (e.g. NVIDIA masks) or
         'keep_white' (e.g. qd-imd masks). Required, because guessing it fails silently.
       passes: network passes; passes after the first refine the previous result.
-      fit: 'resize' (to the model's size) or 'pad' (native resolution), see the module
-        docstring.
+      fit: 'auto' (faces through their aligned crops, the rest at native resolution;
+        `last_fit_reports` then says what was done), 'resize' (to the model's size) or
+        'pad' (native resolution), see the module docstring.
       resize_mask: resize a mask of another size to the image's (area, threshold at 0.5)
         instead of raising InputError.
       allow_all_hole: inpaint a mask that marks every pixel as a hole (the network then
