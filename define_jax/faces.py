@@ -1,0 +1,304 @@
+"""Face finding with five landmarks: MTCNN (Zhang et al., 2016) on JAX, no PyTorch.
+
+`FaceDetector.pretrained()(image)` returns the faces of a photo, best first, each with a
+box, a probability and five landmarks. The networks are define_jax.face_models, the weights
+facenet-pytorch 2.6.0's (MIT licence; converted by define_jax/tools/port_mtcnn.py, see
+pretrained/MTCNN_MODEL_CARD.md). The pipeline follows facenet-pytorch's detect_face:
+an image pyramid through PNet, then RNet on 24x24 and ONet on 48x48 crops of the
+surviving boxes, with non-maximum suppression and box calibration between stages.
+
+Coordinates: x to the right, y down, in pixels, with the centre of pixel (row r, column c)
+at (x=c, y=r); a box gives its outer edges, so the whole image is the box
+(-0.5, -0.5, W - 0.5, H - 0.5). This is the convention of skimage.transform and OpenCV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from define_jax import face_models
+from define_jax.image_input import InputError
+
+PRETRAINED_DETECTOR = Path(__file__).parent / 'pretrained' / 'mtcnn.msgpack'
+NETS = ('pnet', 'rnet', 'onet')
+_MODELS = {'pnet': face_models.PNet(), 'rnet': face_models.RNet(), 'onet': face_models.ONet()}
+_INPUT_SIDES = {'pnet': 12, 'rnet': 24, 'onet': 48}
+
+# facenet-pytorch's defaults: face-probability thresholds of PNet, RNet and ONet, and the
+# ratio between neighbouring pyramid scales (about 1/sqrt(2): two levels halve the area).
+THRESHOLDS = (0.6, 0.7, 0.7)
+PYRAMID_FACTOR = 0.709
+# RNet and ONet run on batches padded to one of these sizes (fewer compilations); more
+# boxes go through in chunks of the largest.
+_BATCH_BUCKETS = (16, 64, 256, 1024)
+
+# Mean five landmarks (left eye, right eye, nose, left and right mouth corner, left/right
+# as seen in the image) of the training faces, as fractions of the model's square training
+# canvas (0 = left/top edge, 1 = right/bottom edge), mirrored and averaged like the random
+# left-right flips of training. Measured by define_jax/tools/measure_face_template.py;
+# command and figures there. Placeholder values until the measurement is committed.
+FACE_TEMPLATE = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.75], [0.65, 0.75]],
+                         np.float32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Face:
+  box: np.ndarray  # float32 [4]: x0, y0, x1, y1 (outer edges) in the input image's pixels
+  score: float  # ONet's face probability
+  landmarks: np.ndarray  # float32 [5, 2] (x, y): left eye, right eye, nose, left and right
+  # mouth corner, left/right as seen in the image
+
+
+def check_params(stored: Mapping[str, Any]) -> None:
+  """ValueError unless `stored` has the parameters of PNet, RNet and ONet, shapes included."""
+  for net in NETS:
+    if net not in stored:
+      raise ValueError(f'MTCNN weights lack {net!r}; got {sorted(stored)}.')
+    side = _INPUT_SIDES[net]
+    expected = jax.eval_shape(_MODELS[net].init, jax.random.key(0),
+                              jnp.zeros((1, side, side, 3)))['params']
+    expected_shapes = jax.tree.map(lambda x: tuple(x.shape), expected)
+    actual_shapes = jax.tree.map(lambda x: tuple(np.shape(x)), dict(stored[net]))
+    if expected_shapes != actual_shapes:
+      raise ValueError(f'MTCNN {net}: parameter shapes {actual_shapes}, expected '
+                       f'{expected_shapes}.')
+
+
+def load_params(path: str | Path = PRETRAINED_DETECTOR) -> dict[str, Any]:
+  """{'pnet', 'rnet', 'onet'} parameters (float32) from a file written by port_mtcnn."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'MTCNN weights {path} not found; write them with '
+                            'python -m define_jax.tools.port_mtcnn.')
+  stored = flax.serialization.msgpack_restore(path.read_bytes())
+  check_params(stored)
+  return {net: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), stored[net]) for net in NETS}
+
+
+@jax.jit
+def _run_pnet(params: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _MODELS['pnet'].apply({'params': params}, images)
+
+
+@jax.jit
+def _run_rnet(params: Any, crops: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _MODELS['rnet'].apply({'params': params}, crops)
+
+
+@jax.jit
+def _run_onet(params: Any, crops: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return _MODELS['onet'].apply({'params': params}, crops)
+
+
+def _normalise(pixels255: np.ndarray) -> np.ndarray:
+  """0..255 pixels -> the networks' input range, (x - 127.5) / 128."""
+  return ((pixels255 - 127.5) * 0.0078125).astype(np.float32)
+
+
+def _in_batches(run, params: Any, crops: np.ndarray) -> list[np.ndarray]:
+  """run(params, crops) over batches padded to _BATCH_BUCKETS; outputs cut to len(crops)."""
+  outputs = []
+  for start in range(0, len(crops), _BATCH_BUCKETS[-1]):
+    chunk = crops[start:start + _BATCH_BUCKETS[-1]]
+    bucket = next(b for b in _BATCH_BUCKETS if b >= len(chunk))
+    padded = np.zeros((bucket,) + chunk.shape[1:], np.float32)
+    padded[:len(chunk)] = chunk
+    outputs.append([np.asarray(x)[:len(chunk)] for x in run(params, padded)])
+  return [np.concatenate(parts) for parts in zip(*outputs)]
+
+
+def rgb255(image: np.ndarray) -> np.ndarray:
+  """float64 [H, W, 3] on a 0..255 scale from uint8, uint16 or float [0, 1] pixels, grey
+  [H, W] or [H, W, 1], RGB or RGBA (flattened onto white, as a viewer shows it)."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+    raise InputError(f'Face detection expects an image [H, W], [H, W, 1], [H, W, 3] or '
+                     f'[H, W, 4]; got shape {image.shape}.', 'unsupported')
+  if image.dtype in (np.uint8, np.uint16):
+    pixels = image.astype(np.float64) / np.iinfo(image.dtype).max
+  elif np.issubdtype(image.dtype, np.floating):
+    if not np.all((image >= 0.0) & (image <= 1.0)):  # Written so that NaN fails too.
+      raise InputError(f'Float images must lie in [0, 1]; got range [{np.nanmin(image)}, '
+                       f'{np.nanmax(image)}].', 'unsupported')
+    pixels = image.astype(np.float64)
+  else:
+    raise InputError(f'Unsupported image dtype {image.dtype}: use uint8, uint16 or float in '
+                     '[0, 1].', 'unsupported')
+  if pixels.shape[-1] == 4:
+    alpha = pixels[..., 3:]
+    pixels = pixels[..., :3] * alpha + (1.0 - alpha)
+  return np.broadcast_to(pixels, pixels.shape[:2] + (3,)) * 255.0
+
+
+class _AreaResizer:
+  """PyTorch's interpolate(mode='area') (adaptive average pooling) of any crop of one image,
+  exact, from the image's summed-area table."""
+
+  def __init__(self, pixels255: np.ndarray) -> None:
+    self._table = np.zeros((pixels255.shape[0] + 1, pixels255.shape[1] + 1, 3))
+    self._table[1:, 1:] = pixels255.cumsum(0).cumsum(1)
+
+  @staticmethod
+  def _bins(start: np.ndarray, stop: np.ndarray, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """[N, out] first and one-past-last input index of each output cell (adaptive pooling)."""
+    size, i = (stop - start)[:, None], np.arange(out)
+    return start[:, None] + i * size // out, start[:, None] + (-((-(i + 1) * size) // out))
+
+  def crops(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """boxes [N, 4] int (row0, row1, col0, col1), half-open -> [N, height, width, 3]."""
+    r0, r1 = self._bins(boxes[:, 0], boxes[:, 1], height)
+    c0, c1 = self._bins(boxes[:, 2], boxes[:, 3], width)
+    t = self._table
+    rows0, rows1, cols0, cols1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
+    sums = t[rows1, cols1] - t[rows0, cols1] - t[rows1, cols0] + t[rows0, cols0]
+    return sums / ((rows1 - rows0) * (cols1 - cols0))[..., None]
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = 'union',
+         inclusive: bool = False) -> np.ndarray:
+  """Indices kept by greedy non-maximum suppression, best score first.
+
+  mode 'union': overlap = intersection / union; 'min': intersection / the smaller area.
+  inclusive: widths are x1 - x0 + 1 (facenet-pytorch's last stage), else x1 - x0
+  (torchvision's nms, its first two stages).
+  """
+  one = 1.0 if inclusive else 0.0
+  x0, y0, x1, y1 = boxes.T
+  areas = (x1 - x0 + one) * (y1 - y0 + one)
+  order = np.argsort(-scores, kind='stable')
+  keep = []
+  while order.size:
+    best, rest = order[0], order[1:]
+    keep.append(best)
+    width = np.maximum(0.0, np.minimum(x1[best], x1[rest]) - np.maximum(x0[best], x0[rest]) + one)
+    height = np.maximum(0.0, np.minimum(y1[best], y1[rest]) - np.maximum(y0[best], y0[rest]) + one)
+    inter = width * height
+    if mode == 'min':
+      overlap = inter / np.minimum(areas[best], areas[rest])
+    else:
+      overlap = inter / (areas[best] + areas[rest] - inter)
+    order = rest[overlap <= threshold]
+  return np.asarray(keep, np.int64)
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+  """Boxes grown to squares about their centres (facenet-pytorch's rerec)."""
+  boxes = boxes.copy()
+  width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+  side = np.maximum(width, height)
+  boxes[:, 0] += width * 0.5 - side * 0.5
+  boxes[:, 1] += height * 0.5 - side * 0.5
+  boxes[:, 2:4] = boxes[:, 0:2] + side[:, None]
+  return boxes
+
+
+def _calibrate(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+  """Boxes moved by regression offsets in units of their inclusive size (bbreg)."""
+  size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1] * 2, axis=1)
+  return boxes + offsets * size
+
+
+def _crop_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+  """(kept, windows): the boxes (1-based inclusive pixel corners) that overlap the image
+  and their crops as half-open 0-based (row0, row1, col0, col1), clipped to the image
+  (facenet-pytorch's pad: out-of-image parts are cut off, not zero-filled)."""
+  corners = np.trunc(boxes[:, :4]).astype(np.int64)
+  col0 = np.maximum(corners[:, 0], 1) - 1
+  row0 = np.maximum(corners[:, 1], 1) - 1
+  col1 = np.minimum(corners[:, 2], width)
+  row1 = np.minimum(corners[:, 3], height)
+  kept = (col1 > col0) & (row1 > row0)
+  return kept, np.stack([row0, row1, col0, col1], axis=1)[kept]
+
+
+class FaceDetector:
+  """MTCNN: image -> faces with boxes, probabilities and five landmarks."""
+
+  def __init__(self, params: Mapping[str, Any]) -> None:
+    check_params(params)
+    self._params = {net: params[net] for net in NETS}
+
+  @classmethod
+  def pretrained(cls) -> 'FaceDetector':
+    """The detector with the shipped weights (define_jax/pretrained/mtcnn.msgpack)."""
+    return cls(load_params(PRETRAINED_DETECTOR))
+
+  def _proposals(self, resizer: _AreaResizer, height: int, width: int,
+                 min_face_size: int) -> np.ndarray:
+    """Stage 1: [N, 9] (x0, y0, x1, y1, score, 4 offsets), 1-based inclusive corners."""
+    scale = 12.0 / min_face_size
+    shorter = min(height, width) * scale
+    found = []
+    while shorter >= 12:
+      scaled_h, scaled_w = int(height * scale + 1), int(width * scale + 1)
+      whole = np.array([[0, height, 0, width]])
+      pyramid_level = _normalise(resizer.crops(whole, scaled_h, scaled_w))
+      offsets, probs = (np.asarray(x[0]) for x in _run_pnet(self._params['pnet'], pyramid_level))
+      rows, cols = np.nonzero(probs >= THRESHOLDS[0])
+      if rows.size:
+        cells = np.stack([cols, rows], axis=1).astype(np.float64)
+        boxes = np.concatenate([np.floor((2 * cells + 1) / scale),  # A 12x12 window, stride 2.
+                                np.floor((2 * cells + 12) / scale),
+                                probs[rows, cols, None], offsets[rows, cols]], axis=1)
+        found.append(boxes[_nms(boxes[:, :4], boxes[:, 4], 0.5)])
+      scale *= PYRAMID_FACTOR
+      shorter *= PYRAMID_FACTOR
+    if not found:
+      return np.zeros((0, 5))
+    boxes = np.concatenate(found)
+    boxes = boxes[_nms(boxes[:, :4], boxes[:, 4], 0.7)]
+    size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1)
+    calibrated = boxes[:, :4] + boxes[:, 5:9] * size
+    return _square(np.concatenate([calibrated, boxes[:, 4:5]], axis=1))
+
+  def __call__(self, image: np.ndarray, *, min_face_size: int = 20) -> list[Face]:
+    """The faces in `image` ([H, W] or [H, W, 1|3|4]; uint8, uint16 or float in [0, 1]),
+    best score first. Faces smaller than `min_face_size` pixels may be missed."""
+    if min_face_size < 1:
+      raise ValueError(f'min_face_size must be at least 1; got {min_face_size}.')
+    pixels = rgb255(image)
+    height, width = pixels.shape[:2]
+    resizer = _AreaResizer(pixels)
+    boxes = self._proposals(resizer, height, width, min_face_size)
+
+    # Stage 2: RNet rejects most proposals and refines the rest.
+    kept, windows = _crop_windows(boxes, width, height)
+    boxes = boxes[kept]
+    if len(boxes):
+      offsets, scores = _in_batches(_run_rnet, self._params['rnet'],
+                                    _normalise(resizer.crops(windows, 24, 24)))
+      passed = scores > THRESHOLDS[1]
+      boxes = np.concatenate([boxes[passed, :4], scores[passed, None]], axis=1)
+      pick = _nms(boxes[:, :4], boxes[:, 4], 0.7)
+      boxes = _square(np.concatenate([_calibrate(boxes[pick, :4], offsets[passed][pick]),
+                                      boxes[pick, 4:5]], axis=1))
+
+    # Stage 3: ONet scores the final boxes and places the landmarks.
+    kept, windows = _crop_windows(boxes, width, height)
+    boxes = boxes[kept]
+    if not len(boxes):
+      return []
+    offsets, points, scores = _in_batches(_run_onet, self._params['onet'],
+                                          _normalise(resizer.crops(windows, 48, 48)))
+    passed = scores > THRESHOLDS[2]
+    boxes, offsets, points, scores = boxes[passed], offsets[passed], points[passed], scores[passed]
+    size = boxes[:, 2:4] - boxes[:, 0:2] + 1
+    landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * size[:, None, :] \
+        + boxes[:, None, 0:2] - 1
+    boxes = _calibrate(boxes[:, :4], offsets)
+    pick = _nms(boxes, scores, 0.7, mode='min', inclusive=True)
+    # 1-based inclusive corners (facenet-pytorch's) -> outer edges, pixel centres at integers.
+    return [Face(box=(boxes[i] - np.array([1.5, 1.5, 0.5, 0.5])).astype(np.float32),
+                 score=float(scores[i]),
+                 landmarks=(landmarks[i] - 0.5).astype(np.float32))
+            for i in pick]
