@@ -62,7 +62,8 @@ def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarra
 
 def auto_fill(image: np.ndarray, known: np.ndarray, faces: Sequence[Any],
               template: np.ndarray, size: int, canvas_fills: CanvasFills,
-              native_diffusion: NativeDiffusion) -> tuple[np.ndarray, FitReport]:
+              native_diffusion: NativeDiffusion, whole_photo_correction: bool = True
+              ) -> tuple[np.ndarray, FitReport]:
   """(composite float32 [H, W, 3], report) of image [H, W, 3] in [0, 1] and known
   [H, W, 1] (1 = known), given the faces found on it (each with .landmarks [5, 2] and .box)."""
   height, width = known.shape[:2]
@@ -80,7 +81,8 @@ def auto_fill(image: np.ndarray, known: np.ndarray, faces: Sequence[Any],
   face_weights = [w[..., None] for _, w in on_faces]
   total = sum(face_weights, np.zeros((height, width, 1), np.float32))
   share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
-  fill = fill + (1.0 - np.minimum(total, 1.0)) * corrections[0]
+  if whole_photo_correction:
+    fill = fill + (1.0 - np.minimum(total, 1.0)) * corrections[0]
   for weight, correction in zip(face_weights, corrections[1:]):
     fill = fill + weight * share * correction
   composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)

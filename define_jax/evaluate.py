@@ -32,10 +32,11 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from define_jax import baselines
 from define_jax import console
@@ -43,7 +44,7 @@ from define_jax import metrics
 from define_jax import scoring
 from define_jax import visualize
 from define_jax.data import evaluation
-from define_jax.inference import Inpainter
+from define_jax.inference import FITS, Inpainter
 
 MODEL_METHOD = 'DeFINe'
 # Grid tiles are enlarged to at least this many pixels so small models' examples are visible.
@@ -78,19 +79,24 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
 
 
 def _methods(inpainter: Inpainter, with_baselines: bool,
-             size: int) -> tuple[dict[str, scoring.Method], dict[str, str]]:
+             fit: str) -> tuple[dict[str, scoring.Method], dict[str, str]]:
   """Batch functions (images, known) -> composites in report order, and grid titles."""
-  methods: dict[str, scoring.Method] = {MODEL_METHOD: inpainter.inpaint_arrays}
+  methods: dict[str, scoring.Method] = {
+      MODEL_METHOD: functools.partial(inpainter.inpaint_arrays, fit=fit)}
   titles = {MODEL_METHOD: MODEL_METHOD}
-  for baseline in baselines.applicable_baselines(size) if with_baselines else []:
-    methods[baseline.name] = functools.partial(_inpaint_each, baseline.inpaint)
+  for baseline in baselines.BASELINES if with_baselines else []:
+    methods[baseline.name] = functools.partial(_inpaint_each, baseline)
     titles[baseline.name] = baseline.short_name
   return methods, titles
 
 
-def _inpaint_each(inpaint: Callable[[np.ndarray, np.ndarray], np.ndarray], images: np.ndarray,
+def _inpaint_each(baseline: baselines.Baseline, images: np.ndarray,
                   known: np.ndarray) -> np.ndarray:
-  return np.stack([inpaint(image, mask) for image, mask in zip(images, known)])
+  """One image at a time, with a progress bar on a terminal (biharmonic takes seconds per
+  image at 512² and more)."""
+  pairs = tqdm(zip(images, known), total=len(images), desc=baseline.short_name, unit='image',
+               leave=False, disable=None)
+  return np.stack([baseline.inpaint(image, mask) for image, mask in pairs])
 
 
 def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
@@ -160,14 +166,11 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
   masks_from = options.mask_dir or options.masks
   header = [
       f'Checkpoint: `{options.checkpoint or "packaged model"}` (step {inpainter.step}, '
-      f'{inpainter.config.image_size}² model), evaluated at {size}²',
+      f'{inpainter.config.image_size}² model), evaluated at {size}² with fit={options.fit!r}',
       f'Images: {len(eval_set.images)} from {images}; masks: {options.masks} ({masks_from}), '
       f'seed {options.seed}',
       'Metrics of the composite (known pixels pasted back); best per band in bold.',
   ]
-  if options.baselines and size > baselines.BIHARMONIC_MAX_SIZE:
-    header.append(f'Biharmonic inpainting skipped: it is only run up to '
-                  f'{baselines.BIHARMONIC_MAX_SIZE}².')
   return header
 
 
@@ -210,7 +213,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       'part training holds out. Without: always the validation split.')
   parser.add_argument('--image_size', type=int, default=0,
                       help="Evaluation resolution (default: the model's training size); other "
-                      "sizes are inpainted through Inpainter's resize, like users' photos.")
+                      "sizes are inpainted through Inpainter with --fit, like users' photos.")
+  parser.add_argument('--fit', default='auto', choices=FITS,
+                      help="How the model sees images of another size or framing than its "
+                      "training faces: 'auto' (each face through its aligned crop, the rest "
+                      "native biharmonic plus the network's correction), 'resize' or 'pad'; "
+                      'see define_jax.inference.')
   parser.add_argument('--num_images', type=int, default=120,
                       help='Images to score (fewer if the source has fewer).')
   parser.add_argument('--baselines', action='store_true',
@@ -240,7 +248,7 @@ def run(argv: Sequence[str]) -> dict:
   inpainter = Inpainter.load(options.checkpoint)
   size = options.image_size or inpainter.image_size
   eval_set = build_eval_set(options, inpainter.config, size)
-  methods, titles = _methods(inpainter, options.baselines, size)
+  methods, titles = _methods(inpainter, options.baselines, options.fit)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,
                                                 options.batch_size)
   rows = scoring.summarize(per_image, eval_set.bands)

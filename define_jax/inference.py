@@ -220,7 +220,8 @@ class Inpainter:
 
   @classmethod
   def from_checkpoint(cls, path: str, *, step: int | None = None,
-                      devices: list[jax.Device] | None = None) -> Inpainter:
+                      devices: list[jax.Device] | None = None,
+                      detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
     """From a training workdir, its checkpoints directory or one step's directory (the
     newest readable checkpoint unless `step` is given).
 
@@ -230,16 +231,17 @@ class Inpainter:
     variables, stored_config, restored_step = checkpoints.load_model(path, step)
     config = config_lib.model_config(stored_config, path)
     check_variables_match(config, variables, path)
-    return cls(variables, config, step=restored_step, devices=devices)
+    return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
   @classmethod
-  def pretrained(cls, *, devices: list[jax.Device] | None = None) -> Inpainter:
+  def pretrained(cls, *, devices: list[jax.Device] | None = None,
+                 detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
     """The face model shipped with define_jax (128², trained on UTKFace; licence and scores
     in define_jax/pretrained/MODEL_CARD.md)."""
     if not PRETRAINED_MODEL.is_file():
       raise FileNotFoundError(f'The packaged model {PRETRAINED_MODEL} is missing; reinstall '
                               'define_jax or pass a checkpoint.')
-    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices)
+    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector)
 
   @classmethod
   def load(cls, path: str | None, **kwargs) -> Inpainter:
