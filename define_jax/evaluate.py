@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from define_jax import baselines
+from define_jax import compilation_cache
 from define_jax import console
 from define_jax import metrics
 from define_jax import scoring
@@ -263,6 +264,7 @@ def run(argv: Sequence[str]) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  compilation_cache.enable()
   return console.exit_status(lambda: run(sys.argv[1:] if argv is None else argv)['markdown'])
 
 

@@ -36,11 +36,12 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from define_jax import compilation_cache
 from define_jax import console
 from define_jax import image_input
 from define_jax.datasets import image_folder
 from define_jax.image_input import InputError
-from define_jax.inference import Inpainter
+from define_jax.inference import FITS, Inpainter
 
 # Formats that hold 16-bit greys; others get 8-bit results.
 _SIXTEEN_BIT_FORMATS = ('PNG', 'TIFF')
@@ -115,6 +116,8 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
       message = f'{image_path} with mask {mask_path}: {message}'
     raise InputError(message, error.reason) from error
   write_atomically(result, out_path)
+  if options.fit == 'auto':  # Which faces went through their aligned crop; any upscaling.
+    tqdm.write(f'{image_path}: {inpainter.last_fit_reports[0].describe()}', file=sys.stderr)
 
 
 def pair_with_masks(images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
@@ -204,8 +207,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='hole_white: white mask pixels are holes; keep_white: they are kept.')
   parser.add_argument('--passes', type=positive_int, default=1,
                       help='Network passes; later ones refine the previous result.')
-  parser.add_argument('--fit', default='resize', choices=['resize', 'pad'],
-                      help="resize to the model's size (default) or pad at native resolution.")
+  parser.add_argument('--fit', default='auto', choices=FITS,
+                      help="auto (default): each face with a hole through its aligned crop at "
+                      "the model's framing, the rest at native resolution; resize: the whole "
+                      "photo to the model's size; pad: native resolution.")
   parser.add_argument('--resize_mask', action='store_true',
                       help="Resize masks of another size to the photo's instead of failing.")
   parser.add_argument('--overwrite', action='store_true',
@@ -225,6 +230,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
+  compilation_cache.enable()
   try:
     # Everything that can be checked without the model is checked first.
     if options.images:
