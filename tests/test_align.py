@@ -173,3 +173,12 @@ def test_grey_rgba_and_16_bit_photos(inpainter, mode):
   assert result.size == photo.size
   before, after = np.asarray(photo.convert('RGB')), np.asarray(result.convert('RGB'))
   np.testing.assert_array_equal(after[~holes], before[~holes])
+
+
+def test_auto_compiles_the_network_once_for_every_photo_size(inpainter):
+  inpainter.faces.clear()
+  for height, width in ((40, 56), (72, 48)):
+    holes = np.zeros((height, width), bool)
+    holes[10:20, 10:30] = True
+    inpainter(astronaut(height, width), holes, polarity='hole_white')
+  assert {shape[1:] for shape, fit, _ in inpainter.compiled_shapes} == {(64, 64, 3)}
