@@ -71,6 +71,9 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
   else:
     images, image_names = evaluation.validation_images(config, size, options.num_images,
                                                        options.image_dir)
+  # Each image k times in a row: with k = 6 (metrics.NUM_BANDS), one mask of every band.
+  images = np.repeat(images, options.masks_per_image, axis=0)
+  image_names = [name for name in image_names for _ in range(options.masks_per_image)]
   if mask_dir:
     known, mask_names = evaluation.masks_from_dir(
         mask_dir, evaluation.MASK_POLARITIES[options.masks], size, len(images), options.seed)
@@ -168,7 +171,9 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
   header = [
       f'Checkpoint: `{options.checkpoint or "packaged model"}` (step {inpainter.step}, '
       f'{inpainter.config.image_size}² model), evaluated at {size}² with fit={options.fit!r}',
-      f'Images: {len(eval_set.images)} from {images}; masks: {options.masks} ({masks_from}), '
+      f'Images: {len(eval_set.images)} from {images}'
+      f'{f" (each with {options.masks_per_image} masks)" if options.masks_per_image > 1 else ""}'
+      f'; masks: {options.masks} ({masks_from}), '
       f'seed {options.seed}',
       'Metrics of the composite (known pixels pasted back); best per band in bold.',
   ]
@@ -222,14 +227,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       'see define_jax.inference.')
   parser.add_argument('--num_images', type=int, default=120,
                       help='Images to score (fewer if the source has fewer).')
+  parser.add_argument('--masks_per_image', type=int, default=1,
+                      help='Score each image with this many masks (6: one per hole-ratio '
+                      'band), for folders of few photos.')
   parser.add_argument('--baselines', action='store_true',
                       help='Also score OpenCV Telea / Navier–Stokes and scikit-image biharmonic.')
   parser.add_argument('--batch_size', type=int, default=32, help='Images per scoring batch.')
   parser.add_argument('--seed', type=int, default=evaluation.MASK_SEED,
                       help='Seed of the mask choice.')
   options = parser.parse_args(argv)
-  if options.num_images < 1 or options.batch_size < 1 or options.image_size < 0:
-    parser.error('--num_images and --batch_size must be positive, --image_size non-negative.')
+  if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1
+      or options.image_size < 0):
+    parser.error('--num_images, --batch_size and --masks_per_image must be positive, '
+                 '--image_size non-negative.')
   if options.split == 'all' and not options.image_dir:
     parser.error('--split all needs --image_dir.')
   return options
