@@ -17,8 +17,9 @@ import jax
 
 ENV_VAR = 'DEFINE_JAX_CACHE_DIR'
 OFF = ('off', '0', 'none', 'false')
-# Programs that compile faster than this are not worth a disk round trip.
-MIN_COMPILE_TIME_S = 0.5
+# Every program is cached: the face detector's many small ones (one per pyramid scale and
+# photo size) add up to seconds.
+MIN_COMPILE_TIME_S = 0.0
 
 
 def cache_dir() -> Path | None:
