@@ -7,6 +7,7 @@ r"""Benchmarks, one subcommand each, each printing ONE JSON line.
         [--batch 6] [--layers 7] [--loss final] [--dtype float32] [--steps N]
     python -m define_jax.benchmark infer [--config configs/NAME.py] [--image_size 256] \
         [--batch 1] [--dtype float32] [--steps N]
+    python -m define_jax.benchmark faces [--photo PATH | --image_size 1024] [--steps N]
 
 Subcommands import their heavy dependencies lazily: only `pipeline` imports
 TensorFlow. `train` and `infer` run the real pmapped train step / the inference step on
@@ -316,6 +317,38 @@ def run_infer(args: argparse.Namespace) -> dict:
   }
 
 
+def run_faces(args: argparse.Namespace) -> dict:
+  """Face finding (faces.FaceDetector, MTCNN) on one photo: the first call, which compiles
+  for the photo's size, and the calls after it."""
+  import numpy as np
+  import skimage.data
+  import skimage.transform
+  from define_jax import faces
+  from define_jax import image_input
+
+  if args.photo:
+    pixels = image_input.photo_pixels(image_input.open_image(args.photo), args.photo)
+  else:  # The public-domain astronaut portrait, one face.
+    pixels = skimage.transform.resize(skimage.data.astronaut(), (args.image_size,) * 2,
+                                      preserve_range=True).astype(np.uint8)
+  detector = faces.FaceDetector.pretrained()
+  load_before = os.getloadavg()[0]
+  start = time.perf_counter()
+  found = detector(pixels)
+  first_s = time.perf_counter() - start
+  wall, cpu = timed_calls(lambda: detector(pixels), args.steps)
+  return {
+      'benchmark': 'faces',
+      'photo': args.photo or f'astronaut {args.image_size}x{args.image_size}',
+      'height': pixels.shape[0], 'width': pixels.shape[1], 'faces': len(found),
+      'first_call_s': round(first_s, 2),
+      **timing_summary('photo', wall, cpu, 1),
+      'steps': args.steps,
+      'load_average': [round(load_before, 2), round(os.getloadavg()[0], 2)],
+      'cpu_count': os.cpu_count(),
+  }
+
+
 def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | None,
                      load_before: float) -> dict:
   """What was measured, and under what conditions."""
@@ -340,7 +373,7 @@ def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | No
 
 
 SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
-    'pipeline': run_pipeline, 'train': run_train, 'infer': run_infer}
+    'pipeline': run_pipeline, 'train': run_train, 'infer': run_infer, 'faces': run_faces}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="default: the config's")
     command.add_argument('--steps', type=int, default=steps, help='timed steps')
     command.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
+  faces = subcommands.add_parser('faces', help='face finding latency on one photo')
+  faces.add_argument('--photo', help='photo file (default: the astronaut at --image_size)')
+  faces.add_argument('--image_size', type=int, default=1024,
+                     help='side of the square astronaut photo without --photo (default 1024)')
+  faces.add_argument('--steps', type=int, default=5, help='timed calls after the first')
   return parser
 
 

@@ -38,15 +38,23 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 PYRAMID_FACTOR = 0.709
 # RNet and ONet run on batches padded to one of these sizes (fewer compilations); more
 # boxes go through in chunks of the largest.
-_BATCH_BUCKETS = (16, 64, 256, 1024)
+_BATCH_BUCKETS = (16, 64, 256)
 
 # Mean five landmarks (left eye, right eye, nose, left and right mouth corner, left/right
 # as seen in the image) of the training faces, as fractions of the model's square training
-# canvas (0 = left/top edge, 1 = right/bottom edge), mirrored and averaged like the random
-# left-right flips of training. Measured by define_jax/tools/measure_face_template.py;
-# command and figures there. Placeholder values until the measurement is committed.
-FACE_TEMPLATE = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.75], [0.65, 0.75]],
-                         np.float32)
+# canvas (0 = left/top edge, 1 = right/bottom edge; canvas pixel coordinates of a side-S
+# canvas are fraction * S - 0.5), averaged with their mirror image as the random
+# left-right flips of training show the faces. Measured with
+#   python -m define_jax.tools.measure_face_template --image_dir ../shared/data/faces \
+#       --num_images 2000
+# on 2,000 evenly spaced photos of the training split of the UTKFace faces the packaged
+# model learnt from (validation_fraction 0.1; training shows each whole 200x200 photo
+# resized to 128x128): a face in 1,979 of them; standard deviation across faces
+# 0.016-0.018 (eyes), 0.027-0.028 (nose), 0.025-0.033 (mouth corners) of the side;
+# unmirrored mean left eye (0.2975, 0.2893), right eye (0.6928, 0.2896), nose
+# (0.4914, 0.5221), mouth corners (0.3204, 0.6938), (0.6695, 0.6931).
+FACE_TEMPLATE = np.array([[0.3023, 0.2894], [0.6977, 0.2894], [0.5000, 0.5221],
+                          [0.3254, 0.6935], [0.6746, 0.6935]], np.float32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,8 +92,41 @@ def load_params(path: str | Path = PRETRAINED_DETECTOR) -> dict[str, Any]:
 
 
 @jax.jit
-def _run_pnet(params: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-  return _MODELS['pnet'].apply({'params': params}, images)
+def _run_pnet(params: Any, canvas: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return _MODELS['pnet'].apply({'params': params}, canvas, valid)
+
+
+def _padded_side(side: int) -> int:
+  """A canvas side rounded up to a bucket (4 per octave, multiples of 8), so that photos
+  of similar sizes share PNet's compilation."""
+  octaves = math.ceil(4 * math.log2(max(side, 8) / 8)) / 4
+  return 8 * math.ceil(2**octaves - 1e-9)
+
+
+def _pyramid(height: int, width: int, min_face_size: int) -> list[tuple[float, int, int]]:
+  """(scale, height, width) of each level: 12-pixel windows find faces of min_face_size
+  at the first level, 1/PYRAMID_FACTOR times larger at each next one."""
+  scale, shorter, levels = 12.0 / min_face_size, min(height, width) * 12.0 / min_face_size, []
+  while shorter >= 12:
+    levels.append((scale, int(height * scale + 1), int(width * scale + 1)))
+    scale *= PYRAMID_FACTOR
+    shorter *= PYRAMID_FACTOR
+  return levels
+
+
+def _pack(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], int, int]:
+  """(top, left) of each (height, width), largest first, on shelves as wide as the first
+  two side by side; even offsets, 2 pixels apart (PNet's `valid` rules). Also the height
+  and width used. One canvas means one PNet compilation per photo size, not one per level."""
+  shelf_width = sizes[0][1] + (sizes[1][1] + 3 if len(sizes) > 1 else 0)
+  positions, top, left, shelf_height = [], 0, 0, 0
+  for height, width in sizes:
+    if left and left + width > shelf_width:
+      top, left, shelf_height = top + shelf_height + 2 + (top + shelf_height) % 2, 0, 0
+    positions.append((top, left))
+    left += width + 2 + width % 2
+    shelf_height = max(shelf_height, height)
+  return positions, top + shelf_height, shelf_width
 
 
 @jax.jit
@@ -137,12 +178,13 @@ def rgb255(image: np.ndarray) -> np.ndarray:
   if pixels.shape[-1] == 4:
     alpha = pixels[..., 3:]
     pixels = pixels[..., :3] * alpha + (1.0 - alpha)
-  return np.broadcast_to(pixels, pixels.shape[:2] + (3,)) * 255.0
+  return np.repeat(pixels, 3 // pixels.shape[-1], axis=-1) * 255.0
 
 
 class _AreaResizer:
-  """PyTorch's interpolate(mode='area') (adaptive average pooling) of any crop of one image,
-  exact, from the image's summed-area table."""
+  """PyTorch's interpolate(mode='area') (adaptive average pooling) of crops of one image,
+  exact, from the image's summed-area table. Crops may reach beyond the image, which is
+  then black (0), as in the original MTCNN: the face keeps its proportions."""
 
   def __init__(self, pixels255: np.ndarray) -> None:
     self._table = np.zeros((pixels255.shape[0] + 1, pixels255.shape[1] + 1, 3))
@@ -154,14 +196,15 @@ class _AreaResizer:
     size, i = (stop - start)[:, None], np.arange(out)
     return start[:, None] + i * size // out, start[:, None] + (-((-(i + 1) * size) // out))
 
-  def crops(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """boxes [N, 4] int (row0, row1, col0, col1), half-open -> [N, height, width, 3]."""
-    r0, r1 = self._bins(boxes[:, 0], boxes[:, 1], height)
-    c0, c1 = self._bins(boxes[:, 2], boxes[:, 3], width)
+  def crops(self, windows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """windows [N, 4] int (row0, row1, col0, col1), half-open -> [N, height, width, 3]."""
+    r0, r1 = self._bins(windows[:, 0], windows[:, 1], height)
+    c0, c1 = self._bins(windows[:, 2], windows[:, 3], width)
+    area = (r1 - r0)[:, :, None, None] * (c1 - c0)[:, None, :, None]
     t = self._table
-    rows0, rows1, cols0, cols1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    sums = t[rows1, cols1] - t[rows0, cols1] - t[rows1, cols0] + t[rows0, cols0]
-    return sums / ((rows1 - rows0) * (cols1 - cols0))[..., None]
+    r0, r1 = (np.clip(r, 0, t.shape[0] - 1)[:, :, None] for r in (r0, r1))
+    c0, c1 = (np.clip(c, 0, t.shape[1] - 1)[:, None, :] for c in (c0, c1))
+    return (t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0]) / area
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = 'union',
@@ -209,16 +252,17 @@ def _calibrate(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def _crop_windows(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-  """(kept, windows): the boxes (1-based inclusive pixel corners) that overlap the image
-  and their crops as half-open 0-based (row0, row1, col0, col1), clipped to the image
-  (facenet-pytorch's pad: out-of-image parts are cut off, not zero-filled)."""
+  """(kept, windows): which boxes (1-based inclusive pixel corners) overlap the image, and
+  their pixels as half-open 0-based (row0, row1, col0, col1), which may reach outside.
+
+  facenet-pytorch cuts the outside part off and stretches the rest; the original MTCNN's
+  black fill (kept here) is what keeps landmarks right on faces cut by the image border.
+  """
   corners = np.trunc(boxes[:, :4]).astype(np.int64)
-  col0 = np.maximum(corners[:, 0], 1) - 1
-  row0 = np.maximum(corners[:, 1], 1) - 1
-  col1 = np.minimum(corners[:, 2], width)
-  row1 = np.minimum(corners[:, 3], height)
-  kept = (col1 > col0) & (row1 > row0)
-  return kept, np.stack([row0, row1, col0, col1], axis=1)[kept]
+  windows = np.stack([corners[:, 1] - 1, corners[:, 3], corners[:, 0] - 1, corners[:, 2]], axis=1)
+  row0, row1, col0, col1 = windows.T
+  kept = (row0 < height) & (row1 > 0) & (col0 < width) & (col1 > 0) & (row1 > row0) & (col1 > col0)
+  return kept, windows[kept]
 
 
 class FaceDetector:
@@ -236,23 +280,31 @@ class FaceDetector:
   def _proposals(self, resizer: _AreaResizer, height: int, width: int,
                  min_face_size: int) -> np.ndarray:
     """Stage 1: [N, 9] (x0, y0, x1, y1, score, 4 offsets), 1-based inclusive corners."""
-    scale = 12.0 / min_face_size
-    shorter = min(height, width) * scale
+    levels = _pyramid(height, width, min_face_size)
+    if not levels:
+      return np.zeros((0, 5))
+    positions, used_h, used_w = _pack([(h, w) for _, h, w in levels])
+    canvas = np.zeros((1, _padded_side(used_h), _padded_side(used_w), 3), np.float32)
+    valid = np.zeros(canvas.shape[:3], bool)
+    whole = np.array([[0, height, 0, width]])
+    for (_, level_h, level_w), (top, left) in zip(levels, positions):
+      canvas[0, top:top + level_h, left:left + level_w] = _normalise(
+          resizer.crops(whole, level_h, level_w))[0]
+      valid[0, top:top + level_h, left:left + level_w] = True
+    all_offsets, all_probs = (np.asarray(x[0]) for x in _run_pnet(self._params['pnet'], canvas,
+                                                                   valid))
     found = []
-    while shorter >= 12:
-      scaled_h, scaled_w = int(height * scale + 1), int(width * scale + 1)
-      whole = np.array([[0, height, 0, width]])
-      pyramid_level = _normalise(resizer.crops(whole, scaled_h, scaled_w))
-      offsets, probs = (np.asarray(x[0]) for x in _run_pnet(self._params['pnet'], pyramid_level))
+    for (scale, level_h, level_w), (top, left) in zip(levels, positions):
+      cells_h, cells_w = math.ceil((level_h - 4) / 2) - 3, math.ceil((level_w - 4) / 2) - 3
+      cells = np.s_[top // 2:top // 2 + cells_h, left // 2:left // 2 + cells_w]
+      offsets, probs = all_offsets[cells], all_probs[cells]
       rows, cols = np.nonzero(probs >= THRESHOLDS[0])
       if rows.size:
-        cells = np.stack([cols, rows], axis=1).astype(np.float64)
-        boxes = np.concatenate([np.floor((2 * cells + 1) / scale),  # A 12x12 window, stride 2.
-                                np.floor((2 * cells + 12) / scale),
+        xy = np.stack([cols, rows], axis=1).astype(np.float64)
+        boxes = np.concatenate([np.floor((2 * xy + 1) / scale),  # A 12x12 window, stride 2.
+                                np.floor((2 * xy + 12) / scale),
                                 probs[rows, cols, None], offsets[rows, cols]], axis=1)
         found.append(boxes[_nms(boxes[:, :4], boxes[:, 4], 0.5)])
-      scale *= PYRAMID_FACTOR
-      shorter *= PYRAMID_FACTOR
     if not found:
       return np.zeros((0, 5))
     boxes = np.concatenate(found)
@@ -264,8 +316,9 @@ class FaceDetector:
   def __call__(self, image: np.ndarray, *, min_face_size: int = 20) -> list[Face]:
     """The faces in `image` ([H, W] or [H, W, 1|3|4]; uint8, uint16 or float in [0, 1]),
     best score first. Faces smaller than `min_face_size` pixels may be missed."""
-    if min_face_size < 1:
-      raise ValueError(f'min_face_size must be at least 1; got {min_face_size}.')
+    if min_face_size < 12:
+      raise ValueError(f'min_face_size must be at least 12 (pixels, the side of PNet\'s '
+                       f'window); got {min_face_size}.')
     pixels = rgb255(image)
     height, width = pixels.shape[:2]
     resizer = _AreaResizer(pixels)

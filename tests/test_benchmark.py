@@ -64,6 +64,12 @@ def _args(**flags):
   return argparse.Namespace(**{**defaults, 'config': None, 'subcommand': 'train', **flags})
 
 
+def test_faces_benchmark_without_tensorflow():
+  result = run_benchmark('faces', '--image_size', '256', '--steps', '1')
+  assert (result['benchmark'], result['faces'], result['height']) == ('faces', 1, 256)
+  assert result['first_call_s'] > 0 and result['ms_per_photo_median'] > 0
+
+
 def test_settings_from_flags_or_config_file():
   config = benchmark.core_config(_args())
   assert (config.image_size, config.batch_size, config.layers, config.loss) == (128, 6, 7, 'final')

@@ -7,7 +7,8 @@ import io
 import pytest
 
 ENTRY_POINTS = ('main', 'evaluate', 'inpaint', 'export', 'benchmark', 'study',
-                'datasets.prepare', 'tools.port_vgg16', 'tools.model_card_figures', 'demo')
+                'datasets.prepare', 'tools.port_vgg16', 'tools.model_card_figures',
+                'tools.port_mtcnn', 'tools.measure_face_template', 'demo')
 
 
 @pytest.mark.parametrize('name', ENTRY_POINTS)
