@@ -3,8 +3,7 @@ that never turn a hole into a known pixel, and the weights that paste a fill bac
 
 A canvas is the model's size×size input; `matrix` ([2, 3], float64) maps photo pixel
 coordinates (x, y) to canvas coordinates. A face's canvas comes from its five landmarks and
-the template (the training faces' mean landmarks, as fractions of the canvas); the whole
-photo's canvas is a plain scaling (the photo's longer side to the canvas, centred).
+the template (the training faces' mean landmarks, as fractions of the canvas).
 
 NumPy and OpenCV only: this runs outside the compiled core, once per photo.
 """
@@ -37,14 +36,6 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def face_matrix(landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
   """Photo -> canvas transform putting the five landmarks on the template (fractions)."""
   return similarity_transform(landmarks, np.asarray(template, np.float64) * size)
-
-
-def whole_photo_matrix(height: int, width: int, size: int) -> np.ndarray:
-  """Photo -> canvas transform scaling the longer side to `size`, centred."""
-  scale = size / max(height, width)
-  # Pixel centres: photo pixel i spans [i, i+1), so centre i + 0.5 maps to scale (i + 0.5).
-  return np.array([[scale, 0.0, (size - scale * width) / 2 + 0.5 * scale - 0.5],
-                   [0.0, scale, (size - scale * height) / 2 + 0.5 * scale - 0.5]])
 
 
 def scale_of(matrix: np.ndarray) -> float:

@@ -35,7 +35,6 @@ from define_jax import config_lib
 from define_jax import image_input
 from define_jax import losses
 from define_jax import masks
-from define_jax import prefill
 from define_jax import steps
 from define_jax.image_input import InputError
 from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
@@ -206,10 +205,6 @@ class Inpainter:
     self.parallel = DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('passes', 'fit'))
-    self._canvas_fills = jax.jit(
-        lambda v, i, k, passes: (self._inpaint_pipeline(v, i, k, passes=passes, fit='resize'),
-                                 prefill.biharmonic_fill(i, k)), static_argnames=('passes',))
-    self._native_diffusion = jax.jit(prefill.biharmonic_fill)
     # (batch shape, fit, passes) of every compilation, for users and tests to inspect.
     self.compiled_shapes: list[tuple[tuple[int, ...], str, int]] = []
 
@@ -282,10 +277,9 @@ class Inpainter:
     return np.asarray(self._face_template, np.float64)
 
   def _auto_fit(self, images: np.ndarray, known: np.ndarray, passes: int) -> np.ndarray:
-    canvas_fills = lambda i, k: self.parallel(
-        lambda v, a, b: self._canvas_fills(v, a, b, passes=passes), self._variables, i, k)
-    native = lambda i, k, start: np.asarray(self._native_diffusion(i[None], k[None],
-                                                                   start=start[None]))[0]
+    # Face canvases have the model's size, so 'resize' leaves them as they are.
+    canvas_fills = lambda i, k: self.inpaint_arrays(i, k, passes=passes, fit='resize')
+    native = lambda i, k: self.inpaint_arrays(i[None], k[None], passes=passes, fit='pad')[0]
     results, self.last_fit_reports = [], []
     for image, image_known in zip(images, known):
       result, report = auto_fit.auto_fill(image, image_known, self.detector(image),

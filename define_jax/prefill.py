@@ -75,18 +75,14 @@ BIHARMONIC_ITERATIONS = 24
 
 
 def biharmonic_fill(image: jax.Array, mask: jax.Array,
-                    iterations: int = BIHARMONIC_ITERATIONS,
-                    start: jax.Array | None = None) -> jax.Array:
+                    iterations: int = BIHARMONIC_ITERATIONS) -> jax.Array:
   """image [N,H,W,C] with its holes filled by the biharmonic equation (Laplacian squared = 0
   in the holes, as scikit-image's inpaint_biharmonic): conjugate gradients on the hole
-  pixels, per image and channel, started from `start`'s holes (default harmonic_fill; a
-  coarser solution scaled up converges much faster at large sizes). Thin holes converge
-  in a few iterations; in large ones the remaining error is smooth. Known pixels are
-  unchanged."""
+  pixels, per image and channel, started from harmonic_fill. Thin holes converge in a few
+  iterations; in large ones the remaining error is smooth. Known pixels are unchanged."""
+  start = harmonic_fill(image, mask)
   hole = 1.0 - (jnp.broadcast_to(jax.lax.stop_gradient(mask.astype(jnp.float32)),
-                                 image.shape) >= losses.KNOWN_THRESHOLD).astype(jnp.float32)
-  start = harmonic_fill(image, mask) if start is None else (
-      hole * start + (1.0 - hole) * image.astype(jnp.float32))
+                                 start.shape) >= losses.KNOWN_THRESHOLD).astype(jnp.float32)
   operator = lambda v: hole * _laplacian(_laplacian(hole * v))
   dot = lambda a, b: jnp.sum(a * b, axis=(1, 2), keepdims=True)
   residual = -hole * _laplacian(_laplacian(start))

@@ -29,14 +29,14 @@ def recording_fills(calls):
 
   def canvas_fills(images, known):
     calls.append((images.copy(), known.copy()))
-    network = np.where(known > 0, images, 0.5).astype(np.float32)
-    return network, np.where(known > 0, images, 0.25).astype(np.float32)
+    return np.where(known > 0, images, 0.5).astype(np.float32)
 
   return canvas_fills
 
 
-def native_diffusion(image, known, start):
-  return np.where(known > 0, image, start)
+def native_fill(image, known):
+  """native_fill stand-in: 0.25 in the holes."""
+  return np.where(known > 0, image, 0.25).astype(np.float32)
 
 
 def test_similarity_transform_recovers_rotation_scale_and_shift():
@@ -72,7 +72,7 @@ def test_warp_then_inverse_warp_keeps_every_known_pixel_exact():
   known[30:50, 20:90] = 0
   face = face_at(60, 40, 30)
   composite, report = auto_fit.auto_fill(image, known, [face], TEMPLATE, 64,
-                                         recording_fills([]), native_diffusion)
+                                         recording_fills([]), native_fill)
   assert report.faces_inpainted == 1
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
   # A translation by whole pixels at scale 1 comes back exactly everywhere the canvas covers.
@@ -92,30 +92,30 @@ def test_two_faces_are_each_aligned_on_their_own():
   faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
   calls = []
   composite, report = auto_fit.auto_fill(image, known, faces, TEMPLATE, 32,
-                                         recording_fills(calls), native_diffusion)
+                                         recording_fills(calls), native_fill)
   (canvases, canvas_known), = calls
-  assert report.faces_inpainted == 2 and len(canvases) == 3  # The whole photo, then each face.
+  assert report.faces_inpainted == 2 and len(canvases) == 2  # One canvas per face.
   # Each face's eyes land on the template's eyes in its own canvas.
-  for canvas, colour in zip(canvases[1:], [(1, 0, 0), (0, 0, 1)]):
+  for canvas, colour in zip(canvases, [(1, 0, 0), (0, 0, 1)]):
     np.testing.assert_array_equal(canvas[int(0.4 * 32), int(0.3 * 32)], colour)
-  for canvas in canvases[1:]:
-    assert (canvas_known[1:, 8:24, 8:24] == 0).any(axis=(1, 2, 3)).all()
+  assert (canvas_known[:, 8:24, 8:24] == 0).any(axis=(1, 2, 3)).all()
   holes = known[..., 0] == 0
-  # Hole centres: the diffusion start (0.25) plus that face's correction (0.25).
+  # Hole centres: the face network's fill (the native fill 0.25 plus its correction 0.25).
   np.testing.assert_allclose(composite[55, [60, 180]], 0.5, atol=1e-5)
   np.testing.assert_array_equal(composite[~holes], image[~holes])
 
 
-def test_hole_outside_every_face_takes_the_whole_photo_path():
+def test_hole_outside_every_face_takes_the_native_path():
   image = astronaut(128, 128)
   known = np.ones((128, 128, 1), np.float32)
   known[110:120, 5:30] = 0
   calls = []
   composite, report = auto_fit.auto_fill(image, known, [face_at(80, 30, 16)], TEMPLATE, 32,
-                                         recording_fills(calls), native_diffusion)
+                                         recording_fills(calls), native_fill)
   assert report.faces_found == 1 and report.faces_inpainted == 0
-  assert len(calls[0][0]) == 1  # Only the whole photo's canvas.
+  assert calls == []  # No face canvas: the native fill alone.
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
+  np.testing.assert_array_equal(composite[known[..., 0] == 0], 0.25)
 
 
 def test_face_at_the_image_border():
@@ -124,9 +124,9 @@ def test_face_at_the_image_border():
   known[0:12, 0:20] = 0
   calls = []
   composite, report = auto_fit.auto_fill(image, known, [face_at(4, 6, 30)], TEMPLATE, 32,
-                                         recording_fills(calls), native_diffusion)
+                                         recording_fills(calls), native_fill)
   assert report.faces_inpainted == 1
-  face_known = calls[0][1][1, ..., 0]
+  face_known = calls[0][1][0, ..., 0]
   assert face_known[:, :3].max() == 0 and face_known[:3].max() == 0  # Beyond the photo: holes.
   np.testing.assert_array_equal(composite[12:, 20:], image[12:, 20:])
   assert np.isfinite(composite).all()
@@ -152,10 +152,8 @@ def test_no_face_goes_the_native_path(inpainter, monkeypatch):
   result = inpainter(image, holes, polarity='hole_white')
   report, = inpainter.last_fit_reports
   assert report.faces_found == 0 and report.faces_inpainted == 0 and report.upscale == 1.0
-  # Only the whole photo's canvas, for the correction of the native fill.
-  assert len(canvases) == 1 and np.allclose(canvases[0], align.whole_photo_matrix(80, 100, 64))
-  np.testing.assert_array_equal(result[~holes], image[~holes])
-  assert np.isfinite(result).all()
+  assert canvases == []  # No face canvas: the native ('pad') fill.
+  np.testing.assert_array_equal(result, inpainter(image, holes, polarity='hole_white', fit='pad'))
 
 
 @pytest.mark.parametrize('mode', ['L', 'RGBA', 'I;16'])
@@ -175,10 +173,12 @@ def test_grey_rgba_and_16_bit_photos(inpainter, mode):
   np.testing.assert_array_equal(after[~holes], before[~holes])
 
 
-def test_auto_compiles_the_network_once_for_every_photo_size(inpainter):
-  inpainter.faces.clear()
+def test_faces_of_any_photo_size_share_one_canvas_compilation(inpainter):
   for height, width in ((40, 56), (72, 48)):
+    inpainter.faces[:] = [face_at(width / 2, height / 3, 16)]
     holes = np.zeros((height, width), bool)
-    holes[10:20, 10:30] = True
+    holes[15:25, 15:35] = True
     inpainter(astronaut(height, width), holes, polarity='hole_white')
-  assert {shape[1:] for shape, fit, _ in inpainter.compiled_shapes} == {(64, 64, 3)}
+    assert inpainter.last_fit_reports[0].faces_inpainted == 1
+  canvases = {shape[1:] for shape, fit, _ in inpainter.compiled_shapes if fit == 'resize'}
+  assert canvases == {(64, 64, 3)}
