@@ -1,6 +1,7 @@
 """Inference: checkpoint restore, sizes, dtypes, mask polarity, batching, bad input, CLI."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -236,3 +237,5 @@ def test_cli_folder_mode_skips_failures_and_reports_them(tiny_checkpoint, tmp_pa
   assert 'c.png is 10×10' in result.stderr
   assert '2 written' in result.stderr and '1 skipped (1 size mismatch)' in result.stderr
   assert '3/3' in result.stderr  # The progress bar.
+  # fit='auto' says per photo what it did with faces.
+  assert re.search(r'a\.jpg: (no face found|\d+ of \d+ faces found)', result.stderr)
