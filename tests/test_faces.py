@@ -238,6 +238,22 @@ def test_unsupported_images_are_refused(detector, image, message):
     detector(image)
 
 
+def test_canvas_fractions_follow_the_pixel_centre_convention():
+  side = 128
+  corners = np.array([[-0.5, -0.5], [side - 0.5, side - 0.5], [63.5, 63.5]])
+  np.testing.assert_allclose(faces.canvas_fractions(corners, side), [[0, 0], [1, 1], [.5, .5]])
+  np.testing.assert_allclose(faces.canvas_points(faces.canvas_fractions(corners, side), side),
+                             corners)
+
+
+def test_huge_photos_search_from_a_larger_smallest_face():
+  """The first pyramid level stays within bounds (memory, time); usual photos are untouched."""
+  assert faces._pyramid(1920, 1297, 20)[0][0] == pytest.approx(12 / 20)
+  _, height, width = faces._pyramid(6000, 4000, 20)[0]
+  assert 1.9e6 < height * width <= 2.0e6 + 6000 + 4000
+  assert faces.smallest_face(6000, 4000, 20) == pytest.approx(41.6, abs=0.1)
+
+
 def test_min_face_size_below_the_window_is_refused(detector):
   with pytest.raises(ValueError, match='min_face_size'):
     detector(np.zeros((64, 64, 3), np.uint8), min_face_size=8)
@@ -262,6 +278,6 @@ def test_template_tool_measures_the_training_split(tmp_path, capsys):
   template = np.array(json.loads(rows), np.float32)
   np.testing.assert_allclose(template, measure_face_template.mirrored(template), atol=2e-4)
   (seen,) = faces.FaceDetector.pretrained()(face)
-  eyes = (seen.landmarks[:2] + 0.5) / 200
+  eyes = faces.canvas_fractions(seen.landmarks[:2], 200)
   np.testing.assert_allclose(template[:2, 1], eyes[:, 1].mean(), atol=0.01)
   np.testing.assert_allclose(template[1, 0] - template[0, 0], eyes[1, 0] - eyes[0, 0], atol=0.01)

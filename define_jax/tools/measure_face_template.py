@@ -47,7 +47,7 @@ def canvas_landmarks(detector: faces.FaceDetector, image: np.ndarray) -> np.ndar
   found = detector(image[top:top + side, left:left + side])
   if not found:
     return None
-  return (found[0].landmarks + 0.5) / side  # Pixel centres -> fractions of the edges.
+  return faces.canvas_fractions(found[0].landmarks, side)
 
 
 def training_files(image_dir: Path, validation_fraction: float, num_images: int) -> list[str]:
