@@ -5,7 +5,7 @@ A canvas is the model's size×size input; `matrix` ([2, 3], float64) maps photo 
 coordinates (x, y) to canvas coordinates. A face's canvas comes from its five landmarks and
 the template (the training faces' mean landmarks, as fractions of the canvas).
 
-NumPy and OpenCV only: this runs outside the compiled core, once per photo.
+NumPy and OpenCV: this runs outside the compiled core, once per photo.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import math
 
 import cv2
 import numpy as np
+
+from define_jax import faces
 
 # Width of the soft border (fraction of the canvas) over which a face's fill fades into
 # the fill of the rest of the photo when pasted back.
@@ -35,7 +37,8 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def face_matrix(landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
   """Photo -> canvas transform putting the five landmarks on the template (fractions)."""
-  return similarity_transform(landmarks, np.asarray(template, np.float64) * size)
+  return similarity_transform(landmarks, faces.canvas_points(np.asarray(template, np.float64),
+                                                             size))
 
 
 def scale_of(matrix: np.ndarray) -> float:
