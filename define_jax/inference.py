@@ -290,8 +290,12 @@ class Inpainter:
     return np.stack(results)
 
   def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
-                     fit: Fit = 'auto') -> np.ndarray:
-    """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1]."""
+                     fit: Fit = 'resize') -> np.ndarray:
+    """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1].
+
+    The default suits images at the model's size (training-time evaluation, study); photos
+    of users' sizes: fit='auto', as __call__ does by default.
+    """
     if passes < 1:
       raise ValueError(f'passes={passes}: need at least one pass.')
     if fit not in FITS:
