@@ -30,6 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'none' (paper), 'harmonic' or 'biharmonic': the network gets that diffusion fill of the holes
   # as input and outputs a correction to it (see define_jax/prefill.py).
   config.prefill = 'none'
+  # Five-point landmarks (x, y as fractions of the canvas: eyes, nose, mouth corners) that
+  # fit='auto' aligns faces to; None = define_jax.faces.FACE_TEMPLATE, measured on the
+  # training faces. Export writes the measured value into the model file.
+  config.face_template = None
 
   # --- Losses ------------------------------------------------------------
   # Weight preset: 'l1' (V1), 'valid_hole' (V2), 'style' (V3), 'final' (V4, DeFINe),

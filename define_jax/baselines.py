@@ -20,9 +20,7 @@ from define_jax import losses
 CV2_INPAINT_RADIUS = 3
 
 # inpaint_biharmonic solves a sparse linear system per hole: measured on one CPU core at 50%
-# holes, about 0.2 s per 256² image and 1.1 s per 512² image, so larger sizes are skipped.
-BIHARMONIC_MAX_SIZE = 256
-
+# holes, about 0.2 s per 256² image and 1.1 s per 512² image (evaluate shows its progress).
 def _holes_u8(known: np.ndarray) -> np.ndarray:
   """OpenCV's mask convention: non-zero = pixel to fill."""
   return (np.asarray(known)[..., 0] < losses.KNOWN_THRESHOLD).astype(np.uint8)
@@ -51,12 +49,9 @@ def navier_stokes(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def biharmonic(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-  """Biharmonic equation fill, scikit-image's inpaint_biharmonic (small images only)."""
+  """Biharmonic equation fill, scikit-image's inpaint_biharmonic."""
   from skimage.restoration import inpaint_biharmonic  # pylint: disable=g-import-not-at-top
 
-  if max(image.shape[:2]) > BIHARMONIC_MAX_SIZE:
-    raise ValueError(f'biharmonic inpainting is limited to {BIHARMONIC_MAX_SIZE}² images '
-                     f'(slow beyond); got {image.shape[1]}×{image.shape[0]}.')
   holes = _holes_u8(known).astype(bool)
   fill = inpaint_biharmonic(np.asarray(image, np.float64), holes, channel_axis=-1)
   return _paste_known(np.clip(fill, 0.0, 1.0), image, known)
@@ -74,8 +69,3 @@ BASELINES = (
     Baseline('Navier–Stokes (OpenCV)', 'NS', navier_stokes),
     Baseline('Biharmonic (scikit-image)', 'Biharm.', biharmonic),
 )
-
-
-def applicable_baselines(image_size: int) -> list[Baseline]:
-  """The baselines that run at this size (biharmonic only up to BIHARMONIC_MAX_SIZE)."""
-  return [b for b in BASELINES if b.inpaint is not biharmonic or image_size <= BIHARMONIC_MAX_SIZE]

@@ -8,9 +8,11 @@ with the brush (eraser and undo in the editor's toolbar) and press Inpaint: the 
 composite appears next to OpenCV's Telea fill, each with a download button; "Run again on
 the result" adds a refinement pass (Inpainter's `passes`).
 
-All inpainting goes through `define_jax.inference.Inpainter`, the one inference core (any
-photo size: the network runs at the model's size and the fill is pasted back at full
-resolution). The mask is the union of the painted layers' alpha: painted = hole.
+All inpainting goes through `define_jax.inference.Inpainter`, the one inference core, with
+fit='auto' (any photo size and framing: each face with paint on it is aligned to the
+model's framing and filled there, the rest at the photo's resolution; the status says how
+many faces were found and whether a face's fill was upscaled; "Show the faces found" draws
+their boxes). The mask is the union of the painted layers' alpha: painted = hole.
 
 Safety and resources:
   - bound to 127.0.0.1 unless --host says otherwise; requests whose Host header is not this
@@ -49,6 +51,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from define_jax import compilation_cache
 from define_jax import console
 from define_jax import image_input
 from define_jax import output_files
@@ -210,15 +213,29 @@ class Demo:
       raise user_error(str(error).replace('The mask', 'The painted mask')) from None
     return result, time.perf_counter() - start
 
-  def inpaint(self, value: dict[str, Any] | None):
-    """Editor value -> (network composite, Telea, status, state)."""
+  def faces_found(self, photo: np.ndarray) -> np.ndarray:
+    """The photo with a numbered box around every face the last inpainting found."""
+    import cv2  # pylint: disable=g-import-not-at-top
+
+    shown = photo.copy()
+    thickness = max(2, round(max(photo.shape[:2]) / 300))
+    for number, box in enumerate(self.inpainter.last_fit_reports[0].boxes, start=1):
+      x0, y0, x1, y1 = (round(v) for v in box)
+      cv2.rectangle(shown, (x0, y0), (x1, y1), (0, 255, 0), thickness)
+      cv2.putText(shown, str(number), (x0, max(y0 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                  thickness / 3, (0, 255, 0), thickness)
+    return shown
+
+  def inpaint(self, value: dict[str, Any] | None, show_faces: bool = False):
+    """Editor value -> (network composite, Telea, faces found or None, status, state)."""
     from define_jax import baselines  # OpenCV, imported on first use.
 
     photo, holes = photo_and_holes(value)
     if not holes.any():
       gr.Warning('The mask is empty: paint over what should disappear.')
-      return photo, photo, 'The mask is empty: the photo is unchanged.', None
+      return photo, photo, None, 'The mask is empty: the photo is unchanged.', None
     result, network_s = self.run(photo, holes, passes=1)
+    faces = self.faces_found(photo) if show_faces else None
     start = time.perf_counter()
     known = (~holes).astype(np.float32)[..., None]
     telea = baselines.telea(photo.astype(np.float32) / 255.0, known)
@@ -227,7 +244,7 @@ class Demo:
     log.info('inpaint %dx%d, %.1f%% holes: network %.3f s, Telea %.3f s', photo.shape[1],
              photo.shape[0], 100 * holes.mean(), network_s, telea_s)
     state = {'photo': photo, 'holes': holes, 'passes': 1}
-    return result, telea, self.status(state, network_s, telea_s), state
+    return result, telea, faces, self.status(state, network_s, telea_s), state
 
   def again(self, state: dict[str, Any] | None):
     """Previous state -> (composite with one more pass, status, state)."""
@@ -239,12 +256,13 @@ class Demo:
     result, network_s = self.run(state['photo'], state['holes'], state['passes'])
     return result, self.status(state, network_s), state
 
-  @staticmethod
-  def status(state: dict[str, Any], network_s: float, telea_s: float | None = None) -> str:
+  def status(self, state: dict[str, Any], network_s: float, telea_s: float | None = None) -> str:
     photo, holes = state['photo'], state['holes']
     telea = f', Telea {telea_s:.2f} s' if telea_s is not None else ''
+    fit = self.inpainter.last_fit_reports[0].describe()
     return (f'**Pass {state["passes"]}**: {photo.shape[1]}×{photo.shape[0]}, '
-            f'{holes.mean():.1%} painted; network {network_s:.2f} s{telea}.')
+            f'{holes.mean():.1%} painted; network {network_s:.2f} s{telea}. '
+            f'{fit[0].upper()}{fit[1:]}.')
 
 
 def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> list[str]:
@@ -295,14 +313,19 @@ def build(inpainter: Inpainter, *, examples: Sequence[str] = (),
                              interactive=False, elem_id='network', buttons=['download'])
           telea = gr.Image(label='OpenCV Telea', type='numpy', format='png', interactive=False,
                            elem_id='telea', buttons=['download'])
+        faces = gr.Image(label='Faces found', type='numpy', format='png', interactive=False,
+                         elem_id='faces')
         status = gr.Markdown(elem_id='status')
+        show_faces = gr.Checkbox(label='Show the faces found', value=False,
+                                 elem_id='show_faces')
         with gr.Row():
           inpaint_button = gr.Button('Inpaint', variant='primary', elem_id='inpaint')
           again_button = gr.Button('Run again on the result', elem_id='again')
     if examples:
       gr.Examples(examples=[[path] for path in examples], inputs=[editor], label='Examples')
     state = gr.State(None)
-    inpaint_button.click(demo.inpaint, inputs=[editor], outputs=[network, telea, status, state],
+    inpaint_button.click(demo.inpaint, inputs=[editor, show_faces],
+                         outputs=[network, telea, faces, status, state],
                          api_name='inpaint', concurrency_limit=1)
     again_button.click(demo.again, inputs=[state], outputs=[network, status, state],
                        api_name='again', concurrency_limit=1)
@@ -357,6 +380,7 @@ def configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   configure_logging(options.verbose)
+  compilation_cache.enable()
   what = options.checkpoint or 'the packaged model'
   print(f'Loading {what}…', file=sys.stderr, flush=True)
   try:

@@ -33,18 +33,20 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 from define_jax import baselines
+from define_jax import compilation_cache
 from define_jax import console
 from define_jax import metrics
 from define_jax import scoring
 from define_jax import visualize
 from define_jax.data import evaluation
-from define_jax.inference import Inpainter
+from define_jax.inference import FITS, Inpainter
 
 MODEL_METHOD = 'DeFINe'
 # Grid tiles are enlarged to at least this many pixels so small models' examples are visible.
@@ -76,6 +78,9 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
   else:
     images, image_names = evaluation.validation_images(config, size, options.num_images,
                                                        options.image_dir)
+  # Each image k times in a row: with k = 6 (metrics.NUM_BANDS), one mask of every band.
+  images = np.repeat(images, options.masks_per_image, axis=0)
+  image_names = [name for name in image_names for _ in range(options.masks_per_image)]
   if mask_dir:
     known, mask_names = evaluation.masks_from_dir(
         mask_dir, evaluation.MASK_POLARITIES[options.masks], size, len(images), options.seed)
@@ -85,19 +90,24 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
 
 
 def _methods(inpainter: Inpainter, with_baselines: bool,
-             size: int) -> tuple[dict[str, scoring.Method], dict[str, str]]:
+             fit: str) -> tuple[dict[str, scoring.Method], dict[str, str]]:
   """Batch functions (images, known) -> composites in report order, and grid titles."""
-  methods: dict[str, scoring.Method] = {MODEL_METHOD: inpainter.inpaint_arrays}
+  methods: dict[str, scoring.Method] = {
+      MODEL_METHOD: functools.partial(inpainter.inpaint_arrays, fit=fit)}
   titles = {MODEL_METHOD: MODEL_METHOD}
-  for baseline in baselines.applicable_baselines(size) if with_baselines else []:
-    methods[baseline.name] = functools.partial(_inpaint_each, baseline.inpaint)
+  for baseline in baselines.BASELINES if with_baselines else []:
+    methods[baseline.name] = functools.partial(_inpaint_each, baseline)
     titles[baseline.name] = baseline.short_name
   return methods, titles
 
 
-def _inpaint_each(inpaint: Callable[[np.ndarray, np.ndarray], np.ndarray], images: np.ndarray,
+def _inpaint_each(baseline: baselines.Baseline, images: np.ndarray,
                   known: np.ndarray) -> np.ndarray:
-  return np.stack([inpaint(image, mask) for image, mask in zip(images, known)])
+  """One image at a time, with a progress bar on a terminal (biharmonic takes seconds per
+  image at 512² and more)."""
+  pairs = tqdm(zip(images, known), total=len(images), desc=baseline.short_name, unit='image',
+               leave=False, disable=None)
+  return np.stack([baseline.inpaint(image, mask) for image, mask in pairs])
 
 
 def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
@@ -171,17 +181,16 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
   masks_from = options.mask_dir or options.masks
   header = [
       f'Checkpoint: `{options.checkpoint or "packaged model"}` (step {inpainter.step}, '
-      f'{inpainter.config.image_size}² model), evaluated at {size}²',
-      f'Images: {len(eval_set.images)} from {images}; masks: {options.masks} ({masks_from}), '
+      f'{inpainter.config.image_size}² model), evaluated at {size}² with fit={options.fit!r}',
+      f'Images: {len(eval_set.images)} from {images}'
+      f'{f" (each with {options.masks_per_image} masks)" if options.masks_per_image > 1 else ""}'
+      f'; masks: {options.masks} ({masks_from}), '
       f'seed {options.seed}',
       'Metrics of the composite (known pixels pasted back); best per band in bold.',
   ]
   if eval_set.skipped:
     header.append(f'{len(eval_set.skipped)} unreadable image files skipped: ' +
                   '; '.join(eval_set.skipped))
-  if options.baselines and size > baselines.BIHARMONIC_MAX_SIZE:
-    header.append(f'Biharmonic inpainting skipped: it is only run up to '
-                  f'{baselines.BIHARMONIC_MAX_SIZE}².')
   return header
 
 
@@ -224,17 +233,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       'part training holds out. Without: always the validation split.')
   parser.add_argument('--image_size', type=int, default=0,
                       help="Evaluation resolution (default: the model's training size); other "
-                      "sizes are inpainted through Inpainter's resize, like users' photos.")
+                      "sizes are inpainted through Inpainter with --fit, like users' photos.")
+  parser.add_argument('--fit', default='auto', choices=FITS,
+                      help="How the model sees images of another size or framing than its "
+                      "training faces: 'auto' (each face through its aligned crop, the rest "
+                      "native biharmonic plus the network's correction), 'resize' or 'pad'; "
+                      'see define_jax.inference.')
   parser.add_argument('--num_images', type=int, default=120,
                       help='Images to score (fewer if the source has fewer).')
+  parser.add_argument('--masks_per_image', type=int, default=1,
+                      help='Score each image with this many masks (6: one per hole-ratio '
+                      'band), for folders of few photos.')
   parser.add_argument('--baselines', action='store_true',
                       help='Also score OpenCV Telea / Navier–Stokes and scikit-image biharmonic.')
   parser.add_argument('--batch_size', type=int, default=32, help='Images per scoring batch.')
   parser.add_argument('--seed', type=int, default=evaluation.MASK_SEED,
                       help='Seed of the mask choice.')
   options = parser.parse_args(argv)
-  if options.num_images < 1 or options.batch_size < 1 or options.image_size < 0:
-    parser.error('--num_images and --batch_size must be positive, --image_size non-negative.')
+  if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1
+      or options.image_size < 0):
+    parser.error('--num_images, --batch_size and --masks_per_image must be positive, '
+                 '--image_size non-negative.')
   if options.split == 'all' and not options.image_dir:
     parser.error('--split all needs --image_dir.')
   return options
@@ -296,7 +315,7 @@ def run(argv: Sequence[str]) -> dict:
     raise ValueError(f'--image_size {size}: LPIPS needs at least {MIN_IMAGE_SIZE}×'
                      f'{MIN_IMAGE_SIZE} pixels (its network halves the size four times).')
   eval_set = build_eval_set(options, inpainter.config, size)
-  methods, titles = _methods(inpainter, options.baselines, size)
+  methods, titles = _methods(inpainter, options.baselines, options.fit)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,
                                                 options.batch_size)
   rows = scoring.summarize(per_image, eval_set.bands)
@@ -307,6 +326,7 @@ def run(argv: Sequence[str]) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  compilation_cache.enable()
   return console.exit_status(lambda: run(sys.argv[1:] if argv is None else argv)['markdown'])
 
 

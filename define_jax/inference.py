@@ -6,12 +6,13 @@
 
 JAX/Flax/NumPy/Pillow/OpenCV (no TensorFlow, no clu, ml_collections only where installed).
 
-Size handling (`fit`): 'resize' (default) scales the image so its longer side is the
-model's training size, which suits faces framed like the training data; 'pad' keeps the
-native resolution. Either way the network's canvas is then padded to a size the U-Net
-accepts, the margin treated like the area beyond the image border (a hole, which partial
-convolutions ignore), and the fill is scaled back. The known pixels of the result are
-exactly the input's, at the input's resolution.
+Size handling (`fit`): 'auto' (default) finds the faces, inpaints each face with a hole
+through its aligned crop at the model's framing and the rest at native resolution (see
+auto_fit.py); 'resize' scales the image so its longer side is the model's training size;
+'pad' keeps the native resolution. With 'resize' and 'pad' the network's canvas is padded
+to a size the U-Net accepts, the margin treated like the area beyond the image border (a
+hole, which partial convolutions ignore), and the fill is scaled back. The known pixels of
+the result are exactly the input's, at the input's resolution.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from define_jax import auto_fit
 from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import image_input
@@ -41,7 +43,8 @@ if TYPE_CHECKING:  # Configs come from config_lib, which works without ml_collec
   import ml_collections
 
 Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
-Fit = Literal['resize', 'pad']
+Fit = Literal['auto', 'resize', 'pad']
+FITS = ('auto', 'resize', 'pad')
 
 # The model shipped with the package (see pretrained/MODEL_CARD.md).
 PRETRAINED_MODEL = Path(__file__).parent / 'pretrained' / 'faces128.msgpack'
@@ -194,8 +197,17 @@ class Inpainter:
   refuse_non_finite: bool = True
 
   def __init__(self, variables: Mapping[str, Any], config: ml_collections.ConfigDict,
-               *, step: int | None = None, devices: list[jax.Device] | None = None):
+               *, step: int | None = None, devices: list[jax.Device] | None = None,
+               detector: Callable[[np.ndarray], list[Any]] | None = None):
+    """detector: image [H, W, 3] -> faces (with .box and .landmarks [5, 2]) for fit='auto';
+    default define_jax.faces.FaceDetector.pretrained(), loaded on first use."""
     self.config = config
+    self._detector = detector
+    # The training faces' mean landmarks (fractions of the canvas) that faces are aligned to;
+    # model files written before it was stored get the measured default.
+    self._face_template = config.face_template
+    # auto_fit.FitReport of each image of the latest fit='auto' call.
+    self.last_fit_reports: list[auto_fit.FitReport] = []
     self.step = step  # The training step of the checkpoint, when restored from one.
     self.image_size: int = config.image_size
     self._size_multiple = 2 ** config.layers
@@ -214,7 +226,8 @@ class Inpainter:
 
   @classmethod
   def from_checkpoint(cls, path: str, *, step: int | None = None,
-                      devices: list[jax.Device] | None = None) -> Inpainter:
+                      devices: list[jax.Device] | None = None,
+                      detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
     """From a training workdir, its checkpoints directory or one step's directory (the
     newest readable checkpoint unless `step` is given).
 
@@ -224,16 +237,17 @@ class Inpainter:
     variables, stored_config, restored_step = checkpoints.load_model(path, step)
     config = config_lib.model_config(stored_config, path)
     check_variables_match(config, variables, path)
-    return cls(variables, config, step=restored_step, devices=devices)
+    return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
   @classmethod
-  def pretrained(cls, *, devices: list[jax.Device] | None = None) -> Inpainter:
+  def pretrained(cls, *, devices: list[jax.Device] | None = None,
+                 detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
     """The face model shipped with define_jax (128², trained on UTKFace; licence and scores
     in define_jax/pretrained/MODEL_CARD.md)."""
     if not PRETRAINED_MODEL.is_file():
       raise FileNotFoundError(f'The packaged model {PRETRAINED_MODEL} is missing; reinstall '
                               'define_jax or pass a checkpoint.')
-    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices)
+    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector)
 
   @classmethod
   def load(cls, path: str | None, **kwargs) -> Inpainter:
@@ -262,17 +276,50 @@ class Inpainter:
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
     return losses.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
+  @property
+  def detector(self) -> Callable[[np.ndarray], list[Any]]:
+    if self._detector is None:
+      from define_jax import faces  # pylint: disable=g-import-not-at-top
+      self._detector = faces.FaceDetector.pretrained()
+    return self._detector
+
+  @property
+  def face_template(self) -> np.ndarray:
+    if self._face_template is None:
+      from define_jax import faces  # pylint: disable=g-import-not-at-top
+      return np.asarray(faces.FACE_TEMPLATE, np.float64)
+    return np.asarray(self._face_template, np.float64)
+
+  def _auto_fit(self, images: np.ndarray, known: np.ndarray, passes: int) -> np.ndarray:
+    # Face canvases have the model's size, so 'resize' leaves them as they are.
+    canvas_fills = lambda i, k: self.inpaint_arrays(i, k, passes=passes, fit='resize')
+    native = lambda i, k: self.inpaint_arrays(i[None], k[None], passes=passes, fit='pad')[0]
+    results, self.last_fit_reports = [], []
+    for image, image_known in zip(images, known):
+      result, report = auto_fit.auto_fill(image, image_known, self.detector(image),
+                                          self.face_template, self.image_size, canvas_fills,
+                                          native)
+      results.append(result)
+      self.last_fit_reports.append(report)
+    return np.stack(results)
+
   def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
                      fit: Fit = 'resize') -> np.ndarray:
-    """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1]."""
+    """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1].
+
+    The default suits images at the model's size (training-time evaluation, study); photos
+    of users' sizes: fit='auto', as __call__ does by default.
+    """
     if not 1 <= passes <= MAX_PASSES:
       raise ValueError(f'passes={passes}: need 1 to {MAX_PASSES} passes (later passes change '
                        'little).')
-    if fit not in ('resize', 'pad'):
-      raise ValueError(f"fit={fit!r}: expected 'resize' or 'pad'.")
+    if fit not in FITS:
+      raise ValueError(f'fit={fit!r}: expected one of {FITS}.')
     if images.shape[:3] != known.shape[:3] or known.shape[3:] != (1,):
       raise ValueError(f'Images {images.shape} and masks {known.shape} do not match: need '
                        '[N, H, W, 3] and [N, H, W, 1].')
+    if fit == 'auto':  # Each face and the native fill go through the other fits, checked there.
+      return self._auto_fit(images.astype(np.float32), known.astype(np.float32), passes)
     result = self.parallel(lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit),
                            self._variables, images.astype(np.float32), known.astype(np.float32))
     if self.refuse_non_finite:
@@ -280,7 +327,7 @@ class Inpainter:
     return result
 
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
-               polarity: Polarity, passes: int = 1, fit: Fit = 'resize',
+               polarity: Polarity, passes: int = 1, fit: Fit = 'auto',
                resize_mask: bool = False, allow_all_hole: bool = False,
                max_pixels: int | None = None,
                mask_threshold: float = image_input.DEFAULT_MASK_THRESHOLD
@@ -298,8 +345,9 @@ class Inpainter:
         'keep_white' (e.g. qd-imd masks). Required, because guessing it fails silently.
       passes: network passes (1 to MAX_PASSES); passes after the first refine the previous
         result, in a loop inside the one compiled program.
-      fit: 'resize' (to the model's size) or 'pad' (native resolution), see the module
-        docstring.
+      fit: 'auto' (faces through their aligned crops, the rest at native resolution;
+        `last_fit_reports` then says what was done), 'resize' (to the model's size) or
+        'pad' (native resolution), see the module docstring.
       resize_mask: resize a mask of another size to the image's (area, threshold at 0.5)
         instead of raising InputError.
       allow_all_hole: inpaint a mask that marks every pixel as a hole (the network then

@@ -40,13 +40,14 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from define_jax import compilation_cache
 from define_jax import console
 from define_jax import image_input
 from define_jax import inference
 from define_jax import output_files
 from define_jax.datasets import image_folder
 from define_jax.image_input import InputError
-from define_jax.inference import Inpainter
+from define_jax.inference import FITS, Inpainter
 
 # Formats that hold 16-bit greys; others get 8-bit results.
 _SIXTEEN_BIT_FORMATS = ('PNG', 'TIFF')
@@ -119,6 +120,8 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
       message = f'{image_path} with mask {mask_path}: {message}'
     raise InputError(message, error.reason) from error
   write_atomically(result, out_path, options.overwrite)
+  if options.fit == 'auto':  # Which faces went through their aligned crop; any upscaling.
+    tqdm.write(f'{image_path}: {inpainter.last_fit_reports[0].describe()}', file=sys.stderr)
 
 
 def pair_with_masks(images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
@@ -227,8 +230,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--passes', type=positive_int, default=1,
                       help='Network passes; later ones refine the previous result (at most '
                       f'{inference.MAX_PASSES}).')
-  parser.add_argument('--fit', default='resize', choices=['resize', 'pad'],
-                      help="resize to the model's size (default) or pad at native resolution.")
+  parser.add_argument('--fit', default='auto', choices=FITS,
+                      help="auto (default): each face with a hole through its aligned crop at "
+                      "the model's framing, the rest at native resolution; resize: the whole "
+                      "photo to the model's size; pad: native resolution.")
   parser.add_argument('--mask_threshold', type=float,
                       default=image_input.DEFAULT_MASK_THRESHOLD,
                       help='Grey level (0–1, fraction of white) above which a mask pixel counts '
@@ -261,6 +266,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
+  compilation_cache.enable()
   with output_files.terminate_as_interrupt():
     try:
       return run(options)

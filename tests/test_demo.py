@@ -12,6 +12,7 @@ inside the stroke, identical outside. It skips only when /usr/bin/chromium is ab
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import os
 import queue
@@ -159,16 +160,36 @@ def wait_for_status(page, text: str, directory, timeout_ms: int = 120_000) -> No
                          f'{page.inner_text("body")[-2000:]}\nscreenshot: {shot}') from None
 
 
-def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
+def upload_and_paint(page, photo_path, shape, x_offsets, y_offset):
+  """Uploads the photo into the editor and drags the brush along a horizontal line at
+  y_offset, from x_offsets[0] to x_offsets[1] (fractions of the photo's size from its
+  centre); returns the line's ends (x, y) in photo pixels."""
+  height, width = shape[:2]
+  page.set_input_files('#editor input[type=file]', str(photo_path))
+  page.wait_for_function(
+      "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
+  page.wait_for_timeout(500)
+  # The photo is shown centred in the canvas at the toolbar's zoom.
+  zoom = int(re.search(r'(\d+)%', page.inner_text('#editor')).group(1)) / 100
+  box = page.locator('#editor canvas').first.bounding_box()
+  centre_x, centre_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
+  y = centre_y + y_offset * height * zoom
+  x0, x1 = (centre_x + offset * width * zoom for offset in x_offsets)
+  page.mouse.move(x0, y)
+  page.mouse.down()
+  page.mouse.move(x1, y, steps=30)
+  page.mouse.up()
+  to_photo = lambda screen_x: ((screen_x - centre_x) / zoom + width / 2,
+                               (y - centre_y) / zoom + height / 2)
+  return to_photo(x0), to_photo(x1)
+
+
+@contextlib.contextmanager
+def offline_chromium():
+  """(browser context, requests to anywhere but 127.0.0.1 (blocked), page errors)."""
   if not os.path.exists(CHROMIUM):
     pytest.skip(f'{CHROMIUM} is absent (apt-get install chromium; .ci/run does it as root)')
   from playwright.sync_api import sync_playwright
-
-  url, server = demo_server
-  photo = face_photo()
-  photo_path = tmp_path / 'face.png'
-  Image.fromarray(photo).save(photo_path)
-  height, width = photo.shape[:2]
   outside_requests, errors = [], []
 
   def only_this_machine(route):
@@ -185,65 +206,63 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
       context = browser.new_context(viewport={'width': 1400, 'height': 1000},
                                     accept_downloads=True)
       context.route('**/*', only_this_machine)
-      page = context.new_page()
-      page.on('pageerror', lambda e: errors.append(str(e)))
-      page.goto(url)
-      page.wait_for_selector('#inpaint', timeout=60_000)
-      assert 'pconv_unet' in page.inner_text('body')
-
-      page.set_input_files('#editor input[type=file]', str(photo_path))
-      page.wait_for_function(
-          "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
-      page.wait_for_timeout(500)
-      # The photo is shown centred in the canvas at the toolbar's zoom.
-      zoom = int(re.search(r'(\d+)%', page.inner_text('#editor')).group(1)) / 100
-      box = page.locator('#editor canvas').first.bounding_box()
-      centre_x, centre_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
-      x0, x1, y = centre_x - 0.3 * width * zoom, centre_x + 0.25 * width * zoom, centre_y
-      page.mouse.move(x0, y)
-      page.mouse.down()
-      page.mouse.move(x1, y, steps=30)
-      page.mouse.up()
-
-      page.click('#inpaint')
-      wait_for_status(page, 'Pass 1', tmp_path)
-      first = fetch_image(page.get_attribute('#network img', 'src'))
-      telea = fetch_image(page.get_attribute('#telea img', 'src'))
-      with page.expect_download() as download:
-        page.locator('#network a[download]').first.click()
-      downloaded = np.asarray(Image.open(download.value.path()).convert('RGB'))
-      page.screenshot(path=str(tmp_path / 'demo_inpainted.png'), full_page=True)
-
-      page.click('#again')
-      wait_for_status(page, 'Pass 2', tmp_path)
-      second = fetch_image(page.get_attribute('#network img', 'src'))
-
-      # On a fresh page: pick an example, paint, inpaint.
-      page = context.new_page()
-      page.on('pageerror', lambda e: errors.append(str(e)))
-      page.goto(url)
-      page.wait_for_selector('#inpaint', timeout=60_000)
-      page.locator('img[src*="astronaut_face"]').first.click()
-      page.wait_for_function(
-          "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
-      page.wait_for_timeout(500)
-      box = page.locator('#editor canvas').first.bounding_box()
-      middle_x, middle_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
-      page.mouse.move(middle_x - 40, middle_y)
-      page.mouse.down()
-      page.mouse.move(middle_x + 40, middle_y, steps=8)
-      page.mouse.up()
-      page.click('#inpaint')
-      wait_for_status(page, '256×256', tmp_path)
-      page.wait_for_timeout(1000)  # Let the page finish its uploads before closing.
+      context.on('page', lambda page: page.on('pageerror', lambda e: errors.append(str(e))))
+      yield context, outside_requests, errors
     finally:
       browser.close()
 
+
+def open_demo(context, url):
+  page = context.new_page()
+  page.goto(url)
+  page.wait_for_selector('#inpaint', timeout=60_000)
+  return page
+
+
+def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
+  url, server = demo_server
+  photo = face_photo()
+  photo_path = tmp_path / 'face.png'
+  Image.fromarray(photo).save(photo_path)
+  height, width = photo.shape[:2]
+  with offline_chromium() as (context, outside_requests, errors):
+    page = open_demo(context, url)
+    assert 'pconv_unet' in page.inner_text('body')
+
+    stroke = upload_and_paint(page, photo_path, photo.shape, (-0.3, 0.25), 0.0)
+
+    page.click('#inpaint')
+    wait_for_status(page, 'Pass 1', tmp_path)
+    first = fetch_image(page.get_attribute('#network img', 'src'))
+    telea = fetch_image(page.get_attribute('#telea img', 'src'))
+    with page.expect_download() as download:
+      page.locator('#network a[download]').first.click()
+    downloaded = np.asarray(Image.open(download.value.path()).convert('RGB'))
+    page.screenshot(path=str(tmp_path / 'demo_inpainted.png'), full_page=True)
+
+    page.click('#again')
+    wait_for_status(page, 'Pass 2', tmp_path)
+    second = fetch_image(page.get_attribute('#network img', 'src'))
+
+    # On a fresh page: pick an example, paint, inpaint.
+    page = open_demo(context, url)
+    page.locator('img[src*="astronaut_face"]').first.click()
+    page.wait_for_function(
+        "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
+    page.wait_for_timeout(500)
+    box = page.locator('#editor canvas').first.bounding_box()
+    middle_x, middle_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
+    page.mouse.move(middle_x - 40, middle_y)
+    page.mouse.down()
+    page.mouse.move(middle_x + 40, middle_y, steps=8)
+    page.mouse.up()
+    page.click('#inpaint')
+    wait_for_status(page, '256×256', tmp_path)
+    page.wait_for_timeout(1000)  # Let the page finish its uploads before closing.
+
   assert outside_requests == [], outside_requests  # Nothing outside 127.0.0.1, not even fonts.
   assert not errors, errors
-  image_x = lambda screen_x: (screen_x - centre_x) / zoom + width / 2
-  image_y = (y - centre_y) / zoom + height / 2
-  distance = distance_to_segment(height, width, (image_x(x0), image_y), (image_x(x1), image_y))
+  distance = distance_to_segment(height, width, *stroke)
   inside, outside = distance < BRUSH_RADIUS - 3, distance > BRUSH_RADIUS + 3
   assert inside.sum() > 1000 and outside.sum() > 0.8 * height * width
   changed = {}
@@ -259,6 +278,42 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
   assert (changed['first'] == changed['telea'])[union].mean() > 0.9
   np.testing.assert_array_equal(downloaded, first)
   assert np.any(second[inside] != first[inside])  # The second pass refined the fill.
+  assert not server_errors(server.log())
+
+
+def two_astronauts() -> np.ndarray:
+  """Two faces side by side (scikit-image's public-domain astronaut, twice): 512×256."""
+  face = face_photo()
+  return np.concatenate([face, face[:, ::-1]], axis=1)
+
+
+def test_browser_two_faces_only_the_painted_one_changes(demo_server, tmp_path):
+  url, server = demo_server
+  photo = two_astronauts()
+  photo_path = tmp_path / 'two_faces.png'
+  Image.fromarray(photo).save(photo_path)
+  height, width = photo.shape[:2]
+  with offline_chromium() as (context, outside_requests, errors):
+    page = open_demo(context, url)
+    page.check('#show_faces input[type=checkbox]')
+    # Across the left face's mouth (the face is centred at 1/4 of the width).
+    stroke = upload_and_paint(page, photo_path, photo.shape, (-0.32, -0.18), 0.05)
+    page.click('#inpaint')
+    wait_for_status(page, 'Pass 1', tmp_path)
+    status = page.inner_text('#status')
+    result = fetch_image(page.get_attribute('#network img', 'src'))
+    boxes = fetch_image(page.get_attribute('#faces img', 'src'))
+    page.screenshot(path=str(tmp_path / 'demo_two_faces.png'), full_page=True)
+  assert outside_requests == [] and not errors, (outside_requests, errors)
+  assert '1 of 2 faces found inpainted' in status, status
+  distance = distance_to_segment(height, width, *stroke)
+  inside, outside = distance < BRUSH_RADIUS - 3, distance > BRUSH_RADIUS + 3
+  assert inside.sum() > 500 and inside[:, width // 2:].sum() == 0
+  np.testing.assert_array_equal(result[outside], photo[outside])  # The other face too.
+  assert np.any(result != photo, axis=-1)[inside].mean() > 0.3
+  # A green box on each face.
+  green = (boxes[..., 1] == 255) & (boxes[..., 0] == 0) & (boxes[..., 2] == 0)
+  assert green[:, :width // 2].sum() > 100 and green[:, width // 2:].sum() > 100
   assert not server_errors(server.log())
 
 
@@ -294,7 +349,7 @@ def test_twenty_parallel_clients_all_succeed(demo_server, tmp_path):
   def call(index):
     value, photo, holes = inputs[index]
     start = time.perf_counter()
-    network, _, status = client.predict(value, api_name='/inpaint')
+    network, _, _, status = client.predict(value, api_name='/inpaint')
     latency = time.perf_counter() - start
     result = np.asarray(Image.open(network).convert('RGB'))
     np.testing.assert_array_equal(result[~holes], photo[~holes])
@@ -398,12 +453,12 @@ def test_hostile_requests_get_clear_refusals(demo_server, tiny_checkpoint, tmp_p
       client.predict(bad_value, api_name='/inpaint')
     assert str(server.cache_dir) not in str(raised.value)  # No server paths in messages.
   # No mask: the photo unchanged, with a note. A 16-bit grey photo is scaled, not clipped.
-  network, _, status_text = client.predict(dict(value, layers=[]), api_name='/inpaint')
+  network, _, _, status_text = client.predict(dict(value, layers=[]), api_name='/inpaint')
   np.testing.assert_array_equal(np.asarray(Image.open(network).convert('RGB')), photo)
   assert 'empty' in status_text
   grey16 = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
   Image.fromarray(grey16).save(tmp_path / 'grey16.png')
-  network, _, _ = client.predict(dict(value, background=handle_file(str(tmp_path / 'grey16.png'))),
+  network, _, _, _ = client.predict(dict(value, background=handle_file(str(tmp_path / 'grey16.png'))),
                                     api_name='/inpaint')
   result = np.asarray(Image.open(network).convert('L')).astype(int)
   expected = np.round(grey16 / 257).astype(int)

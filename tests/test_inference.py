@@ -1,6 +1,7 @@
 """Inference: checkpoint restore, sizes, dtypes, mask polarity, batching, bad input, CLI."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -97,14 +98,14 @@ def test_batches_match_single_calls_and_compile_once_per_shape(tiny_checkpoint):
   inpainter = Inpainter.from_checkpoint(tiny_checkpoint)
   images = np.stack([astronaut(48, 40), astronaut(48, 40)[::-1], astronaut(48, 40)[:, ::-1]])
   holes = np.stack([hole_mask(48, 40), hole_mask(48, 40)[::-1], hole_mask(48, 40)[:, ::-1]])
-  batch = inpainter(images, holes, polarity='hole_white')
+  batch = inpainter(images, holes, polarity='hole_white', fit='pad')
   assert batch.shape == images.shape
-  singles = [inpainter(i, h, polarity='hole_white') for i, h in zip(images, holes)]
+  singles = [inpainter(i, h, polarity='hole_white', fit='pad') for i, h in zip(images, holes)]
   np.testing.assert_allclose(batch, np.stack(singles), atol=1e-5)
-  inpainter(images[::-1].copy(), holes, polarity='hole_white')
+  inpainter(images[::-1].copy(), holes, polarity='hole_white', fit='pad')
   # 3 images and 1 image both pad to one per device: a single compilation for this shape.
   assert len(inpainter.compiled_shapes) == 1, inpainter.compiled_shapes
-  inpainter(astronaut(32, 32), hole_mask(32, 32), polarity='hole_white')
+  inpainter(astronaut(32, 32), hole_mask(32, 32), polarity='hole_white', fit='pad')
   assert len(inpainter.compiled_shapes) == 2
 
 
@@ -236,3 +237,5 @@ def test_cli_folder_mode_skips_failures_and_reports_them(tiny_checkpoint, tmp_pa
   assert 'c.png is 10×10' in result.stderr
   assert '2 written' in result.stderr and '1 skipped (1 size mismatch)' in result.stderr
   assert '3/3' in result.stderr  # The progress bar.
+  # fit='auto' says per photo what it did with faces.
+  assert re.search(r'a\.jpg: (no face found|\d+ of \d+ faces found)', result.stderr)

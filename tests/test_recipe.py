@@ -17,6 +17,7 @@ from configs import tiny
 from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import export
+from define_jax import faces
 from define_jax import models
 from define_jax import prefill
 from define_jax import steps
@@ -215,7 +216,12 @@ def test_export_round_trip_and_inference_from_the_file(tiny_checkpoint, tmp_path
   assert export.main(['--workdir', tiny_checkpoint, '--out', out]) == 0
   variables, config, step = export.read_model_file(out)
   original, original_config, original_step = checkpoints.load_model(tiny_checkpoint)
-  assert (config, step) == (original_config, original_step)
+  # Export writes the face template (the measured one: the tiny run has none of its own).
+  assert config.pop('face_template') == faces.FACE_TEMPLATE.tolist()
+  assert (config, step) == ({k: v for k, v in original_config.items() if k != 'face_template'},
+                            original_step)
+  np.testing.assert_array_equal(Inpainter.from_checkpoint(out).face_template,
+                                faces.FACE_TEMPLATE)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                variables, original)
   face = (astronaut(64, 64) * 255).astype(np.uint8)

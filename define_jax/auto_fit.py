@@ -1,0 +1,86 @@
+"""fit='auto': inpaints a photo of any size and framing through the model's canvas.
+
+Face tools never feed a whole photo to a face network: each face is warped to the training
+framing, processed there and pasted back. Here the photo is first filled at its native
+resolution (the 'pad' path: what measured best away from faces, see README "Photos of any
+size"). Each face with a hole on it is then aligned by its five landmarks onto the template
+on the model's canvas; the network fills it there, and the difference between that fill and
+the native fill seen on the same canvas is the face network's *correction*, warped back and
+added on the face (feathered at its canvas border; faces that overlap share by weight). A
+correction is smooth where the canvas is coarser than the photo, so the native fill keeps
+its detail at the hole borders. Known pixels are the photo's own, exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from define_jax import align
+
+# (canvas images [K, S, S, 3], canvas known [K, S, S, 1]) -> network composites [K, S, S, 3].
+CanvasFills = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (image [H, W, 3], known [H, W, 1]) -> composite at native resolution.
+NativeFill = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitReport:
+  """How one photo was inpainted (for the CLI and the demo to tell users)."""
+
+  faces_found: int
+  faces_inpainted: int  # Faces with a hole on them, filled through their aligned canvas.
+  # Photo pixels per canvas pixel of the most enlarged face fill (1 or less: none).
+  upscale: float
+  boxes: list[tuple[float, float, float, float]]  # x0, y0, x1, y1 of every face found.
+
+  def describe(self) -> str:
+    faces = (f'{self.faces_inpainted} of {self.faces_found} faces found inpainted through '
+             'their aligned crop' if self.faces_found else 'no face found')
+    upscaled = (f'; a face is larger than the model\'s canvas: its correction was upscaled '
+                f'{self.upscale:.1f}× (the native fill keeps the detail at the hole borders)'
+                if self.upscale > 1.05 else '')
+    return faces + upscaled
+
+
+def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarray,
+                    size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(matrix, weight [H, W]) of each face whose canvas covers a hole pixel."""
+  height, width = holes.shape
+  chosen = []
+  for face in faces:
+    matrix = align.face_matrix(np.asarray(face.landmarks, np.float64), template, size)
+    weight = align.canvas_weight(matrix, size, height, width)
+    if (weight[holes] > 0).any():
+      chosen.append((matrix, weight))
+  return chosen
+
+
+def auto_fill(image: np.ndarray, known: np.ndarray, faces: Sequence[Any],
+              template: np.ndarray, size: int, canvas_fills: CanvasFills,
+              native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
+  """(composite float32 [H, W, 3], report) of image [H, W, 3] in [0, 1] and known
+  [H, W, 1] (1 = known), given the faces found on it (each with .landmarks [5, 2] and .box)."""
+  height, width = known.shape[:2]
+  known = (known >= 0.5).astype(np.float32)
+  holes = known[..., 0] == 0
+  fill = native_fill(image, known)
+  on_faces = _faces_on_holes(faces, holes, template, size)
+  if on_faces:
+    warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
+    canvas_known = np.stack([k for _, k in warped])
+    network = canvas_fills(np.stack([i for i, _ in warped]), canvas_known)
+    total = sum(w for _, w in on_faces)[..., None]
+    share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
+    for (matrix, weight), face_fill, face_known in zip(on_faces, network, canvas_known):
+      native_on_canvas, _ = align.warp_to_canvas(fill, np.ones_like(known), matrix, size)
+      correction = (face_fill - native_on_canvas) * (1.0 - face_known)
+      fill = fill + weight[..., None] * share * align.warp_from_canvas(correction, matrix,
+                                                                       height, width)
+  composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
+  upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
+  report = FitReport(len(faces), len(on_faces), upscale,
+                     [tuple(float(v) for v in face.box) for face in faces])
+  return composite, report

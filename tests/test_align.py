@@ -1,0 +1,184 @@
+"""fit='auto': alignment geometry, faces through their own canvas, the rest natively."""
+
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from define_jax import align
+from define_jax import auto_fit
+from define_jax.inference import Inpainter
+
+from conftest import astronaut
+
+TEMPLATE = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.75], [0.65, 0.75]])
+
+
+def face_at(x, y, eye_distance):
+  """A face whose eyes are centred on (x, y) with the template's proportions."""
+  offsets = (TEMPLATE - TEMPLATE[:2].mean(axis=0)) * eye_distance / 0.4
+  landmarks = np.array([x, y]) + offsets
+  box = np.concatenate([landmarks.min(0) - eye_distance / 2, landmarks.max(0) + eye_distance / 2])
+  return types.SimpleNamespace(box=box.astype(np.float32), score=1.0,
+                               landmarks=landmarks.astype(np.float32))
+
+
+def recording_fills(calls):
+  """canvas_fills stand-in: the network 'fills' every canvas hole with 0.5; records inputs."""
+
+  def canvas_fills(images, known):
+    calls.append((images.copy(), known.copy()))
+    return np.where(known > 0, images, 0.5).astype(np.float32)
+
+  return canvas_fills
+
+
+def native_fill(image, known):
+  """native_fill stand-in: 0.25 in the holes."""
+  return np.where(known > 0, image, 0.25).astype(np.float32)
+
+
+def test_similarity_transform_recovers_rotation_scale_and_shift():
+  angle, scale = 0.3, 1.7
+  matrix = np.array([[scale * np.cos(angle), -scale * np.sin(angle), 5.0],
+                     [scale * np.sin(angle), scale * np.cos(angle), -3.0]])
+  points = np.random.default_rng(0).uniform(0, 100, (5, 2))
+  moved = points @ matrix[:, :2].T + matrix[:, 2]
+  np.testing.assert_allclose(align.similarity_transform(points, moved), matrix, atol=1e-9)
+
+
+@pytest.mark.parametrize('scale', [1.0, 0.6, 0.24, 2.5])
+def test_hole_pixels_never_become_known_on_the_canvas(scale):
+  image = astronaut(200, 160)
+  known = np.ones((200, 160, 1), np.float32)
+  known[60:90, 40:120] = 0
+  known[150, :] = 0
+  image[known[..., 0] == 0] = 1e6  # Any leak of hole content shows.
+  matrix = np.array([[scale * 0.96, -scale * 0.28, 10.0], [scale * 0.28, scale * 0.96, -20.0]])
+  canvas, canvas_known = align.warp_to_canvas(image, known, matrix, 64)
+  assert canvas.max() <= 1.0
+  assert 0 < canvas_known.mean() < 1  # Something known and something hole (the holes, edges).
+  # Each canvas pixel's source (inverse transform) lies on a known photo pixel where known.
+  inverse = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2]
+  v, u = np.nonzero(canvas_known[..., 0])
+  x, y = (np.stack([u, v, np.ones_like(u)], 1) @ inverse.T).T
+  assert known[np.round(y).astype(int).clip(0, 199), np.round(x).astype(int).clip(0, 159)].all()
+
+
+def test_warp_then_inverse_warp_keeps_every_known_pixel_exact():
+  image = astronaut(100, 120)
+  known = np.ones((100, 120, 1), np.float32)
+  known[30:50, 20:90] = 0
+  face = face_at(60, 40, 30)
+  composite, report = auto_fit.auto_fill(image, known, [face], TEMPLATE, 64,
+                                         recording_fills([]), native_fill)
+  assert report.faces_inpainted == 1
+  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
+  # A translation by whole pixels at scale 1 comes back exactly everywhere the canvas covers.
+  matrix = np.array([[1.0, 0.0, -20.0], [0.0, 1.0, -10.0]])
+  canvas, _ = align.warp_to_canvas(image, np.ones_like(known), matrix, 64)
+  back = align.warp_from_canvas(canvas, matrix, 100, 120)
+  np.testing.assert_array_equal(back[10:74, 20:84], image[10:74, 20:84])
+
+
+def test_two_faces_are_each_aligned_on_their_own():
+  image = np.zeros((120, 240, 3), np.float32)
+  image[:, :120] = (1.0, 0.0, 0.0)  # Left face red, right face blue.
+  image[:, 120:] = (0.0, 0.0, 1.0)
+  known = np.ones((120, 240, 1), np.float32)
+  known[50:60, 50:70] = 0
+  known[50:60, 170:190] = 0
+  faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
+  calls = []
+  composite, report = auto_fit.auto_fill(image, known, faces, TEMPLATE, 32,
+                                         recording_fills(calls), native_fill)
+  (canvases, canvas_known), = calls
+  assert report.faces_inpainted == 2 and len(canvases) == 2  # One canvas per face.
+  # Each face's eyes land on the template's eyes in its own canvas.
+  for canvas, colour in zip(canvases, [(1, 0, 0), (0, 0, 1)]):
+    np.testing.assert_array_equal(canvas[int(0.4 * 32), int(0.3 * 32)], colour)
+  assert (canvas_known[:, 8:24, 8:24] == 0).any(axis=(1, 2, 3)).all()
+  holes = known[..., 0] == 0
+  # Hole centres: the face network's fill (the native fill 0.25 plus its correction 0.25).
+  np.testing.assert_allclose(composite[55, [60, 180]], 0.5, atol=1e-5)
+  np.testing.assert_array_equal(composite[~holes], image[~holes])
+
+
+def test_hole_outside_every_face_takes_the_native_path():
+  image = astronaut(128, 128)
+  known = np.ones((128, 128, 1), np.float32)
+  known[110:120, 5:30] = 0
+  calls = []
+  composite, report = auto_fit.auto_fill(image, known, [face_at(80, 30, 16)], TEMPLATE, 32,
+                                         recording_fills(calls), native_fill)
+  assert report.faces_found == 1 and report.faces_inpainted == 0
+  assert calls == []  # No face canvas: the native fill alone.
+  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
+  np.testing.assert_array_equal(composite[known[..., 0] == 0], 0.25)
+
+
+def test_face_at_the_image_border():
+  image = astronaut(96, 96)
+  known = np.ones((96, 96, 1), np.float32)
+  known[0:12, 0:20] = 0
+  calls = []
+  composite, report = auto_fit.auto_fill(image, known, [face_at(4, 6, 30)], TEMPLATE, 32,
+                                         recording_fills(calls), native_fill)
+  assert report.faces_inpainted == 1
+  face_known = calls[0][1][0, ..., 0]
+  assert face_known[:, :3].max() == 0 and face_known[:3].max() == 0  # Beyond the photo: holes.
+  np.testing.assert_array_equal(composite[12:, 20:], image[12:, 20:])
+  assert np.isfinite(composite).all()
+
+
+@pytest.fixture(scope='module')
+def inpainter(tiny_checkpoint):
+  found = []
+  inpainter = Inpainter.from_checkpoint(tiny_checkpoint, detector=lambda image: list(found))
+  inpainter.faces = found  # The test sets the faces the stand-in detector reports.
+  return inpainter
+
+
+def test_no_face_goes_the_native_path(inpainter, monkeypatch):
+  inpainter.faces.clear()
+  canvases = []
+  warp = align.warp_to_canvas
+  monkeypatch.setattr(align, 'warp_to_canvas',
+                      lambda *args: canvases.append(args[2]) or warp(*args))
+  image = astronaut(80, 100)
+  holes = np.zeros((80, 100), bool)
+  holes[20:40, 30:60] = True
+  result = inpainter(image, holes, polarity='hole_white')
+  report, = inpainter.last_fit_reports
+  assert report.faces_found == 0 and report.faces_inpainted == 0 and report.upscale == 1.0
+  assert canvases == []  # No face canvas: the native ('pad') fill.
+  np.testing.assert_array_equal(result, inpainter(image, holes, polarity='hole_white', fit='pad'))
+
+
+@pytest.mark.parametrize('mode', ['L', 'RGBA', 'I;16'])
+def test_grey_rgba_and_16_bit_photos(inpainter, mode):
+  inpainter.faces[:] = [face_at(48, 30, 20)]
+  rgb = (astronaut(72, 96) * 255).astype(np.uint8)
+  if mode == 'I;16':
+    photo = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
+  else:
+    photo = Image.fromarray(rgb).convert(mode)
+  holes = np.zeros((72, 96), bool)
+  holes[30:40, 30:60] = True
+  result = inpainter(photo, holes, polarity='hole_white')
+  assert inpainter.last_fit_reports[0].faces_inpainted == 1
+  assert result.size == photo.size
+  before, after = np.asarray(photo.convert('RGB')), np.asarray(result.convert('RGB'))
+  np.testing.assert_array_equal(after[~holes], before[~holes])
+
+
+def test_faces_of_any_photo_size_share_one_canvas_compilation(inpainter):
+  for height, width in ((40, 56), (72, 48)):
+    inpainter.faces[:] = [face_at(width / 2, height / 3, 16)]
+    holes = np.zeros((height, width), bool)
+    holes[15:25, 15:35] = True
+    inpainter(astronaut(height, width), holes, polarity='hole_white')
+    assert inpainter.last_fit_reports[0].faces_inpainted == 1
+  canvases = {shape[1:] for shape, fit, _ in inpainter.compiled_shapes if fit == 'resize'}
+  assert canvases == {(64, 64, 3)}
