@@ -157,6 +157,19 @@ def _to_canvas(image: jax.Array, known: jax.Array, content: tuple[int, int],
   return jnp.pad(image * known, padding), jnp.pad(known, padding), (top, left)
 
 
+def _on_pad_canvas(images: np.ndarray, known: np.ndarray, size: int, multiple: int
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
+  """Images and known-masks centred on fit='pad''s canvas on the host, the margin a hole
+  (as _to_canvas would make it), so the compiled program depends on the canvas shape only;
+  and the slice that crops results back to the photo."""
+  height, width = images.shape[1:3]
+  _, canvas = _network_canvas(height, width, size, multiple, 'pad')
+  top, left = (canvas[0] - height) // 2, (canvas[1] - width) // 2
+  padding = ((0, 0), (top, canvas[0] - height - top), (left, canvas[1] - width - left), (0, 0))
+  crop = (slice(None), slice(top, top + height), slice(left, left + width))
+  return np.pad(images * known, padding), np.pad(known, padding), crop
+
+
 def _as_float_images(images: np.ndarray) -> np.ndarray:
   """uint8, uint16 or float [N, H, W, 3] as float32 in [0, 1]."""
   if images.dtype == np.uint8 or images.dtype == np.uint16:
@@ -187,7 +200,8 @@ def _resize_known(known: np.ndarray, height: int, width: int) -> np.ndarray:
 class Inpainter:
   """A restored model ready to inpaint; batched and data-parallel across local devices.
 
-  Each distinct input shape (and fit) is compiled once and cached, for any number of passes.
+  Each input shape (for fit='pad': each canvas) and fit is compiled once and cached, for any
+  number of passes.
   """
 
   # Largest image or mask accepted by __call__ (height × width); set it per instance.
@@ -320,8 +334,13 @@ class Inpainter:
                        '[N, H, W, 3] and [N, H, W, 1].')
     if fit == 'auto':  # Each face and the native fill go through the other fits, checked there.
       return self._auto_fit(images.astype(np.float32), known.astype(np.float32), passes)
+    images, known = images.astype(np.float32), known.astype(np.float32)
+    if fit == 'pad':  # Shape buckets: every photo size of one canvas shares one program.
+      images, known, crop = _on_pad_canvas(images, known, self.image_size, self._size_multiple)
     result = self.parallel(lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit),
-                           self._variables, images.astype(np.float32), known.astype(np.float32))
+                           self._variables, images, known)
+    if fit == 'pad':
+      result = result[crop]
     if self.refuse_non_finite:
       weight_checks.check_output(result)
     return result
