@@ -66,7 +66,8 @@ def auto_fill(image: np.ndarray, known: np.ndarray, faces: Sequence[Any],
   height, width = known.shape[:2]
   known = (known >= 0.5).astype(np.float32)
   holes = known[..., 0] == 0
-  fill = native_fill(image, known)
+  native = native_fill(image, known)
+  fill = native
   on_faces = _faces_on_holes(faces, holes, template, size)
   if on_faces:
     warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
@@ -75,7 +76,8 @@ def auto_fill(image: np.ndarray, known: np.ndarray, faces: Sequence[Any],
     total = sum(w for _, w in on_faces)[..., None]
     share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
     for (matrix, weight), face_fill, face_known in zip(on_faces, network, canvas_known):
-      native_on_canvas, _ = align.warp_to_canvas(fill, np.ones_like(known), matrix, size)
+      # Against the native fill, not the running sum: overlapping faces add their shares.
+      native_on_canvas, _ = align.warp_to_canvas(native, np.ones_like(known), matrix, size)
       correction = (face_fill - native_on_canvas) * (1.0 - face_known)
       fill = fill + weight[..., None] * share * align.warp_from_canvas(correction, matrix,
                                                                        height, width)
