@@ -234,7 +234,7 @@ def _grey_levels(mask: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
   integer types holding 0..255 by 255; floats must lie in [0, 1].
   """
   if mask.dtype == bool:
-    return _BINARY_LEVELS, mask.view(np.uint8)
+    return _BINARY_LEVELS, mask.astype(np.uint8)  # Not a view: PIL's bools may hold 255.
   if np.issubdtype(mask.dtype, np.integer):
     low, high = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
     if low >= 0 and high <= 1:  # {0, 1}: a binary mask, 1 = white.
