@@ -162,18 +162,12 @@ def hole_editor(max_pixels: int | None, **kwargs) -> gr.ImageEditor:
       image = image_files.open_image(source, name=name, max_pixels=max_pixels)
       if not flatten_on_white:
         return image.convert('RGBA')
-      pixels = image_files.photo_pixels(image, name)
-      return Image.fromarray(pixels if pixels.dtype == np.uint8 else _to_uint8(pixels))
+      return Image.fromarray(image_files.to_uint8(image_files.photo_pixels(image, name)))
     except InputError as error:
       raise user_error(str(error)) from None
 
   editor.convert_and_format_image = convert_and_format_image
   return editor
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-  top = 65535.0 if pixels.dtype == np.uint16 else 1.0
-  return np.round(np.clip(pixels.astype(np.float64) / top, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def photo_and_holes(value: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:

@@ -193,8 +193,8 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
   return np.round(np.clip(pixels.astype(np.float64) * scale, 0.0, 255.0)).astype(np.uint8)
 
 
-def read_photo(source: Source, *, name: str | None = None, max_pixels: int | None,
-               min_side: int = 0) -> np.ndarray:
+def read_photo(source: Source, *, name: str | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int = 0) -> np.ndarray:
   """uint8 RGB [H, W, 3] of a photo file (path or bytes): open_image, photo_pixels and
   to_uint8, the reading of training and evaluation images. InputError names it."""
   name = name or source_name(source, 'The image')
