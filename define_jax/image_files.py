@@ -19,6 +19,7 @@ Pure NumPy/Pillow: no TensorFlow, no JAX.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -100,12 +101,17 @@ def open_image(source: Source, *, name: str | None = None,
   elif not os.path.exists(source):
     raise InputError(f'{name} does not exist.', 'missing')
   try:
-    with warnings.catch_warnings():  # Pillow warns above 89 MP; max_pixels is the limit here.
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+    with contextlib.ExitStack() as stack:
+      # max_pixels replaces Pillow's warning above 89 MP. Without it (training data) the
+      # warning filters, process-wide and not thread-safe, are left alone.
+      if max_pixels is not None:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
       image = Image.open(source)
   except Image.DecompressionBombError as error:  # Pillow's own limit (about 179 MP).
-    raise InputError(f'{name} is over Pillow\'s decompression-bomb limit ({error}); the limit '
-                     f'here is {pixel_count(max_pixels or 0)}.', 'too large') from error
+    limit = f'; the limit here is {pixel_count(max_pixels)}' if max_pixels is not None else ''
+    raise InputError(f'{name} is over Pillow\'s decompression-bomb limit ({error}){limit}.',
+                     'too large') from error
   except Exception as error:  # pylint: disable=broad-except
     # Pillow raises many types on garbage (OSError, SyntaxError, struct.error, …).
     raise InputError(f'{name} is not an image that can be read (PNG, JPEG, WebP, BMP, TIFF, '
