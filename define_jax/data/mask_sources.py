@@ -38,8 +38,8 @@ class MaskSet:
   tfds_name: str
   train_split: str
   eval_split: str
-  # Which pixels of the set's files are holes, where it is stated: read here by the TFDS
-  # builders and by evaluate's --mask_dir.
+  # Whether white is hole or keep in the set's files; stated only here, used by its TFDS
+  # builder and by evaluate's --mask_dir.
   polarity: image_files.MaskPolarity
 
 
