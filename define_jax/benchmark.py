@@ -378,10 +378,10 @@ def run_faces(args: argparse.Namespace) -> dict:
   import skimage.data
   import skimage.transform
   from define_jax import faces
-  from define_jax import image_input
+  from define_jax import image_files
 
   if args.photo:
-    pixels = image_input.photo_pixels(image_input.open_image(args.photo), args.photo)
+    pixels = image_files.photo_pixels(image_files.open_image(args.photo), args.photo)
   else:  # The public-domain astronaut portrait, one face.
     pixels = skimage.transform.resize(skimage.data.astronaut(), (args.image_size,) * 2,
                                       preserve_range=True).astype(np.uint8)

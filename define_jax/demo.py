@@ -20,7 +20,7 @@ Safety and resources:
   - Gradio's analytics are off and nothing is fetched from the internet (the page's fonts
     and scripts come from the installed package);
   - uploads over --max_upload_mb are cut off while streaming; images over --max_pixels are
-    refused from their header before decoding (image_input.open_image);
+    refused from their header before decoding (image_files.open_image);
   - uploaded and result files are deleted from Gradio's cache --keep_files_s after they
     arrive (and all of them when the server stops, on Ctrl-C or SIGTERM), and so is the
     temporary folder of examples, the only folder whose files are served (--examples
@@ -53,9 +53,9 @@ from PIL import Image
 
 from define_jax import compilation_cache
 from define_jax import console
-from define_jax import image_input
+from define_jax import image_files
 from define_jax import output_files
-from define_jax.image_input import InputError
+from define_jax.image_files import InputError
 from define_jax.inference import Inpainter, MAX_PASSES
 
 DEFAULT_PORT = 7860
@@ -142,7 +142,7 @@ def user_error(message: str) -> gr.Error:
 
 
 def hole_editor(max_pixels: int | None, **kwargs) -> gr.ImageEditor:
-  """gr.ImageEditor whose images are read by image_input.open_image: the pixel limit is
+  """gr.ImageEditor whose images are read by image_files.open_image: the pixel limit is
   checked from the header before decoding and 16-bit photos are scaled (not clipped).
 
   Its value holds PIL images: the background and composite as RGB (transparency on white),
@@ -159,21 +159,15 @@ def hole_editor(max_pixels: int | None, **kwargs) -> gr.ImageEditor:
     else:  # A file sent by an API client, already in Gradio's cache.
       source, name = file.path, f'The photo {file.orig_name or ""}'.strip()
     try:
-      image = image_input.open_image(source, name=name, max_pixels=max_pixels)
+      image = image_files.open_image(source, name=name, max_pixels=max_pixels)
       if not flatten_on_white:
         return image.convert('RGBA')
-      pixels = image_input.photo_pixels(image, name)
-      return Image.fromarray(pixels if pixels.dtype == np.uint8 else _to_uint8(pixels))
+      return Image.fromarray(image_files.to_uint8(image_files.photo_pixels(image, name)))
     except InputError as error:
       raise user_error(str(error)) from None
 
   editor.convert_and_format_image = convert_and_format_image
   return editor
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-  top = 65535.0 if pixels.dtype == np.uint16 else 1.0
-  return np.round(np.clip(pixels.astype(np.float64) / top, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def photo_and_holes(value: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +277,7 @@ def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> l
     files = sorted(p for p in Path(extra_dir).rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
     for file in files[:MAX_EXTRA_EXAMPLES]:
       try:
-        image_input.open_image(file, max_pixels=max_pixels)
+        image_files.open_image(file, max_pixels=max_pixels)
       except InputError as error:
         log.warning('Skipping example: %s', error)
         continue
@@ -294,7 +288,7 @@ def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> l
 
 
 def build(inpainter: Inpainter, *, examples: Sequence[str] = (),
-          max_pixels: int = image_input.DEFAULT_MAX_PIXELS,
+          max_pixels: int = image_files.DEFAULT_MAX_PIXELS,
           keep_files_s: int = DEFAULT_KEEP_FILES_S) -> gr.Blocks:
   """The Gradio app (not launched). Event API names: 'inpaint' and 'again'."""
   demo = Demo(inpainter)
@@ -349,9 +343,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help=f'Port (default {DEFAULT_PORT}; 0 picks a free one).')
   parser.add_argument('--host', default='127.0.0.1',
                       help='Address to bind (default 127.0.0.1, this machine only).')
-  parser.add_argument('--max_pixels', type=int, default=image_input.DEFAULT_MAX_PIXELS,
+  parser.add_argument('--max_pixels', type=int, default=image_files.DEFAULT_MAX_PIXELS,
                       help='Refuse photos with more pixels, from their header (default '
-                      f'{image_input.DEFAULT_MAX_PIXELS:,}).')
+                      f'{image_files.DEFAULT_MAX_PIXELS:,}).')
   parser.add_argument('--max_upload_mb', type=int, default=DEFAULT_MAX_UPLOAD_MB,
                       help=f'Largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB}).')
   parser.add_argument('--keep_files_s', type=int, default=DEFAULT_KEEP_FILES_S,

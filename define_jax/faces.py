@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from define_jax import face_models
-from define_jax.image_input import InputError
+from define_jax.image_files import InputError
 
 PRETRAINED_DETECTOR = Path(__file__).parent / 'pretrained' / 'mtcnn.msgpack'
 NETS = ('pnet', 'rnet', 'onet')

@@ -31,18 +31,19 @@ from PIL import Image
 from define_jax import auto_fit
 from define_jax import checkpoints
 from define_jax import config_lib
+from define_jax import image_files
 from define_jax import image_input
 from define_jax import losses
 from define_jax import masks
 from define_jax import steps
 from define_jax import weight_checks
-from define_jax.image_input import InputError
-from define_jax.image_input import ImageInput, known_mask, MAX_GREY_FRACTION  # pylint: disable=unused-import
+from define_jax.image_files import InputError
+from define_jax.image_input import ImageInput
 
 if TYPE_CHECKING:  # Configs come from config_lib, which works without ml_collections too.
   import ml_collections
 
-Polarity = masks.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
+Polarity = image_files.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_white' (qd-imd masks).
 Fit = Literal['auto', 'resize', 'pad']
 FITS = ('auto', 'resize', 'pad')
 
@@ -205,7 +206,7 @@ class Inpainter:
   """
 
   # Largest image or mask accepted by __call__ (height × width); set it per instance.
-  max_pixels: int | None = image_input.DEFAULT_MAX_PIXELS
+  max_pixels: int | None = image_files.DEFAULT_MAX_PIXELS
   # NaN or infinite outputs raise ValueError (never a picture); training's evaluation turns
   # this off: a diverging run is stopped by its own non-finite guard, with a checkpoint kept.
   refuse_non_finite: bool = True
@@ -349,7 +350,7 @@ class Inpainter:
                polarity: Polarity, passes: int = 1, fit: Fit = 'auto',
                resize_mask: bool = False, allow_all_hole: bool = False,
                max_pixels: int | None = None,
-               mask_threshold: float = image_input.DEFAULT_MASK_THRESHOLD
+               mask_threshold: float = image_files.DEFAULT_MASK_THRESHOLD
                ) -> np.ndarray | Image.Image:
     """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy, PIL or file paths).
 
@@ -372,7 +373,7 @@ class Inpainter:
       allow_all_hole: inpaint a mask that marks every pixel as a hole (the network then
         has nothing to condition on) instead of raising InputError.
       max_pixels: largest accepted image or mask (height × width), checked from the header
-        of files before decoding; default self.max_pixels (image_input.DEFAULT_MAX_PIXELS).
+        of files before decoding; default self.max_pixels (image_files.DEFAULT_MAX_PIXELS).
       mask_threshold: grey level (fraction of white) above which a mask pixel is white.
 
     Returns:
@@ -389,12 +390,12 @@ class Inpainter:
     pixels = image_input.image_array(source, limit)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
-    known = known_mask(image_input.mask_array(mask, batched, limit), polarity,
-                       mask_threshold)[..., None]
+    mask_name = image_files.source_name(mask, 'The mask')
+    known = image_files.known_pixels(image_input.mask_array(mask, batched, limit), polarity,
+                                     mask_threshold, mask_name)[..., None].astype(np.float32)
     if known.shape[0] != images.shape[0]:
       raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
     height, width = images.shape[1:3]
-    mask_name = image_input.input_name(mask, 'The mask')
     if known.shape[1:3] != (height, width):
       if not resize_mask:
         raise InputError(

@@ -13,7 +13,7 @@ results written as PNG under the same relative path):
 or keep_white (white = keep, e.g. qd-imd masks). A mask whose only values are 0 and 1 is
 binary (1 = white); a mask of one colour with varying transparency is read from its alpha
 (opaque = white). Masks must have the image's size unless --resize_mask is given, be
-black and white with anti-aliased edges at most (see image_input.known_mask; thresholded at
+black and white with anti-aliased edges at most (see image_files.known_pixels; thresholded at
 --mask_threshold, mid-grey by default) and keep at least one pixel unless
 --allow_all_hole is given. Images over --max_pixels (50 megapixels by default) are refused
 from their header, before decoding.
@@ -42,11 +42,12 @@ from tqdm import tqdm
 
 from define_jax import compilation_cache
 from define_jax import console
+from define_jax import image_files
 from define_jax import image_input
 from define_jax import inference
 from define_jax import output_files
-from define_jax.datasets import image_folder
-from define_jax.image_input import InputError
+from define_jax.data import image_folder
+from define_jax.image_files import InputError
 from define_jax.inference import FITS, Inpainter
 
 # Formats that hold 16-bit greys; others get 8-bit results.
@@ -102,14 +103,14 @@ def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
                  options: argparse.Namespace) -> None:
   check_output(out_path, (image_path, mask_path), options.overwrite)
-  image = image_input.open_image(image_path, max_pixels=options.max_pixels)
-  mask = image_input.open_image(mask_path, max_pixels=options.max_pixels)
+  image = image_files.open_image(image_path, max_pixels=options.max_pixels)
+  mask = image_files.open_image(mask_path, max_pixels=options.max_pixels)
   if image.size != mask.size and not options.resize_mask:
     raise InputError(f'{mask_path} is {mask.width}×{mask.height} but {image_path} is '
                      f'{image.width}×{image.height}; pass --resize_mask to resize masks.',
                      'size mismatch')
   try:
-    result = inpainter(image, image_input.mask_pixels(mask, str(mask_path)),
+    result = inpainter(image, image_files.mask_pixels(mask, str(mask_path)),
                        polarity=options.polarity, passes=options.passes, fit=options.fit,
                        resize_mask=options.resize_mask, allow_all_hole=options.allow_all_hole,
                        max_pixels=options.max_pixels, mask_threshold=options.mask_threshold)
@@ -235,7 +236,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       "the model's framing, the rest at native resolution; resize: the whole "
                       "photo to the model's size; pad: native resolution.")
   parser.add_argument('--mask_threshold', type=float,
-                      default=image_input.DEFAULT_MASK_THRESHOLD,
+                      default=image_files.DEFAULT_MASK_THRESHOLD,
                       help='Grey level (0–1, fraction of white) above which a mask pixel counts '
                       'as white; anti-aliased edges are cut there (default 0.5).')
   parser.add_argument('--resize_mask', action='store_true',
@@ -248,9 +249,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--allow_all_hole', action='store_true',
                       help='Inpaint masks that mark every pixel as a hole instead of refusing.')
   parser.add_argument('--max_pixels', type=positive_int,
-                      default=image_input.DEFAULT_MAX_PIXELS,
+                      default=image_files.DEFAULT_MAX_PIXELS,
                       help='Refuse images and masks with more pixels (checked from the file '
-                      f'header; default {image_input.DEFAULT_MAX_PIXELS:,}).')
+                      f'header; default {image_files.DEFAULT_MAX_PIXELS:,}).')
   options = parser.parse_args(argv)
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):

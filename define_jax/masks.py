@@ -1,5 +1,5 @@
-"""Hole masks for inpainting: a fast irregular-mask generator, augmentation of
-masks from a mask set, and mask-file loading.
+"""Hole masks for inpainting: a fast irregular-mask generator and augmentation of masks
+from a mask set (files are read by define_jax.image_files).
 
 Convention everywhere in this module: masks are uint8 arrays [H, W] with
 1 = known pixel and 0 = hole (callers add the trailing channel axis and cast).
@@ -13,15 +13,10 @@ can be made in parallel inside tf.data.
 
 from __future__ import annotations
 
-import io
 import math
-from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image
-
-MaskPolarity = Literal['hole_white', 'keep_white']
 
 # A generated mask is built from at most this many accepted or rejected
 # primitives before the deterministic top-up guarantees the hole ratio.
@@ -198,33 +193,3 @@ def is_degenerate(known: np.ndarray) -> bool:
   """A mask without any hole or without any known pixel teaches nothing."""
   known_count = np.count_nonzero(known)
   return known_count == 0 or known_count == known.size
-
-
-def decode_mask(data: bytes, polarity: MaskPolarity) -> np.ndarray:
-  """Decodes an encoded mask image (any size, grey/RGB(A)/palette, 8 or 16
-  bit) to uint8 [H, W] with 1 = known, thresholding brightness at 0.5.
-
-  polarity: 'hole_white' (NVIDIA irregular masks: white = hole) or
-  'keep_white' (QD-IMD: white = keep). Raises ValueError if undecodable.
-  """
-  if polarity not in ('hole_white', 'keep_white'):
-    raise ValueError(f"polarity must be 'hole_white' or 'keep_white', got {polarity!r}")
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()
-      brightness = _brightness(image)
-  except (OSError, SyntaxError, ValueError) as error:
-    raise ValueError(f'cannot decode mask: {error}') from error
-  white = brightness > 0.5
-  return (~white if polarity == 'hole_white' else white).astype(np.uint8)
-
-
-def _brightness(image: Image.Image) -> np.ndarray:
-  """Grey level in [0, 1] of a PIL image of any mode; alpha is ignored."""
-  if image.mode.startswith('I;16') or image.mode == 'I':
-    return np.asarray(image, np.float32) / 65535.0
-  if image.mode == 'F':
-    return np.asarray(image, np.float32)
-  if image.mode == '1':
-    return np.asarray(image, np.float32)
-  return np.asarray(image.convert('L'), np.float32) / 255.0

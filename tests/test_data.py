@@ -12,7 +12,8 @@ from PIL import Image
 import pytest
 
 from configs import default
-from define_jax.data import decoding
+from define_jax import image_files
+from define_jax.data import images
 from define_jax.data import evaluation
 from define_jax.data import pipeline
 from define_jax.data import skips
@@ -181,20 +182,25 @@ def jpeg_bytes(pixels):
   return encoded.tobytes()
 
 
-def test_decode_converts_grey_alpha_palette_and_16_bit():
+def read_photo(data):
+  return image_files.read_photo(data, max_pixels=None)
+
+
+def test_read_photo_converts_grey_alpha_palette_and_16_bit():
   rgb = smooth_photo(20, 30, 0)
-  grey = decoding.decode_rgb(png_bytes(rgb[..., 0]))
+  grey = read_photo(png_bytes(rgb[..., 0]))
   assert grey.shape == (20, 30, 3) and (grey == rgb[..., :1]).all()
-  rgba = np.concatenate([rgb, np.zeros((20, 30, 1), np.uint8)], axis=-1)
-  np.testing.assert_array_equal(decoding.decode_rgb(png_bytes(rgba)), rgb)  # alpha dropped
+  rgba = np.concatenate([rgb, np.full((20, 30, 1), 255, np.uint8)], axis=-1)
+  rgba[:5, :, 3] = 0
+  on_white = rgb.copy()
+  on_white[:5] = 255
+  np.testing.assert_array_equal(read_photo(png_bytes(rgba)), on_white)  # as a viewer shows it
   palette = Image.fromarray(rgb).convert('P')
-  np.testing.assert_array_equal(
-      decoding.decode_rgb(png_bytes(palette)), np.asarray(palette.convert('RGB'))
-  )
-  ok, sixteen = cv2.imencode('.png', np.full((8, 8), 0x8080, np.uint16))
-  assert ok and (decoding.decode_rgb(sixteen.tobytes()) == 128).all()
+  np.testing.assert_array_equal(read_photo(png_bytes(palette)), np.asarray(palette.convert('RGB')))
+  ok, sixteen = cv2.imencode('.png', np.array([[0x8080, 33096, 0xFFFF]], np.uint16))
+  assert ok and (read_photo(sixteen.tobytes()) == [[[128] * 3, [129] * 3, [255] * 3]]).all()
   ok, sixteen_rgb = cv2.imencode('.png', np.full((8, 8, 3), 0xFF00, np.uint16))
-  assert ok and (decoding.decode_rgb(sixteen_rgb.tobytes()) == 255).all()
+  assert ok and (read_photo(sixteen_rgb.tobytes()) == 255).all()
 
 
 def test_decode_rejects_corrupt_and_truncated_data():
@@ -205,17 +211,17 @@ def test_decode_rejects_corrupt_and_truncated_data():
       photo[: len(photo) // 2],
       png_bytes(smooth_photo(64, 64, 2))[:300],
   ):
-    with pytest.raises(decoding.UnreadableInputError):
-      decoding.decode_rgb(data)
+    with pytest.raises(image_files.InputError):
+      read_photo(data)
 
 
 def test_small_images_are_upscaled_and_crops_are_square():
   tiny = smooth_photo(3, 5, 0)
-  assert decoding.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
+  assert images.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
   wide = smooth_photo(50, 120, 0)
-  centre = decoding.crop_and_resize(wide, 50, None)
+  centre = images.crop_and_resize(wide, 50, None)
   np.testing.assert_array_equal(centre, wide[:, 35:85])
-  random_crop = decoding.crop_and_resize(wide, 50, np.random.default_rng(0))
+  random_crop = images.crop_and_resize(wide, 50, np.random.default_rng(0))
   assert random_crop.shape == (50, 50, 3)
 
 

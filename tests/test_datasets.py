@@ -6,11 +6,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from define_jax.data import image_folder
+from define_jax.data import quickstart
 from define_jax.datasets import ffhq
-from define_jax.datasets import image_folder
 from define_jax.datasets import nvidia_irregular_masks
 from define_jax.datasets import prepare
-from define_jax.datasets import quickstart
 
 
 def random_rgb(height, width, seed):
@@ -27,7 +27,8 @@ def write_ffhq(manual_dir):
       manual_dir / 'images1024x1024/00000/00001.png'
   )
   (manual_dir / 'images1024x1024/00000/00002.png').write_bytes(b'\x89PNG truncated')
-  rgba = np.concatenate([random_rgb(64, 80, 2), np.zeros((64, 80, 1), np.uint8)], axis=-1)
+  rgba = np.concatenate([random_rgb(64, 80, 2), np.full((64, 80, 1), 255, np.uint8)], axis=-1)
+  rgba[:8, :, 3] = 0  # transparent rows: read as white, as everywhere (image_files)
   Image.fromarray(rgba).save(manual_dir / 'images1024x1024/60000/60000.png')
   (manual_dir / 'images1024x1024/LICENSE.txt').write_text('not an image')
   return manual_dir
@@ -53,7 +54,9 @@ def test_ffhq_builder_splits_by_number_and_resizes_with_lanczos(tmp_path):
   assert grey.shape == (256, 256, 3) and (grey[..., 0] == grey[..., 2]).all()
 
   validation = by_number(builder.as_data_source('validation'), 'image_number')
-  centre = Image.fromarray(random_rgb(64, 80, 2)).resize(
+  on_white = random_rgb(64, 80, 2)
+  on_white[:8] = 255
+  centre = Image.fromarray(on_white).resize(
       (256, 256), Image.LANCZOS, box=(8, 0, 72, 64)
   )
   np.testing.assert_array_equal(validation[60000]['image'], np.asarray(centre))

@@ -13,11 +13,9 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
 from PIL import ImageFile
 
-from define_jax import image_input
+from define_jax import image_files
 from define_jax import inpaint
-from define_jax import masks
-from define_jax.data import decoding
-from define_jax.image_input import InputError
+from define_jax.image_files import InputError
 from define_jax.inference import Inpainter
 
 from conftest import png_header_only
@@ -49,10 +47,10 @@ def damaged(data: bytes, cut: int, flips: list[int]) -> bytes:
 
 @FAST
 @given(st.binary(max_size=2048))
-def test_decode_rgb_of_arbitrary_bytes(data):
+def test_read_photo_of_arbitrary_bytes(data):
   try:
-    image = decoding.decode_rgb(data)
-  except decoding.UnreadableInputError as error:
+    image = image_files.read_photo(data, max_pixels=None)
+  except InputError as error:
     assert str(error)
     return
   assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
@@ -61,13 +59,13 @@ def test_decode_rgb_of_arbitrary_bytes(data):
 @FAST
 @given(pixels, st.sampled_from(['PNG', 'JPEG', 'BMP', 'TIFF']), st.integers(0, 4000),
        st.lists(st.integers(0, 10**6), max_size=4))
-def test_decode_rgb_of_real_and_damaged_images(array, image_format, cut, flips):
+def test_read_photo_of_real_and_damaged_images(array, image_format, cut, flips):
   if image_format == 'JPEG' and array.ndim == 3 and array.shape[2] == 4:
     array = array[..., :3]
   data = damaged(encoded(array, image_format), cut, flips)
   try:
-    image = decoding.decode_rgb(data)
-  except decoding.UnreadableInputError as error:
+    image = image_files.read_photo(data, max_pixels=None)
+  except InputError as error:
     assert str(error)
     return
   assert image.dtype == np.uint8 and image.shape[2] == 3
@@ -79,10 +77,10 @@ def test_decode_rgb_of_real_and_damaged_images(array, image_format, cut, flips):
                            pixels, st.integers(0, 4000), st.lists(st.integers(0, 10**6),
                                                                   max_size=4))),
        st.sampled_from(['hole_white', 'keep_white']))
-def test_decode_mask_of_arbitrary_bytes(data, polarity):
+def test_read_mask_of_arbitrary_bytes(data, polarity):
   try:
-    known = masks.decode_mask(data, polarity)
-  except ValueError as error:
+    known = image_files.read_mask(data, polarity, max_pixels=None)
+  except InputError as error:
     assert str(error)
     return
   assert known.dtype == np.uint8 and known.ndim == 2 and set(np.unique(known)) <= {0, 1}
@@ -477,7 +475,7 @@ def encode_file(array: np.ndarray, image_format: str) -> bytes:
 
 
 @st.composite
-def image_files(draw):
+def photo_files(draw):
   """Bytes of a file given as a photo: real images of several modes, damaged or arbitrary."""
   kind = draw(st.sampled_from(['real', 'real', 'damaged', 'bytes']))
   if kind == 'bytes':
@@ -498,7 +496,7 @@ def image_files(draw):
 
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(image_files(), st.one_of(st.binary(max_size=256), st.builds(
+@given(photo_files(), st.one_of(st.binary(max_size=256), st.builds(
     lambda values: encode_file(np.array(values, np.uint8).reshape(2, -1), 'PNG'),
     st.lists(st.integers(0, 255), min_size=2, max_size=40).filter(lambda v: len(v) % 2 == 0))),
     st.booleans())
@@ -532,7 +530,7 @@ def test_cli_on_arbitrary_files_exits_cleanly(inpainter, tmp_path, image_bytes, 
     return
   with Image.open(out) as written:
     np.testing.assert_array_equal(np.asarray(written), np.asarray(api_result))
-  source = image_input.photo_pixels(image_input.open_image(image_path), 'photo')
+  source = image_files.photo_pixels(image_files.open_image(image_path), 'photo')
   with Image.open(out) as written:
     result = np.asarray(written)
   assert result.shape[:2] == source.shape[:2]

@@ -28,15 +28,14 @@ from define_jax import checkpoints
 from define_jax import demo
 from define_jax import evaluate
 from define_jax import export
-from define_jax import image_input
+from define_jax import image_files
 from define_jax import inference
 from define_jax import inpaint
 from define_jax import output_files
 from define_jax import steps
 from define_jax import train
 from define_jax import workdir_lock
-from define_jax.data import decoding
-from define_jax.image_input import InputError
+from define_jax.image_files import InputError
 from define_jax.inference import Inpainter
 
 from conftest import BAND_ROWS, REPO_ROOT, astronaut, save_checkpoint, write_masks
@@ -489,14 +488,14 @@ def test_anti_aliased_brush_masks_are_accepted_soft_masks_are_not():
   strokes = brush_strokes()
   brightness = strokes / 255.0
   assert ((brightness > 0.1) & (brightness < 0.9)).mean() > 0.05  # Refused before.
-  known = image_input.known_mask(strokes, 'hole_white')
+  known = image_files.known_pixels(strokes, 'hole_white')
   np.testing.assert_array_equal(known, (strokes <= 127).astype(np.float32))
   with pytest.raises(InputError, match='not binary'):  # A blurred (soft) mask.
-    image_input.known_mask(cv2.GaussianBlur(strokes, (0, 0), 1.5), 'hole_white')
+    image_files.known_pixels(cv2.GaussianBlur(strokes, (0, 0), 1.5), 'hole_white')
   with pytest.raises(InputError, match='not binary'):  # A photo.
-    image_input.known_mask((astronaut(64, 64)[..., 0] * 255).astype(np.uint8), 'keep_white')
+    image_files.known_pixels((astronaut(64, 64)[..., 0] * 255).astype(np.uint8), 'keep_white')
   # The threshold is an option: where the edges are cut.
-  wide = image_input.known_mask(strokes, 'hole_white', threshold=0.1)
+  wide = image_files.known_pixels(strokes, 'hole_white', threshold=0.1)
   np.testing.assert_array_equal(wide, (strokes <= 25).astype(np.float32))
   assert wide.sum() < known.sum()
 
@@ -538,9 +537,11 @@ def test_animated_and_multi_page_images_are_refused(tmp_path, image_format):
   path = tmp_path / f'animated.{image_format.lower()}'
   frames[0].save(path, format=image_format, save_all=True, append_images=frames[1:])
   with pytest.raises(InputError, match='animated.* has 3 frames'):
-    image_input.open_image(path)
-  with pytest.raises(decoding.UnreadableInputError, match='3 frames'):
-    decoding.decode_rgb(path.read_bytes())
+    image_files.open_image(path)
+  with pytest.raises(InputError, match='has 3 frames'):  # Training data and mask sets too.
+    image_files.read_photo(path.read_bytes(), max_pixels=None)
+  with pytest.raises(InputError, match='has 3 frames'):
+    image_files.read_mask(path, 'hole_white', max_pixels=None)
 
 
 # --- Case 18: the demo serves only its examples, checks the Origin's port, cleans up -----

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from define_jax import image_input
+from define_jax import image_files
 from define_jax import masks
 from define_jax import metrics
 
@@ -136,7 +136,7 @@ def white_square_file(path, mode='L', white=255, black=0, size=(40, 30)):
 
 @pytest.mark.parametrize('polarity, square_value', [('hole_white', 0), ('keep_white', 1)])
 def test_read_mask_file_normalises_polarity(tmp_path, polarity, square_value):
-  mask = image_input.read_mask_file(white_square_file(tmp_path / 'm.png'), polarity)
+  mask = image_files.read_mask(white_square_file(tmp_path / 'm.png'), polarity)
   assert mask.shape == (30, 40) and mask.dtype == np.uint8
   assert (mask[5:15, 5:15] == square_value).all()
   assert (mask[20:, 20:] == 1 - square_value).all()
@@ -152,7 +152,7 @@ def test_read_mask_file_normalises_polarity(tmp_path, polarity, square_value):
 )
 def test_read_mask_file_handles_bit_depths_and_channels(tmp_path, mode, white, black):
   path = white_square_file(tmp_path / 'm.png', mode, white, black)
-  mask = image_input.read_mask_file(path, 'hole_white')
+  mask = image_files.read_mask(path, 'hole_white')
   expected = np.ones((30, 40), np.uint8)
   expected[5:15, 5:15] = 0
   np.testing.assert_array_equal(mask, expected)
@@ -162,9 +162,9 @@ def test_read_mask_file_errors_name_the_file(tmp_path):
   path = tmp_path / 'broken.png'
   path.write_bytes(b'not a png')
   with pytest.raises(ValueError, match='broken.png'):
-    image_input.read_mask_file(path, 'hole_white')
+    image_files.read_mask(path, 'hole_white')
   grey = white_square_file(tmp_path / 'grey.png', 'L', 200, 100)  # Grey everywhere: no mask.
   with pytest.raises(ValueError, match='grey.png is not binary'):
-    image_input.read_mask_file(grey, 'hole_white')
+    image_files.read_mask(grey, 'hole_white')
   with pytest.raises(ValueError, match='polarity'):
-    masks.decode_mask(b'', 'white_is_hole')
+    image_files.read_mask(white_square_file(tmp_path / 'm.png'), 'white_is_hole')

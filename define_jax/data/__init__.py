@@ -1,8 +1,10 @@
-"""Training data and the evaluation set: images, masks, tf.data batches.
+"""Training data and the evaluation set: images, masks, tf.data batches (files are read by
+define_jax.image_files).
 
-  decoding      image decoding, square crops, stored-mask decoding
+  image_folder  a folder of photos: file listing and a stable train/validation split
+  quickstart    the scikit-image photographs of the CPU quickstart
   skips         counts of unusable inputs that were skipped
-  images        image sources and the dataset registry (config.dataset)
+  images        image sources, the dataset registry (config.dataset), square crops
   mask_sources  training-mask sources and the mask registry (config.masks)
   examples      training element i as a pure function of (seed, i)
   pipeline      the tf.data training pipeline (the only module that imports TensorFlow)

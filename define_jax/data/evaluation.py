@@ -10,6 +10,7 @@ same images and masks. No TensorFlow: TFDS is imported only to read a prepared m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -18,14 +19,13 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from define_jax import image_input
+from define_jax import image_files
 from define_jax import masks
 from define_jax import metrics
-from define_jax.data import decoding
 from define_jax.data import examples
+from define_jax.data import image_folder
 from define_jax.data import images
 from define_jax.data import mask_sources
-from define_jax.datasets import image_folder
 
 # Seed of the validation images' order and crops.
 EVAL_SEED = 20240917
@@ -47,7 +47,7 @@ class EvalSet:
   known: np.ndarray  # float32 [N, S, S, 1], 1 = known
   image_names: list[str]
   mask_names: list[str]
-  # 'file: reason' of the unreadable images left out.
+  # Why each unreadable image was left out (the message names the file).
   skipped: list[str] = dataclasses.field(default_factory=list)
 
   @property
@@ -83,7 +83,7 @@ def validation_images(
       continue
     crop_rng = (examples.element_rng(EVAL_SEED, examples.IMAGE_STREAM, position)
                 if split.eval_random_crops else None)
-    chosen.append(decoding.crop_and_resize(image, size, crop_rng, split.crop_fractions))
+    chosen.append(images.crop_and_resize(image, size, crop_rng, split.crop_fractions))
   if not chosen:
     raise ValueError(f'no readable image in {source.description}')
   return _to_float(chosen), [f'{config.dataset} validation #{k}' for k in range(len(chosen))]
@@ -92,7 +92,7 @@ def validation_images(
 def folder_images(image_dir: str, size: int,
                   count: int) -> tuple[np.ndarray, list[str], list[str]]:
   """The first `count` readable images below image_dir (sorted relative paths),
-  centre-cropped; their names, and 'file: reason' for each unreadable file skipped."""
+  centre-cropped; their names, and the reason (naming the file) of each unreadable one."""
   files = image_folder.list_image_files(image_dir)
   if not files:
     raise FileNotFoundError(
@@ -103,11 +103,11 @@ def folder_images(image_dir: str, size: int,
       break
     path = Path(image_dir, name)
     try:
-      pixels = decoding.decode_rgb(path.read_bytes())
-    except (OSError, decoding.UnreadableInputError) as error:
-      skipped.append(f'{path}: {error}')
+      pixels = image_files.read_photo(path, max_pixels=None)
+    except image_files.InputError as error:
+      skipped.append(str(error))
       continue
-    chosen.append(decoding.crop_and_resize(pixels, size, None))
+    chosen.append(images.crop_and_resize(pixels, size, None))
     names.append(name)
   if not chosen:
     raise ValueError(f'No readable image below {image_dir}: {"; ".join(skipped[:3])}')
@@ -145,7 +145,7 @@ def _band_balanced(names: Sequence[str], load: Callable[[int], np.ndarray], size
   return known, [names[i] for i in chosen]
 
 
-def masks_from_dir(mask_dir: str, polarity: masks.MaskPolarity, size: int, count: int,
+def masks_from_dir(mask_dir: str, polarity: image_files.MaskPolarity, size: int, count: int,
                    seed: int) -> tuple[np.ndarray, list[str]]:
   """`count` band-balanced masks of the files below mask_dir, read with `polarity`."""
   files = image_folder.list_image_files(mask_dir)
@@ -153,7 +153,7 @@ def masks_from_dir(mask_dir: str, polarity: masks.MaskPolarity, size: int, count
     raise FileNotFoundError(f'No mask files below {mask_dir}: {sorted(os.listdir(mask_dir))[:10]}')
 
   def load(index: int) -> np.ndarray:
-    return image_input.read_mask_file(Path(mask_dir, files[index]), polarity)
+    return image_files.read_mask(Path(mask_dir, files[index]), polarity)
 
   return _band_balanced(files, load, size, count, seed,
                         f'No mask below {mask_dir} has a hole ratio in (0, 60%] at {size}² '
@@ -164,13 +164,7 @@ def masks_from_records(records: images.TfdsRecords, size: int, count: int,
                        seed: int) -> tuple[np.ndarray, list[str]]:
   """`count` band-balanced masks of a prepared TFDS mask set's split."""
   names = [records.name(index) for index in range(len(records))]
-
-  def load(index: int) -> np.ndarray:
-    try:
-      return decoding.decode_stored_mask(records.load_bytes(index))
-    except decoding.UnreadableInputError as error:
-      raise ValueError(f'Cannot read mask {names[index]}: {error}') from error
-
+  load = functools.partial(mask_sources.read_stored_mask, records)
   return _band_balanced(names, load, size, count, seed,
                         f'No mask of {records.description} has a hole ratio in (0, 60%] at '
                         f'{size}².')

@@ -18,7 +18,6 @@ import threading
 
 import numpy as np
 
-from define_jax.data import decoding
 from define_jax.data import images
 from define_jax.data import mask_sources
 from define_jax.data import skips
@@ -94,7 +93,7 @@ class Examples:
       self._epoch_skips.record(epoch)
     else:
       raise ValueError(f'no readable image left in {self._split.images.description}')
-    image = decoding.crop_and_resize(
+    image = images.crop_and_resize(
         image,
         self._size,
         element_rng(self._seed, IMAGE_STREAM, element),

@@ -1,4 +1,5 @@
-"""Image sources (random access by index) and the registry of datasets (config.dataset).
+"""Image sources (random access by index), the registry of datasets (config.dataset) and the
+square crops every image is cut to.
 
 Adding a dataset is one builder `(config, split) -> ImageSplit` and one DATASETS entry.
 TensorFlow Datasets is imported only by the TFDS-backed sources, when they are built.
@@ -11,13 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+import cv2
 import ml_collections
 import numpy as np
 
-from define_jax.data import decoding
+from define_jax import image_files
+from define_jax.data import image_folder
+from define_jax.data import quickstart
 from define_jax.data import skips
-from define_jax.datasets import image_folder
-from define_jax.datasets import quickstart
 
 if TYPE_CHECKING:
   import tensorflow_datasets as tfds
@@ -41,7 +43,7 @@ class ImageSource(Protocol):
     ...
 
   def load(self, index: int, min_side: int) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; raises UnreadableInputError."""
+    """RGB uint8 [H, W, 3]; raises image_files.InputError."""
     ...
 
 
@@ -59,11 +61,8 @@ class FileImages:
     return str(self._root / self._relative_paths[index])
 
   def load(self, index: int, min_side: int) -> np.ndarray:
-    try:
-      data = (self._root / self._relative_paths[index]).read_bytes()
-    except OSError as error:
-      raise decoding.UnreadableInputError(str(error)) from error
-    return decoding.decode_rgb(data, min_side)
+    return image_files.read_photo(self._root / self._relative_paths[index], max_pixels=None,
+                                  min_side=min_side)
 
 
 class DecodedImages:
@@ -101,7 +100,8 @@ class TfdsRecords:
     return f'{self.description} #{index}'
 
   def load(self, index: int, min_side: int) -> np.ndarray:
-    return decoding.decode_rgb(self.load_bytes(index), min_side)
+    return image_files.read_photo(self.load_bytes(index), name=self.name(index),
+                                  max_pixels=None, min_side=min_side)
 
   def load_bytes(self, index: int) -> bytes:
     return self._source[index][self._feature]
@@ -111,7 +111,7 @@ def load_or_skip(images: ImageSource, index: int, min_side: int) -> np.ndarray |
   """The decoded image, or None (counted as a skipped image) if it is unreadable."""
   try:
     return images.load(index, min_side)
-  except decoding.UnreadableInputError as error:
+  except image_files.InputError as error:
     skips.SKIPS.record('images', images.name(index), str(error))
     return None
 
@@ -138,7 +138,7 @@ def prepare_command(name: str, config: ml_collections.ConfigDict) -> str:
 
 
 def _image_folder(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
-  """Any folder of photos, split by file name (datasets.image_folder)."""
+  """Any folder of photos, split by file name (data.image_folder)."""
   image_dir = config.image_dir
   if not image_dir:
     raise ValueError("dataset='image_folder' needs config.image_dir")
@@ -173,10 +173,10 @@ def _ffhq(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
 
 
 def _quickstart(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
-  """The photos shipped with scikit-image (datasets.quickstart), decoded once."""
+  """The photos shipped with scikit-image (data.quickstart), decoded once."""
   del config  # the photos are fixed
   paths = quickstart.photo_files(split)
-  images = [decoding.decode_rgb(path.read_bytes()) for path in paths]
+  images = [image_files.read_photo(path, max_pixels=None) for path in paths]
   source = DecodedImages(
       f'quickstart {split} photos in {quickstart.photo_dir()}', [p.name for p in paths], images
   )
@@ -193,3 +193,33 @@ DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], ImageSplit]] = {
 def image_split(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
   """The images of `split` ('train' or 'validation') of config.dataset."""
   return lookup(DATASETS, 'dataset', config.dataset)(config, split)
+
+
+def crop_and_resize(
+    image: np.ndarray,
+    size: int,
+    rng: np.random.Generator | None,
+    crop_fractions: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
+  """Square crop resized to size x size (antialiased when shrinking).
+
+  rng None: centre crop spanning the shorter side (evaluation). Otherwise a
+  random crop spanning a random fraction in `crop_fractions` of the shorter
+  side at a random position, mirrored left-right with probability 1/2.
+  """
+  height, width = image.shape[:2]
+  shorter = min(height, width)
+  if rng is None:
+    side = shorter
+    top, left = (height - side) // 2, (width - side) // 2
+  else:
+    side = max(1, round(rng.uniform(*crop_fractions) * shorter))
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+  crop = image[top : top + side, left : left + side]
+  interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+  resized = (
+      cv2.resize(crop, (size, size), interpolation=interpolation) if side != size else crop.copy()
+  )
+  if rng is not None and rng.random() < 0.5:
+    resized = cv2.flip(resized, 1)
+  return resized

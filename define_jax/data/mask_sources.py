@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import ml_collections
 import numpy as np
+from absl import logging
 
+from define_jax import image_files
 from define_jax import masks as mask_lib
-from define_jax.data import decoding
 from define_jax.data import images
 from define_jax.data import skips
 
 if TYPE_CHECKING:
   import tensorflow_datasets as tfds
+
+Key = TypeVar('Key')
 
 # Mask-set draws that are unreadable or degenerate (no hole / all hole) before
 # a generated mask stands in.
@@ -34,13 +38,33 @@ class MaskSet:
   tfds_name: str
   train_split: str
   eval_split: str
-  polarity: mask_lib.MaskPolarity  # of the files in config.mask_dir
+  # Whether white is hole or keep in the set's files; stated only here, used by its TFDS
+  # builder and by evaluate's --mask_dir.
+  polarity: image_files.MaskPolarity
 
+
+# The TFDS builders store masks as 0/1 PNGs, 1 = known: binary data whose white is kept.
+STORED_POLARITY = 'keep_white'
 
 MASK_SETS = {
     'nvidia_irregular': MaskSet('nvidia_irregular_masks', 'test', 'test', 'hole_white'),
     'qd_imd': MaskSet('qd_imd', 'train', 'test', 'keep_white'),
 }
+
+
+def read_mask_set_files(name: str,
+                        files: Iterable[tuple[Key, Path]]) -> Iterator[tuple[Key, np.ndarray]]:
+  """(key, uint8 [H, W, 1], 1 = known) of the manual files of MASK_SETS[name], read with its
+  polarity: what its TFDS builder stores. Unreadable and non-binary files are skipped with
+  a warning naming them."""
+  polarity = MASK_SETS[name].polarity
+  for key, path in files:
+    try:
+      known = image_files.read_mask(path, polarity, max_pixels=None)
+    except image_files.InputError as error:
+      logging.warning('Skipping %s', error)
+      continue
+    yield key, known[..., None]
 
 
 class MaskMaker(Protocol):
@@ -95,8 +119,8 @@ class MaskSetMasks:
     for _ in range(_MAX_MASK_DRAWS):
       index = int(rng.integers(len(source)))
       try:
-        known = decoding.decode_stored_mask(source.load_bytes(index))
-      except decoding.UnreadableInputError as error:
+        known = read_stored_mask(source, index)
+      except image_files.InputError as error:
         skips.SKIPS.record('masks', source.name(index), str(error))
         continue
       if mask_lib.is_degenerate(known):
@@ -113,6 +137,12 @@ class MaskSetMasks:
       if not mask_lib.is_degenerate(known):
         return known
     return self._generated.draw(rng)
+
+
+def read_stored_mask(records: images.TfdsRecords, index: int) -> np.ndarray:
+  """uint8 [H, W], 1 = known, of mask `index` of a prepared mask set (InputError naming it)."""
+  return image_files.read_mask(records.load_bytes(index), STORED_POLARITY,
+                               name=records.name(index), max_pixels=None)
 
 
 def prepared_mask_set(

@@ -23,6 +23,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
+from define_jax import image_files
+
 NUM_TRAIN_IMAGES = 60000
 NUM_IMAGES = 70000
 # Searched in this order: the full-resolution images are preferred.
@@ -60,8 +62,7 @@ def find_image_files(source_dir: Path) -> dict[int, Path]:
 
 def load_resized(path: Path, resolution: int) -> np.ndarray:
   """RGB uint8 [resolution, resolution, 3]: centre square, LANCZOS resize."""
-  with Image.open(path) as image:
-    image = image.convert('RGB')
+  image = Image.fromarray(image_files.read_photo(path, max_pixels=None))
   width, height = image.size
   side = min(width, height)
   box = (
@@ -141,15 +142,15 @@ class Ffhq(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, files: dict[int, Path]) -> Iterator[tuple[int, dict]]:
     resolution = self.builder_config.resolution
 
-    def load(item: tuple[int, Path]) -> tuple[int, Path, np.ndarray | Exception]:
+    def load(item: tuple[int, Path]) -> tuple[int, np.ndarray | image_files.InputError]:
       number, path = item
       try:
-        return number, path, load_resized(path, resolution)
-      except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for corrupt files
-        return number, path, error
+        return number, load_resized(path, resolution)
+      except image_files.InputError as error:  # names the file
+        return number, error
 
-    for number, path, image in _parallel_map_in_order(load, files.items()):
-      if isinstance(image, Exception):
-        logging.warning('Skipping unreadable image %s: %s', path, image)
+    for number, image in _parallel_map_in_order(load, files.items()):
+      if isinstance(image, image_files.InputError):
+        logging.warning('Skipping %s', image)
         continue
       yield number, {'image': image, 'image_number': number}

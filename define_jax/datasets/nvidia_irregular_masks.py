@@ -1,8 +1,9 @@
 """TFDS builder for the NVIDIA irregular hole masks (Liu et al. 2018, PConv test set).
 
-The files (`NNNNN.png`, 512x512, white = hole) are read from the manual
-directory; nothing is downloaded. The stored `mask` uses the project convention
-1 = known pixel, 0 = hole (uint8 values 0/1).
+The files (`NNNNN.png`, 512x512, white = hole, read with the polarity of
+mask_sources.MASK_SETS['nvidia_irregular']) are read from the manual directory; nothing is
+downloaded. The stored `mask` uses the project convention 1 = known pixel, 0 = hole (uint8
+values 0/1).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from define_jax import masks
+from define_jax.data import mask_sources
 
 # The official set holds 00000.png .. 11999.png: the hole-area ratio rises one
 # 10% band per block of 2,000 files, and the first 1,000 of each block touch
@@ -94,14 +95,9 @@ class NvidiaIrregularMasks(tfds.core.GeneratorBasedBuilder):
     return {'test': self._generate_examples(files)}
 
   def _generate_examples(self, files: dict[int, Path]) -> Iterator[tuple[int, dict]]:
-    for number, path in files.items():
-      try:
-        known = masks.decode_mask(path.read_bytes(), 'hole_white')
-      except ValueError as error:
-        logging.warning('Skipping unreadable mask %s: %s', path, error)
-        continue
+    for number, known in mask_sources.read_mask_set_files('nvidia_irregular', files.items()):
       yield number, {
-          'mask': known[..., None],
+          'mask': known,
           'hole_ratio_band': band_of(number),
           'touches_border': touches_border(number),
           'file_number': number,

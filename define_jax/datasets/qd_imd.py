@@ -1,8 +1,9 @@
 """TFDS builder for QD-IMD, the QuickDraw irregular mask dataset (Iskakov 2018).
 
-The files (`train/*.png`, `test/*.png`, 512x512, white = keep) are read from
-the manual directory; nothing is downloaded. The stored `mask` uses the
-project convention 1 = known pixel, 0 = hole (uint8 values 0/1).
+The files (`train/*.png`, `test/*.png`, 512x512, white = keep, read with the polarity of
+mask_sources.MASK_SETS['qd_imd']) are read from the manual directory; nothing is
+downloaded. The stored `mask` uses the project convention 1 = known pixel, 0 = hole (uint8
+values 0/1).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import tensorflow_datasets as tfds
-from absl import logging
 
-from define_jax import masks
+from define_jax.data import mask_sources
 
 SPLITS = ('train', 'test')
 
@@ -67,10 +67,6 @@ class QdImd(tfds.core.GeneratorBasedBuilder):
     return generators
 
   def _generate_examples(self, paths: list[Path]) -> Iterator[tuple[str, dict]]:
-    for path in paths:
-      try:
-        known = masks.decode_mask(path.read_bytes(), 'keep_white')
-      except ValueError as error:
-        logging.warning('Skipping unreadable mask %s: %s', path, error)
-        continue
-      yield path.name, {'mask': known[..., None], 'file_name': path.name}
+    named = ((path.name, path) for path in paths)
+    for name, known in mask_sources.read_mask_set_files('qd_imd', named):
+      yield name, {'mask': known, 'file_name': name}

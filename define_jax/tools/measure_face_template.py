@@ -24,8 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from define_jax import faces
-from define_jax.data import decoding
-from define_jax.datasets import image_folder
+from define_jax import image_files
+from define_jax.data import image_folder
 
 LANDMARK_NAMES = ('left eye', 'right eye', 'nose', 'left mouth', 'right mouth')
 # Left-right mirroring maps each landmark onto this one (the eyes and mouth corners swap).
@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   measured, missed, start = [], [], time.time()
   for i, name in enumerate(files, 1):
     try:
-      image = decoding.decode_rgb((image_dir / name).read_bytes())
-    except (OSError, decoding.UnreadableInputError) as error:
-      print(f'skipped unreadable {name}: {error}', file=sys.stderr)
+      image = image_files.read_photo(image_dir / name, max_pixels=None)
+    except image_files.InputError as error:
+      print(f'skipped {error}', file=sys.stderr)
       continue
     landmarks = canvas_landmarks(detector, image)
     if landmarks is None:
