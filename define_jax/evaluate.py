@@ -42,6 +42,7 @@ from tqdm import tqdm
 from define_jax import baselines
 from define_jax import compilation_cache
 from define_jax import console
+from define_jax import memory
 from define_jax import metrics
 from define_jax import scoring
 from define_jax import visualize
@@ -249,6 +250,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--batch_size', type=int, default=32, help='Images per scoring batch.')
   parser.add_argument('--seed', type=int, default=evaluation.MASK_SEED,
                       help='Seed of the mask choice.')
+  parser.add_argument('--max_memory_gb', type=memory.positive_gb,
+                      default=memory.DEFAULT_MAX_MEMORY_GB,
+                      help='Refuse an --image_size whose inpainting with --fit (a --batch_size '
+                      "batch at once for 'resize' and 'pad', one image for 'auto') would take "
+                      f'more memory than this (default {memory.DEFAULT_MAX_MEMORY_GB:g}; '
+                      'define_jax/memory.py).')
   options = parser.parse_args(argv)
   if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1
       or options.image_size < 0):
@@ -308,12 +315,15 @@ def prepare_report_dir(options: argparse.Namespace) -> Path:
 def run(argv: Sequence[str]) -> dict:
   """Evaluates as the command line says; returns {'markdown', 'rows', 'out_dir'}."""
   options = parse_args(argv)
-  out_dir = prepare_report_dir(options)
   inpainter = Inpainter.load(options.checkpoint)
   size = options.image_size or inpainter.image_size
   if size < MIN_IMAGE_SIZE:
     raise ValueError(f'--image_size {size}: LPIPS needs at least {MIN_IMAGE_SIZE}×'
                      f'{MIN_IMAGE_SIZE} pixels (its network halves the size four times).')
+  per_call = 1 if options.fit == 'auto' else options.batch_size  # 'auto': image by image.
+  memory.check(options.fit, size, size, f'--image_size {size}', options.max_memory_gb,
+               count=per_call, base_features=inpainter.config.base_features)
+  out_dir = prepare_report_dir(options)
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, options.fit)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,
