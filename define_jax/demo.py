@@ -369,7 +369,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--max_pixels', type=int, default=image_input.DEFAULT_MAX_PIXELS,
                       help='Refuse photos with more pixels, from their header (default '
                       f'{image_input.DEFAULT_MAX_PIXELS:,}).')
-  memory.add_argument(parser)
+  memory.add_argument(parser, ('demo',))
   parser.add_argument('--max_upload_mb', type=int, default=DEFAULT_MAX_UPLOAD_MB,
                       help=f'Largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB}).')
   parser.add_argument('--keep_files_s', type=int, default=DEFAULT_KEEP_FILES_S,

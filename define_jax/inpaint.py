@@ -16,9 +16,9 @@ binary (1 = white); a mask of one colour with varying transparency is read from 
 black and white with anti-aliased edges at most (see image_input.known_mask; thresholded at
 --mask_threshold, mid-grey by default) and keep at least one pixel unless
 --allow_all_hole is given. Images over --max_pixels (50 megapixels by default), and photos
-whose inpainting with --fit would need more than --max_memory_gb (4 GB by default, about
-N megapixels with --fit auto; define_jax/memory.py) are refused from their header, before
-decoding.
+whose inpainting with --fit would need more memory than --max_memory_gb (4 GB by default:
+about 8.6 megapixels with --fit auto, 9.4 with pad, 29 with resize; define_jax/memory.py),
+are refused from their header, before decoding.
 
 Nothing is lost: an input is never overwritten (not even with --overwrite), an existing
 output needs --overwrite, two inputs that would be written to one output (x.jpg and x.png)

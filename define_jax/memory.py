@@ -44,16 +44,23 @@ class Cost:
   network_bytes_per_pixel: float = 0.0
 
 
-# Measured with `python -m define_jax.benchmark memory` (memory_measurement.py: peak RSS of
-# a child process, square photos 512² to 3000², the packaged faces128 model, 32 base
-# features) on a 2-core x86-64 CPU, shared; fitted lines rounded up. XLA on CPU; an
-# accelerator keeps the network's activations in its own memory instead.
+# Measured with `python -m define_jax.benchmark memory` (memory_measurement.py: peak
+# resident memory of a child process, compiling without the cache, the packaged faces128
+# model with 32 base features; square photos 512², 1024², 2048², 3000²) on this project's
+# 2-core x86-64 CPU, shared. Fitted lines (baseline GB + bytes per pixel), GB at 3000²:
+#   decode 0.05 + 14 (0.17), resize 0.66 + 98 (1.55), pad 0.62 + 312 (3.43),
+#   auto 0.79 + 321 (3.71), demo 0.78 + 346 (3.89);
+# rounded up below (baseline +0.15 GB or more for the compiler's variation, about 10 % more
+# per pixel). 'resize' runs the network on the model's canvas only: its cost per pixel is
+# the photo's float copies and resizing; the network at the photo's resolution adds about
+# 215 bytes per pixel ('pad' less 'resize'). XLA on CPU; an accelerator keeps the
+# network's activations in its own memory instead.
 COSTS: dict[str, Cost] = {
-    'decode': Cost(0.1, 20.0),
-    'resize': Cost(0.8, 100.0),
-    'pad': Cost(0.8, 400.0, 300.0),
-    'auto': Cost(0.9, 450.0, 300.0),
-    'demo': Cost(1.2, 500.0, 300.0),
+    'decode': Cost(0.1, 16.0),
+    'resize': Cost(0.8, 110.0),
+    'pad': Cost(0.8, 340.0, 230.0),
+    'auto': Cost(1.0, 350.0, 230.0),
+    'demo': Cost(1.0, 380.0, 230.0),
 }
 # The width the network's share was measured at; wider models cost more per pixel.
 MEASURED_BASE_FEATURES = 32
@@ -93,9 +100,9 @@ def check(path: str, width: int, height: int, name: str, max_memory_gb: float | 
   raise InputError(
       f'{name} is {photos}{width}×{height} ({pixel_count(pixels)}): {_DESCRIPTIONS[path]} '
       f'would peak at about {peak_bytes(path, pixels, base_features) / GB:.3g} GB, over the '
-      f'bound of {max_memory_gb:g} GB, which allows {pixel_count(limit)} (about '
-      f'{math.isqrt(limit)}×{math.isqrt(limit)}). Downscale it, or raise --max_memory_gb '
-      '(max_memory_gb=).', 'too large')
+      f'bound of {max_memory_gb:g} GB (max_memory_gb, --max_memory_gb), which allows '
+      f'{pixel_count(limit)} (about {math.isqrt(limit)}×{math.isqrt(limit)}). Downscale it '
+      'or raise the bound.', 'too large')
 
 
 def photo_size(item: Any) -> tuple[int, int, int] | None:
@@ -141,9 +148,20 @@ def positive_gb(text: str) -> float:
   return value
 
 
-def add_argument(parser: argparse.ArgumentParser) -> None:
+def limits_text(max_memory_gb: float, paths: tuple[str, ...] = ('auto', 'pad', 'resize')
+                ) -> str:
+  """'about 8.6 megapixels with --fit auto, … pad, … resize' under max_memory_gb."""
+  return 'about ' + ', '.join(
+      pixel_count(max_pixels(path, max_memory_gb)) +
+      (' in the demo' if path == 'demo' else f' with --fit {path}') for path in paths)
+
+
+def add_argument(parser: argparse.ArgumentParser,
+                 paths: tuple[str, ...] = ('auto', 'pad', 'resize')) -> None:
+  """--max_memory_gb, its help naming the photo limit of each of `paths`."""
   parser.add_argument(
       '--max_memory_gb', type=positive_gb, default=DEFAULT_MAX_MEMORY_GB,
-      help='Refuse photos whose inpainting would take more memory than this, estimated from '
-      f'the size in the file\'s header before decoding (default {DEFAULT_MAX_MEMORY_GB:g}; '
-      f'about {pixel_count(max_pixels("auto", DEFAULT_MAX_MEMORY_GB))} with --fit auto).')
+      help='Refuse photos whose inpainting would take more memory than this many GB, '
+      "estimated from the size in the file's header before decoding (default "
+      f'{DEFAULT_MAX_MEMORY_GB:g}: {limits_text(DEFAULT_MAX_MEMORY_GB, paths)}; '
+      'define_jax/memory.py).')

@@ -16,6 +16,7 @@ rounded-up coefficients.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
@@ -119,18 +120,34 @@ def fit_line(pixels: Sequence[float], peaks: Sequence[float]) -> tuple[float, fl
   return float(intercept), float(slope)
 
 
-def measure(paths: Sequence[str], sides: Sequence[int]) -> dict[str, dict[int, int]]:
-  """Peak RSS in bytes of each path at each side."""
-  peaks: dict[str, dict[int, int]] = {path: {} for path in paths}
+def measure(sides_by_path: dict[str, Sequence[int]]) -> dict[str, dict[int, int]]:
+  """Peak RSS in bytes of each path at each of its sides."""
+  peaks: dict[str, dict[int, int]] = {path: {} for path in sides_by_path}
   with tempfile.TemporaryDirectory(prefix='define_jax_memory_') as directory:
-    for side in sides:
+    for side in sorted({side for sides in sides_by_path.values() for side in sides}):
       photo, mask = write_photo(Path(directory), side)
-      for path in paths:
+      for path in (path for path, sides in sides_by_path.items() if side in sides):
         peaks[path][side] = peak_rss_bytes(command(path, photo, mask,
                                                    Path(directory, f'out_{path}.png')))
         print(f'{path:>6} {side}²: {peaks[path][side] / memory.GB:.2f} GB', file=sys.stderr,
               flush=True)
   return peaks
+
+
+def limit_sides(paths: Sequence[str], max_memory_gb: float) -> dict[str, list[int]]:
+  """Each path's largest square photo under the bound, by memory.py's model."""
+  return {path: [math.isqrt(memory.max_pixels(path, max_memory_gb))] for path in paths}
+
+
+def limit_report(peaks: dict[str, dict[int, int]], max_memory_gb: float) -> str:
+  """A Markdown table: each path at its limit, estimated and measured peak."""
+  lines = [f'At the limit of {max_memory_gb:g} GB on {machine()}:', '',
+           '| path | photo | estimated peak (GB) | measured peak (GB) |', '|---|---|---|---|']
+  for path, by_side in peaks.items():
+    for side, peak in by_side.items():
+      lines.append(f'| {path} | {side}² | {memory.peak_bytes(path, side * side) / memory.GB:.2f}'
+                   f' | {peak / memory.GB:.2f} |')
+  return '\n'.join(lines)
 
 
 def machine() -> str:
@@ -152,3 +169,16 @@ def report(peaks: dict[str, dict[int, int]]) -> tuple[str, dict[str, dict[str, f
     lines.append(f'| {path} | ' + ' | '.join(cells) +
                  f' | {baseline / memory.GB:.2f} | {per_pixel:.0f} |')
   return '\n'.join(lines), model
+
+
+def run(paths: Sequence[str], sides: Sequence[int], at_limit: float | None) -> dict:
+  """Prints the table (per size, or with `at_limit` each path at its limit under that many
+  GB); returns benchmark's JSON row."""
+  row = {'benchmark': 'memory', 'machine': machine()}
+  if at_limit:
+    peaks = measure(limit_sides(paths, at_limit))
+    print(limit_report(peaks, at_limit), flush=True)
+    return {**row, 'max_memory_gb': at_limit, 'peak_bytes': peaks}
+  table, model = report(measure({path: sides for path in paths}))
+  print(table, flush=True)
+  return {**row, 'sides': list(sides), 'model': model}
