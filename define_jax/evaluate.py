@@ -288,10 +288,10 @@ def _written_by_evaluate(out_dir: Path) -> set[str]:
     return set()
 
 
-def prepare_report_dir(options: argparse.Namespace) -> Path:
-  """The report directory, created; ValueError before any scoring when it is a file, lies
-  inside --image_dir or --mask_dir (the report would be read as input next time), or holds
-  a file of a report's name that evaluate did not write (it is never overwritten)."""
+def check_report_dir(options: argparse.Namespace) -> Path:
+  """The report directory; ValueError before any scoring when it is a file, lies inside
+  --image_dir or --mask_dir (the report would be read as input next time), or holds a file
+  of a report's name that evaluate did not write (it is never overwritten)."""
   out_dir = report_dir(options)
   if out_dir.exists() and not out_dir.is_dir():
     raise ValueError(f'--out {out_dir} is a file, not a directory.')
@@ -305,16 +305,20 @@ def prepare_report_dir(options: argparse.Namespace) -> Path:
   if foreign:
     raise ValueError(f'--out {out_dir} already holds {", ".join(foreign)}, not written by '
                      'evaluate; choose an empty or new folder (nothing is overwritten).')
+  return out_dir
+
+
+def create_report_dir(out_dir: Path) -> None:
   try:
     out_dir.mkdir(parents=True, exist_ok=True)
   except OSError as error:
     raise ValueError(f'Cannot create --out {out_dir}: {error.strerror or error}.') from error
-  return out_dir
 
 
 def run(argv: Sequence[str]) -> dict:
   """Evaluates as the command line says; returns {'markdown', 'rows', 'out_dir'}."""
   options = parse_args(argv)
+  out_dir = check_report_dir(options)
   inpainter = Inpainter.load(options.checkpoint)
   size = options.image_size or inpainter.image_size
   if size < MIN_IMAGE_SIZE:
@@ -323,7 +327,7 @@ def run(argv: Sequence[str]) -> dict:
   per_call = 1 if options.fit == 'auto' else options.batch_size  # 'auto': image by image.
   memory.check(options.fit, size, size, f'--image_size {size}', options.max_memory_gb,
                count=per_call, base_features=inpainter.config.base_features)
-  out_dir = prepare_report_dir(options)
+  create_report_dir(out_dir)  # Only once nothing refuses the run.
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, options.fit)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,

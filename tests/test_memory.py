@@ -120,3 +120,17 @@ def test_demo_shows_the_memory_error_in_the_page(inpainter):
   value = {'background': Image.new('RGB', (256, 256)), 'layers': [Image.fromarray(holes)]}
   with pytest.raises(gr.Error, match='--max_memory_gb'):
     page.inpaint(value)
+
+
+def test_measurement_counts_the_child_s_own_memory_and_fits_its_line(tmp_path):
+  from define_jax import memory_measurement
+
+  ballast = np.ones(300 * 2**20 // 8)  # The parent's 300 MB must not count for the child.
+  photo, mask = memory_measurement.write_photo(tmp_path, 64)
+  peak = memory_measurement.peak_rss_bytes(
+      memory_measurement.command('decode', photo, mask, tmp_path / 'out.png'))
+  assert 10e6 < peak < 200e6 and ballast.size
+  peaks = {'pad': {side: int(0.6e9 + 300 * side * side) for side in (512, 1024, 2048)}}
+  table, model = memory_measurement.report(peaks)
+  assert model == {'pad': {'baseline_gb': 0.6, 'bytes_per_pixel': 300.0}}
+  assert '| pad | 0.68 | 0.91 | 1.86 | 0.60 | 300 |' in table
