@@ -51,10 +51,11 @@ class Cost:
 #   decode 0.05 + 14 (0.17), resize 0.66 + 98 (1.55), pad 0.62 + 312 (3.43),
 #   auto 0.79 + 321 (3.71), demo 0.78 + 346 (3.89);
 # rounded up below (baseline +0.15 GB or more for the compiler's variation, about 10 % more
-# per pixel). 'resize' runs the network on the model's canvas only: its cost per pixel is
-# the photo's float copies and resizing; the network at the photo's resolution adds about
-# 215 bytes per pixel ('pad' less 'resize'). XLA on CPU; an accelerator keeps the
-# network's activations in its own memory instead.
+# per pixel). At their limits under 4 GB (`benchmark memory --at_limit 4`) the paths
+# peaked at 3.42 to 3.48 GB. 'resize' runs the network on the model's canvas only: its
+# cost per pixel is the photo's float copies and resizing; the network at the photo's
+# resolution adds about 215 bytes per pixel ('pad' less 'resize'). XLA on CPU; an
+# accelerator keeps the network's activations in its own memory instead.
 COSTS: dict[str, Cost] = {
     'decode': Cost(0.1, 16.0),
     'resize': Cost(0.8, 110.0),

@@ -11,7 +11,8 @@ unlike getrusage, which counts the forking parent's pages too) when it exits:
 The photo is the public-domain astronaut scaled to the size, its face partly a hole, so
 fit='auto' finds a face and fills it through its aligned crop. A least-squares line
 per path, peak = baseline + bytes per pixel × pixels, is the model; memory.py holds its
-rounded-up coefficients.
+rounded-up coefficients. With --at_limit GB each path runs once at its largest square photo
+under that bound (memory.max_pixels), which checks the model where it matters.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from PIL import Image
 from define_jax import compilation_cache
 from define_jax import memory
 
-PATHS = ('decode', 'resize', 'pad', 'auto', 'demo')
-DEFAULT_SIDES = (512, 1024, 2048, 3000)
-
-# Prefixed to every child's program: its peak resident memory in kB to PEAK_FILE at exit.
+# Prefixed to every child's program: its peak resident memory (kB) to DEFINE_JAX_PEAK_FILE
+# at exit.
 _PEAK_AT_EXIT = """
 import atexit, os, sys
 def _write_peak():
