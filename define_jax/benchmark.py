@@ -11,13 +11,18 @@ r"""Benchmarks, one subcommand each, each printing ONE JSON line.
         [--batch 1] [--dtype float32] [--steps N]
     python -m define_jax.benchmark torch [the flags of train]
     python -m define_jax.benchmark faces [--photo PATH | --image_size 1024] [--steps N]
+    python -m define_jax.benchmark memory [--sides 512 1024 2048 3000] [--paths auto pad]
+    python -m define_jax.benchmark memory --at_limit 4 --paths resize pad auto demo
 
 Subcommands import their heavy dependencies lazily: only `pipeline` imports
 TensorFlow. `env` reports devices, versions and the convolution path. `train` and `infer`
 run the real pmapped train step / the inference step on synthetic data and need only jax,
 flax, optax, orbax and numpy (config files load without ml_collections through
 config_fallback; `infer` times the network alone where Pillow or OpenCV is missing).
-`torch` times the naoto0804-style PyTorch train step (torch_reference) at the same settings.
+`memory` prints a table of peak RAM per photo size and the fitted memory model, or with
+--at_limit each path's peak at its largest photo under a bound (before its JSON line; see
+memory_measurement.py). `torch` times the naoto0804-style PyTorch train step
+(torch_reference) at the same settings.
 scripts/accelerator_benchmarks.sh runs them all on an accelerator host.
 """
 
@@ -404,6 +409,11 @@ def run_faces(args: argparse.Namespace) -> dict:
   }
 
 
+def run_memory(args: argparse.Namespace) -> dict:
+  from define_jax import memory_measurement
+  return memory_measurement.run(args.paths, args.sides, args.at_limit)
+
+
 def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | None,
                      load_before: float) -> dict:
   """What was measured, and under what conditions."""
@@ -429,7 +439,7 @@ def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | No
 
 SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     'pipeline': run_pipeline, 'train': run_train, 'infer': run_infer, 'torch': run_torch,
-    'env': run_env, 'faces': run_faces}
+    'env': run_env, 'faces': run_faces, 'memory': run_memory}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
   faces.add_argument('--image_size', type=int, default=1024,
                      help='side of the square astronaut photo without --photo (default 1024)')
   faces.add_argument('--steps', type=int, default=5, help='timed calls after the first')
+  memory = subcommands.add_parser('memory', help='peak RAM of inference per photo size')
+  memory.add_argument('--sides', type=int, nargs='+', default=[512, 1024, 2048, 3000],
+                      help='photo sides to measure (square photos)')
+  paths = ['decode', 'resize', 'pad', 'auto', 'demo']  # memory.COSTS
+  memory.add_argument('--paths', nargs='+', default=paths, choices=paths,
+                      help='what to measure (default: all)')
+  memory.add_argument('--at_limit', type=float, metavar='GB',
+                      help="instead: each path at its largest photo under this bound "
+                      "(memory.py's model), to check that the peak stays under it")
   return parser
 
 

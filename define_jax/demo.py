@@ -19,8 +19,10 @@ Safety and resources:
     machine (DNS rebinding) and cross-origin POSTs are refused (LocalOnly);
   - Gradio's analytics are off and nothing is fetched from the internet (the page's fonts
     and scripts come from the installed package);
-  - uploads over --max_upload_mb are cut off while streaming; images over --max_pixels are
-    refused from their header before decoding (image_files.open_image);
+  - uploads over --max_upload_mb are cut off while streaming; images over --max_pixels, and
+    photos whose inpainting would need more than --max_memory_gb (4 GB by default;
+    memory.py's 'demo' line), are refused from their header before decoding, with a message
+    in the page;
   - uploaded and result files are deleted from Gradio's cache --keep_files_s after they
     arrive (and all of them when the server stops, on Ctrl-C or SIGTERM), and so is the
     temporary folder of examples, the only folder whose files are served (--examples
@@ -54,6 +56,7 @@ from PIL import Image
 from define_jax import compilation_cache
 from define_jax import console
 from define_jax import image_files
+from define_jax import memory
 from define_jax import output_files
 from define_jax.image_files import InputError
 from define_jax.inference import Inpainter, MAX_PASSES
@@ -141,8 +144,10 @@ def user_error(message: str) -> gr.Error:
 # --- The editor: pixel limit before decoding, photo and painted layers ---------------------
 
 
-def hole_editor(max_pixels: int | None, **kwargs) -> gr.ImageEditor:
-  """gr.ImageEditor whose images are read by image_files.open_image: the pixel limit is
+def hole_editor(max_pixels: int | None, check_memory: Callable[[Any, str], None],
+                **kwargs) -> gr.ImageEditor:
+  """gr.ImageEditor whose images are read by image_files.open_image: the pixel limit and
+  `check_memory(file, name)` (an InputError for a photo too large for the memory bound) are
   checked from the header before decoding and 16-bit photos are scaled (not clipped).
 
   Its value holds PIL images: the background and composite as RGB (transparency on white),
@@ -159,6 +164,7 @@ def hole_editor(max_pixels: int | None, **kwargs) -> gr.ImageEditor:
     else:  # A file sent by an API client, already in Gradio's cache.
       source, name = file.path, f'The photo {file.orig_name or ""}'.strip()
     try:
+      check_memory(source, name)
       image = image_files.open_image(source, name=name, max_pixels=max_pixels)
       if not flatten_on_white:
         return image.convert('RGBA')
@@ -190,8 +196,14 @@ def photo_and_holes(value: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarra
 class Demo:
   """The request logic: one Inpainter (the inference core), OpenCV Telea beside it."""
 
-  def __init__(self, inpainter: Inpainter):
+  def __init__(self, inpainter: Inpainter,
+               max_memory_gb: float = memory.DEFAULT_MAX_MEMORY_GB):
     self.inpainter = inpainter
+    self.max_memory_gb = max_memory_gb
+
+  def check_memory(self, photo: Any, name: str) -> None:
+    """InputError when the demo would need more than max_memory_gb for this photo."""
+    self.inpainter.check_memory(photo, name, 'demo', self.max_memory_gb)
 
   def describe(self) -> str:
     config = self.inpainter.config
@@ -202,7 +214,9 @@ class Demo:
   def run(self, photo: np.ndarray, holes: np.ndarray, passes: int) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     try:
-      result = self.inpainter(photo, holes, polarity='hole_white', passes=passes)
+      self.check_memory(photo, 'The photo')
+      result = self.inpainter(photo, holes, polarity='hole_white', passes=passes,
+                              max_memory_gb=self.max_memory_gb)
     except InputError as error:
       raise user_error(str(error).replace('The mask', 'The painted mask')) from None
     return result, time.perf_counter() - start
@@ -259,11 +273,12 @@ class Demo:
             f'{fit[0].upper()}{fit[1:]}.')
 
 
-def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> list[str]:
+def write_examples(directory: Path, extra_dir: str | None, max_pixels: int,
+                   check_memory: Callable[[Any, str], None]) -> list[str]:
   """PNG files of scikit-image's photographs (no network), then copies of up to
   MAX_EXTRA_EXAMPLES images from extra_dir, all in `directory` (the only folder the server
-  serves files from: nothing else below extra_dir is reachable); unreadable extras are
-  skipped with a warning."""
+  serves files from: nothing else below extra_dir is reachable); unreadable extras and
+  those too large for the memory bound are skipped with a warning."""
   import skimage.data
 
   paths = []
@@ -277,6 +292,7 @@ def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> l
     files = sorted(p for p in Path(extra_dir).rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
     for file in files[:MAX_EXTRA_EXAMPLES]:
       try:
+        check_memory(file, str(file))
         image_files.open_image(file, max_pixels=max_pixels)
       except InputError as error:
         log.warning('Skipping example: %s', error)
@@ -289,15 +305,16 @@ def write_examples(directory: Path, extra_dir: str | None, max_pixels: int) -> l
 
 def build(inpainter: Inpainter, *, examples: Sequence[str] = (),
           max_pixels: int = image_files.DEFAULT_MAX_PIXELS,
+          max_memory_gb: float = memory.DEFAULT_MAX_MEMORY_GB,
           keep_files_s: int = DEFAULT_KEEP_FILES_S) -> gr.Blocks:
   """The Gradio app (not launched). Event API names: 'inpaint' and 'again'."""
-  demo = Demo(inpainter)
+  demo = Demo(inpainter, max_memory_gb)
   with gr.Blocks(title='DeFINe face inpainting', analytics_enabled=False,
                  delete_cache=(max(1, keep_files_s // 2), keep_files_s)) as app:
     gr.Markdown(f'## DeFINe face inpainting\n{demo.describe()}')
     with gr.Row():
       editor = hole_editor(
-          max_pixels, label='Photo: paint the holes', elem_id='editor',
+          max_pixels, demo.check_memory, label='Photo: paint the holes', elem_id='editor',
           sources=('upload', 'clipboard'), layers=False, transforms=(), format='png',
           brush=gr.Brush(colors=['#ff00ff'], color_mode='fixed', default_size=12),
           eraser=gr.Eraser(default_size=12), height=520)
@@ -346,6 +363,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--max_pixels', type=int, default=image_files.DEFAULT_MAX_PIXELS,
                       help='Refuse photos with more pixels, from their header (default '
                       f'{image_files.DEFAULT_MAX_PIXELS:,}).')
+  memory.add_argument(parser, ('demo',))
   parser.add_argument('--max_upload_mb', type=int, default=DEFAULT_MAX_UPLOAD_MB,
                       help=f'Largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB}).')
   parser.add_argument('--keep_files_s', type=int, default=DEFAULT_KEEP_FILES_S,
@@ -404,8 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path) -> int:
   """Serves the app until Ctrl-C or SIGTERM; closing it deletes uploads and results."""
-  examples = write_examples(examples_dir, options.examples, options.max_pixels)
+  examples = write_examples(examples_dir, options.examples, options.max_pixels,
+                            Demo(inpainter, options.max_memory_gb).check_memory)
   app = build(inpainter, examples=examples, max_pixels=options.max_pixels,
+              max_memory_gb=options.max_memory_gb,
               keep_files_s=options.keep_files_s)
   port = free_port(options.host) if options.port == 0 else options.port
   bound_anywhere = options.host in ('0.0.0.0', '::', '')

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from define_jax import baselines
 from define_jax import compilation_cache
 from define_jax import console
+from define_jax import memory
 from define_jax import metrics
 from define_jax import scoring
 from define_jax import visualize
@@ -249,6 +250,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--batch_size', type=int, default=32, help='Images per scoring batch.')
   parser.add_argument('--seed', type=int, default=evaluation.MASK_SEED,
                       help='Seed of the mask choice.')
+  parser.add_argument('--max_memory_gb', type=memory.positive_gb,
+                      default=memory.DEFAULT_MAX_MEMORY_GB,
+                      help='Refuse an --image_size whose inpainting with --fit (a --batch_size '
+                      "batch at once for 'resize' and 'pad', one image for 'auto') would take "
+                      f'more memory than this (default {memory.DEFAULT_MAX_MEMORY_GB:g}; '
+                      'define_jax/memory.py).')
   options = parser.parse_args(argv)
   if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1
       or options.image_size < 0):
@@ -281,10 +288,10 @@ def _written_by_evaluate(out_dir: Path) -> set[str]:
     return set()
 
 
-def prepare_report_dir(options: argparse.Namespace) -> Path:
-  """The report directory, created; ValueError before any scoring when it is a file, lies
-  inside --image_dir or --mask_dir (the report would be read as input next time), or holds
-  a file of a report's name that evaluate did not write (it is never overwritten)."""
+def check_report_dir(options: argparse.Namespace) -> Path:
+  """The report directory; ValueError before any scoring when it is a file, lies inside
+  --image_dir or --mask_dir (the report would be read as input next time), or holds a file
+  of a report's name that evaluate did not write (it is never overwritten)."""
   out_dir = report_dir(options)
   if out_dir.exists() and not out_dir.is_dir():
     raise ValueError(f'--out {out_dir} is a file, not a directory.')
@@ -298,22 +305,29 @@ def prepare_report_dir(options: argparse.Namespace) -> Path:
   if foreign:
     raise ValueError(f'--out {out_dir} already holds {", ".join(foreign)}, not written by '
                      'evaluate; choose an empty or new folder (nothing is overwritten).')
+  return out_dir
+
+
+def create_report_dir(out_dir: Path) -> None:
   try:
     out_dir.mkdir(parents=True, exist_ok=True)
   except OSError as error:
     raise ValueError(f'Cannot create --out {out_dir}: {error.strerror or error}.') from error
-  return out_dir
 
 
 def run(argv: Sequence[str]) -> dict:
   """Evaluates as the command line says; returns {'markdown', 'rows', 'out_dir'}."""
   options = parse_args(argv)
-  out_dir = prepare_report_dir(options)
+  out_dir = check_report_dir(options)
   inpainter = Inpainter.load(options.checkpoint)
   size = options.image_size or inpainter.image_size
   if size < MIN_IMAGE_SIZE:
     raise ValueError(f'--image_size {size}: LPIPS needs at least {MIN_IMAGE_SIZE}×'
                      f'{MIN_IMAGE_SIZE} pixels (its network halves the size four times).')
+  per_call = 1 if options.fit == 'auto' else options.batch_size  # 'auto': image by image.
+  memory.check(options.fit, size, size, f'--image_size {size}', options.max_memory_gb,
+               count=per_call, base_features=inpainter.config.base_features)
+  create_report_dir(out_dir)  # Only once nothing refuses the run.
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, options.fit)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,

@@ -28,9 +28,10 @@ from typing import Any, Literal, Union
 import numpy as np
 from PIL import Image, ImageOps
 
-# 50 megapixels: a 50 MP photo takes 150 MB as uint8 RGB and about 2 GB while being
-# inpainted at full resolution (float32 copies, resize buffers), which a 24 GiB machine
-# handles; a 144 MP decompression bomb (12000×12000) took 10.5 GB before this limit.
+# 50 megapixels: the largest image or mask decoded at all (150 MB as uint8 RGB); a 144 MP
+# decompression bomb (12000×12000) took 10.5 GB before this limit. Inpainting needs far
+# more per pixel (about 320 bytes with fit='auto', measured): it is bounded separately, by
+# memory.py's model and --max_memory_gb (4 GB: about 8.6 megapixels with fit='auto').
 DEFAULT_MAX_PIXELS = 50_000_000
 
 MaskPolarity = Literal['hole_white', 'keep_white']

@@ -35,6 +35,7 @@ from define_jax import image_files
 from define_jax import image_input
 from define_jax import losses
 from define_jax import masks
+from define_jax import memory
 from define_jax import steps
 from define_jax import weight_checks
 from define_jax.image_files import InputError
@@ -192,6 +193,11 @@ def _restore_dtype(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
   return result.astype(dtype)
 
 
+def _check_fit(fit: str) -> None:
+  if fit not in FITS:
+    raise ValueError(f'fit={fit!r}: expected one of {FITS}.')
+
+
 def _resize_known(known: np.ndarray, height: int, width: int) -> np.ndarray:
   """Resizes float [N, h, w, 1] known-masks to height×width (area, threshold at 0.5)."""
   resized = [masks.resize_mask(k[..., 0].astype(np.uint8), (height, width)) for k in known]
@@ -207,6 +213,9 @@ class Inpainter:
 
   # Largest image or mask accepted by __call__ (height × width); set it per instance.
   max_pixels: int | None = image_files.DEFAULT_MAX_PIXELS
+  # Bound on a call's estimated peak memory in GB (memory.py): larger photos are refused
+  # before decoding; None: no bound. Set it per instance.
+  max_memory_gb: float | None = memory.DEFAULT_MAX_MEMORY_GB
   # NaN or infinite outputs raise ValueError (never a picture); training's evaluation turns
   # this off: a diverging run is stopped by its own non-finite guard, with a checkpoint kept.
   refuse_non_finite: bool = True
@@ -291,6 +300,13 @@ class Inpainter:
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
     return losses.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
+  def check_memory(self, photo: Any, name: str, path: memory.Path,
+                   max_memory_gb: float | None) -> None:
+    """InputError naming the photo when `path` (a fit, or 'demo') would take it over
+    max_memory_gb, read from a file's header before decoding (memory.check_input)."""
+    memory.check_input(path, photo, name, max_memory_gb,
+                       base_features=self.config.base_features)
+
   @property
   def detector(self) -> Callable[[np.ndarray], list[Any]]:
     if self._detector is None:
@@ -328,8 +344,7 @@ class Inpainter:
     if not 1 <= passes <= MAX_PASSES:
       raise ValueError(f'passes={passes}: need 1 to {MAX_PASSES} passes (later passes change '
                        'little).')
-    if fit not in FITS:
-      raise ValueError(f'fit={fit!r}: expected one of {FITS}.')
+    _check_fit(fit)
     if images.shape[:3] != known.shape[:3] or known.shape[3:] != (1,):
       raise ValueError(f'Images {images.shape} and masks {known.shape} do not match: need '
                        '[N, H, W, 3] and [N, H, W, 1].')
@@ -349,7 +364,7 @@ class Inpainter:
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
                polarity: Polarity, passes: int = 1, fit: Fit = 'auto',
                resize_mask: bool = False, allow_all_hole: bool = False,
-               max_pixels: int | None = None,
+               max_pixels: int | None = None, max_memory_gb: float | None = None,
                mask_threshold: float = image_files.DEFAULT_MASK_THRESHOLD
                ) -> np.ndarray | Image.Image:
     """Inpaints one image [H, W, 3] or a batch [N, H, W, 3] (NumPy, PIL or file paths).
@@ -374,6 +389,9 @@ class Inpainter:
         has nothing to condition on) instead of raising InputError.
       max_pixels: largest accepted image or mask (height × width), checked from the header
         of files before decoding; default self.max_pixels (image_files.DEFAULT_MAX_PIXELS).
+      max_memory_gb: refuse an image (or batch) whose inpainting with `fit` would peak over
+        this many GB by memory.py's measured model, checked from a file's header before
+        decoding; default self.max_memory_gb (4).
       mask_threshold: grey level (fraction of white) above which a mask pixel is white.
 
     Returns:
@@ -384,6 +402,9 @@ class Inpainter:
       InputError (a ValueError) naming the file or argument for anything unusable.
     """
     limit = self.max_pixels if max_pixels is None else max_pixels
+    _check_fit(fit)
+    self.check_memory(image, image_files.source_name(image, 'The image'), fit,
+                      self.max_memory_gb if max_memory_gb is None else max_memory_gb)
     source = image
     if isinstance(source, (str, os.PathLike)):
       source = image_input.open_input(source, os.fspath(source), limit)

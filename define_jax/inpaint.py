@@ -15,8 +15,10 @@ binary (1 = white); a mask of one colour with varying transparency is read from 
 (opaque = white). Masks must have the image's size unless --resize_mask is given, be
 black and white with anti-aliased edges at most (see image_files.known_pixels; thresholded at
 --mask_threshold, mid-grey by default) and keep at least one pixel unless
---allow_all_hole is given. Images over --max_pixels (50 megapixels by default) are refused
-from their header, before decoding.
+--allow_all_hole is given. Images over --max_pixels (50 megapixels by default), and photos
+whose inpainting with --fit would need more memory than --max_memory_gb (4 GB by default:
+about 8.6 megapixels with --fit auto, 9.4 with pad, 29 with resize; define_jax/memory.py),
+are refused from their header, before decoding.
 
 Nothing is lost: an input is never overwritten (not even with --overwrite), an existing
 output needs --overwrite, two inputs that would be written to one output (x.jpg and x.png)
@@ -45,6 +47,7 @@ from define_jax import console
 from define_jax import image_files
 from define_jax import image_input
 from define_jax import inference
+from define_jax import memory
 from define_jax import output_files
 from define_jax.data import image_folder
 from define_jax.image_files import InputError
@@ -103,6 +106,7 @@ def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
                  options: argparse.Namespace) -> None:
   check_output(out_path, (image_path, mask_path), options.overwrite)
+  inpainter.check_memory(image_path, str(image_path), options.fit, options.max_memory_gb)
   image = image_files.open_image(image_path, max_pixels=options.max_pixels)
   mask = image_files.open_image(mask_path, max_pixels=options.max_pixels)
   if image.size != mask.size and not options.resize_mask:
@@ -113,7 +117,8 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
     result = inpainter(image, image_files.mask_pixels(mask, str(mask_path)),
                        polarity=options.polarity, passes=options.passes, fit=options.fit,
                        resize_mask=options.resize_mask, allow_all_hole=options.allow_all_hole,
-                       max_pixels=options.max_pixels, mask_threshold=options.mask_threshold)
+                       max_pixels=options.max_pixels, max_memory_gb=options.max_memory_gb,
+                       mask_threshold=options.mask_threshold)
   except InputError as error:
     message = str(error).replace('The mask', str(mask_path)).replace('The image',
                                                                       str(image_path))
@@ -252,6 +257,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       default=image_files.DEFAULT_MAX_PIXELS,
                       help='Refuse images and masks with more pixels (checked from the file '
                       f'header; default {image_files.DEFAULT_MAX_PIXELS:,}).')
+  memory.add_argument(parser)
   options = parser.parse_args(argv)
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):

@@ -445,7 +445,9 @@ def test_hostile_requests_get_clear_refusals(demo_server, tiny_checkpoint, tmp_p
   garbage.write_bytes(b'this is not an image')
   everything = tmp_path / 'everything.png'
   Image.fromarray(np.full((64, 64, 4), 255, np.uint8)).save(everything)
-  cases = [(dict(value, background=handle_file(str(bomb))), 'over the limit of 50 megapixels'),
+  # 144 MP: over --max_pixels and, first, over the memory bound (issue 24 case 14).
+  cases = [(dict(value, background=handle_file(str(bomb))),
+            r'bomb\.png is 12000×12000 .* in the demo would peak at .*--max_memory_gb'),
            (dict(value, background=handle_file(str(garbage))), 'is not an image'),
            (dict(value, layers=[handle_file(str(everything))]), 'every pixel as a hole')]
   for bad_value, message in cases:

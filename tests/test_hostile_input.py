@@ -179,13 +179,17 @@ def test_pixel_limit_is_checked_from_the_header_in_cli_and_api(inpainter, tmp_pa
   bomb.write_bytes(png_header_only(12_000, 12_000))
   mask = tmp_path / 'mask.png'
   Image.fromarray(np.zeros((48, 40), np.uint8)).save(mask)
+  unbounded = 10_000  # GB: the memory bound (tests/test_memory.py) would refuse it first.
   with decoding_forbidden():
-    status, err = run_cli(cli_args(bomb, mask, tmp_path / 'out.png'), inpainter)
+    status, err = run_cli(cli_args(bomb, mask, tmp_path / 'out.png', '--max_memory_gb',
+                                   unbounded), inpainter)
     with pytest.raises(InputError, match=r'bomb\.png is 12000×12000 \(144 megapixels\), over '
                        r'the limit of 50 megapixels'):
-      inpainter(str(bomb), np.zeros((10, 10), bool), polarity='hole_white')
+      inpainter(str(bomb), np.zeros((10, 10), bool), polarity='hole_white',
+                max_memory_gb=unbounded)
     with pytest.raises(InputError, match='over the limit of 50 megapixels'):
-      inpainter(Image.open(bomb), np.zeros((10, 10), bool), polarity='hole_white')
+      inpainter(Image.open(bomb), np.zeros((10, 10), bool), polarity='hole_white',
+                max_memory_gb=unbounded)
   assert status == 2 and str(bomb) in err and 'limit of 50 megapixels' in err
   assert not (tmp_path / 'out.png').exists()
   # The limit is configurable (arrays too, before any compilation).
