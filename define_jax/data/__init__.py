@@ -1,4 +1,4 @@
-"""Training data and the evaluation set: images, masks, tf.data batches.
+"""Training data: images, masks, tf.data batches (the evaluation set is define_jax.eval's).
 
   decoding      image decoding, square crops, stored-mask decoding
   skips         counts of unusable inputs that were skipped
@@ -6,5 +6,4 @@
   mask_sources  training-mask sources and the mask registry (config.masks)
   examples      training element i as a pure function of (seed, i)
   pipeline      the tf.data training pipeline (the only module that imports TensorFlow)
-  evaluation    the fixed evaluation set of training-time eval, evaluate and study
 """
