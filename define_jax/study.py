@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shlex
 import sys
@@ -72,9 +71,6 @@ RESULT_NEUTRAL_FIELDS = frozenset({
 # points per curve.
 CURVE_POINTS = {'log_every_steps': 50, 'eval_every_steps': 10}
 SCORE_BATCH_SIZE = 32
-# A difference between two variants counts as real beyond this many standard errors of
-# the paired per-image differences.
-SIGNIFICANT_STANDARD_ERRORS = 2.0
 
 
 class StudyInterrupted(Exception):
@@ -215,16 +211,14 @@ def _pairwise_line(variants: Sequence[str], previous: str, current: str,
   deltas, significant = [], []
   for metric, (_, higher_is_better) in metrics.METRICS.items():
     scale = 100.0 if metric == 'l1' else 1.0
-    diff = (per_image[current][metric] - per_image[previous][metric]) * scale
-    mean = float(np.mean(diff))
-    error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+    mean, error = scoring.paired_change(per_image[previous][metric], per_image[current][metric])
+    mean, error = mean * scale, error * scale
     digits = report_lib.METRIC_DIGITS[metric] + 1
     deltas.append(f'{report_lib.metric_name(metric)} {mean:+.{digits}f} ± {error:.{digits}f}')
-    # A change too small to show at the printed precision is no change, however consistent.
-    if abs(mean) > SIGNIFICANT_STANDARD_ERRORS * error and round(mean, digits) != 0:
-      better = (mean > 0) == higher_is_better
-      significant.append(f'{report_lib.metric_name(metric)} {"better" if better else "worse"}')
-  beyond = f'beyond {SIGNIFICANT_STANDARD_ERRORS:g} standard errors'
+    change = scoring.verdict(mean, error, higher_is_better, digits)
+    if change:
+      significant.append(f'{report_lib.metric_name(metric)} {change}')
+  beyond = f'beyond {scoring.SIGNIFICANT_STANDARD_ERRORS:g} standard errors'
   verdict = f'; {beyond}: ' + ', '.join(significant) if significant else f'; no change {beyond}'
   return f'`{current}` vs `{previous}` ({changed}): ' + ', '.join(deltas) + verdict + '.'
 

@@ -74,20 +74,6 @@ def select(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
           'images': int(in_band.sum()), 'large_images': int(large.sum())}
 
 
-def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-  """Mean and standard error of the paired per-image differences after - before."""
-  diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
-  error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
-  return float(np.mean(diff)), error
-
-
-def _verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str:
-  # A change too small to show at the printed precision is no change, however consistent.
-  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
-    return 'no clear change'
-  return 'better' if (mean > 0) == higher_is_better else 'worse'
-
-
 def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
                     before: str, after: str, min_hole_ratio: float) -> str:
   """'PSNR +0.12 ± 0.03 dB (better), …' over all bands, and LPIPS-Alex on large holes."""
@@ -98,13 +84,14 @@ def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarr
                                   ('lpips_alex', in_band, 'all holes'),
                                   ('lpips_alex', large, f'holes from {min_hole_ratio:.0%}'),
                                   ('lpips', in_band, 'all holes')):
-    heading, higher_is_better = metrics.METRICS[metric]
-    mean, error = paired_change(per_image[before][metric][selected],
-                                per_image[after][metric][selected])
+    higher_is_better = metrics.METRICS[metric][1]
+    mean, error = scoring.paired_change(per_image[before][metric][selected],
+                                        per_image[after][metric][selected])
     unit = ' dB' if metric == 'psnr' else ''
-    digits = 2 if metric == 'psnr' else 4
-    parts.append(f'{heading.split()[0]} on {where} {mean:+.{digits}f} ± {error:.{digits}f}{unit} '
-                 f'({_verdict(mean, error, higher_is_better, digits)})')
+    digits = report_lib.METRIC_DIGITS[metric]
+    change = scoring.verdict(mean, error, higher_is_better, digits) or 'no clear change'
+    parts.append(f'{report_lib.metric_name(metric)} on {where} {mean:+.{digits}f} ± '
+                 f'{error:.{digits}f}{unit} ({change})')
   return '; '.join(parts)
 
 
@@ -145,7 +132,7 @@ def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str,
     lines.append(f'- `{after}` against `{before}` ({report["descriptions"][after]}): '
                  f'{change}.')
   lines.append(f'- ± is one standard error of the paired per-image differences; "clear" '
-               f'means beyond {study.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
+               f'means beyond {scoring.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
   selection = report['selection']
   rule = protocol['selection_rule']
   if selection['chosen'] == REFERENCE:

@@ -7,6 +7,7 @@ the local devices. No TensorFlow.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -21,6 +22,9 @@ from define_jax.inference import DataParallel, Inpainter
 _score_batch = jax.jit(metrics.all_metrics)
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# A difference between two methods counts as real beyond this many standard errors of the
+# paired per-image differences.
+SIGNIFICANT_STANDARD_ERRORS = 2.0
 
 
 def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
@@ -80,3 +84,20 @@ def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) ->
       means['l1'] *= 100.0
       rows.append({'band': label, 'images': int(selected.sum()), 'method': method, **means})
   return rows
+
+
+def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+  """Mean and standard error of the paired per-image differences after - before (the same
+  images and masks make the pairing exact)."""
+  diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
+  error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+  return float(np.mean(diff)), error
+
+
+def verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str | None:
+  """'better' or 'worse' for a paired change beyond SIGNIFICANT_STANDARD_ERRORS standard
+  errors that shows at `digits` decimals; None for no clear change."""
+  # A change too small to show at the printed precision is no change, however consistent.
+  if abs(mean) <= SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
+    return None
+  return 'better' if (mean > 0) == higher_is_better else 'worse'
