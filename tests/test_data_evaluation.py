@@ -86,12 +86,14 @@ def test_training_eval_masks_from_the_mask_dir_or_the_prepared_eval_split(tmp_pa
 
 
 
-def test_evaluation_imports_neither_tensorflow_nor_clu():
-  code = ('import sys, define_jax.evaluate, define_jax.eval.bands, define_jax.eval.metrics, '
-          'define_jax.eval.scoring, define_jax.eval.baselines, define_jax.eval.evaluation_set, '
-          'define_jax.eval.report, define_jax.eval.grids; '
-          'print(sorted({m.split(".")[0] for m in sys.modules} & '
+def test_evaluation_imports_neither_tensorflow_nor_clu_and_study_not_the_evaluate_cli():
+  code = ('import sys, define_jax.study, define_jax.study_protocol, define_jax.eval.bands, '
+          'define_jax.eval.metrics, define_jax.eval.scoring, define_jax.eval.baselines, '
+          'define_jax.eval.evaluation_set, define_jax.eval.report, define_jax.eval.grids; '
+          'study_imports_cli = "define_jax.evaluate" in sys.modules; '
+          'import define_jax.evaluate; '
+          'print(study_imports_cli, sorted({m.split(".")[0] for m in sys.modules} & '
           '{"tensorflow", "tensorflow_datasets", "clu"}))')
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120, check=True)
-  assert result.stdout.strip() == '[]'
+  assert result.stdout.strip() == 'False []'
