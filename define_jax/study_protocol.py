@@ -95,16 +95,6 @@ def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarr
   return '; '.join(parts)
 
 
-def astronaut_grid(inpainters: dict[str, Any], size: int) -> tuple[np.ndarray, list[str]]:
-  """The model card's astronaut face and holes, inpainted by every model: input | each
-  model | photo, enlarged to at least 256 pixels."""
-  image = model_card_figures.astronaut_face(size)[None]
-  known = model_card_figures.astronaut_holes(size)[None]
-  columns = grids.comparison(image, known, [inpainter.inpaint_arrays(image, known)
-                                            for inpainter in inpainters.values()])
-  return grids.grid([grids.enlarge(c, 256) for c in columns]), ['input', *inpainters, 'photo']
-
-
 def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str, np.ndarray]],
                    report_bands: np.ndarray, figure: str) -> str:
   """The README section "What each loss term does", every number read from the report."""
@@ -211,7 +201,9 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   curves = {v.name: training_curves.read(v.run_dir) for v in variants}
   training_curves.plot(workdir / 'curves.png', curves)
   grids.write_spread_grid(workdir / 'grid.png', eval_set, example_composites)
-  picture, titles = astronaut_grid(inpainters, eval_config.image_size)
+  picture, titles = model_card_figures.astronaut_comparison(
+      {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()},
+      eval_config.image_size)
   grids.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
   report = {
       'command': ['python', '-m', 'define_jax.study', *argv],

@@ -72,8 +72,6 @@ class Baseline:
     return np.stack([self.inpaint(image, mask) for image, mask in pairs])
 
 
-BASELINES = (
-    Baseline('Telea (OpenCV)', 'Telea', telea),
-    Baseline('Navier–Stokes (OpenCV)', 'NS', navier_stokes),
-    Baseline('Biharmonic (scikit-image)', 'Biharm.', biharmonic),
-)
+TELEA = Baseline('Telea (OpenCV)', 'Telea', telea)
+BIHARMONIC = Baseline('Biharmonic (scikit-image)', 'Biharm.', biharmonic)
+BASELINES = (TELEA, Baseline('Navier–Stokes (OpenCV)', 'NS', navier_stokes), BIHARMONIC)
