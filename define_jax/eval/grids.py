@@ -1,5 +1,5 @@
-"""Image grids for TensorBoard, PNG files and reports (NumPy + Pillow only): the example
-grids of `evaluate`, the study and training.
+"""Image grids for TensorBoard, PNG files and reports, drawn with NumPy and Pillow (no JAX):
+the example grids of `evaluate`, the study and training.
 
 A comparison shows the masked input, each method's composite and the ground truth side by
 side; examples are the images scoring.score kept the composites of.
