@@ -236,7 +236,7 @@ class Demo:
 
   def inpaint(self, value: dict[str, Any] | None, show_faces: bool = False):
     """Editor value -> (network composite, Telea, faces found or None, status, state)."""
-    from define_jax import baselines  # OpenCV, imported on first use.
+    from define_jax.eval import baselines  # OpenCV, imported on first use.
 
     photo, holes = photo_and_holes(value)
     if not holes.any():

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -37,25 +35,20 @@ from typing import Sequence
 
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
-from define_jax import baselines
 from define_jax import compilation_cache
 from define_jax import console
 from define_jax import memory
-from define_jax import metrics
-from define_jax import scoring
-from define_jax import visualize
-from define_jax.data import evaluation
+from define_jax.eval import baselines
+from define_jax.eval import evaluation_set
+from define_jax.eval import grids
+from define_jax.eval import report
+from define_jax.eval import scoring
 from define_jax.inference import FITS, Inpainter
 
 MODEL_METHOD = 'DeFINe'
-# Grid tiles are enlarged to at least this many pixels so small models' examples are visible.
-_MIN_TILE = 128
 # Smallest evaluation size: LPIPS's VGG gives NaN below it.
 MIN_IMAGE_SIZE = 16
-# Decimals shown per metric in the tables.
-METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4, 'lpips_alex': 4}
 
 
 def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) -> str:
@@ -68,26 +61,26 @@ def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) ->
 
 
 def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDict,
-                   size: int) -> evaluation.EvalSet:
+                   size: int) -> evaluation_set.EvalSet:
   mask_dir = '' if options.masks == 'generated' else _mask_dir(options, config)
   skipped = []
   if options.image_dir and options.split != 'validation':
-    images, image_names, skipped = evaluation.folder_images(options.image_dir, size,
-                                                            options.num_images)
+    images, image_names, skipped = evaluation_set.folder_images(options.image_dir, size,
+                                                                options.num_images)
     for line in skipped:
       print(f'skipped {line}', file=sys.stderr)
   else:
-    images, image_names = evaluation.validation_images(config, size, options.num_images,
-                                                       options.image_dir)
-  # Each image k times in a row: with k = 6 (metrics.NUM_BANDS), one mask of every band.
+    images, image_names = evaluation_set.validation_images(config, size, options.num_images,
+                                                           options.image_dir)
+  # Each image k times in a row: with k = 6 (bands.NUM_BANDS), one mask of every band.
   images = np.repeat(images, options.masks_per_image, axis=0)
   image_names = [name for name in image_names for _ in range(options.masks_per_image)]
   if mask_dir:
-    known, mask_names = evaluation.masks_from_dir(
-        mask_dir, evaluation.MASK_POLARITIES[options.masks], size, len(images), options.seed)
+    known, mask_names = evaluation_set.masks_from_dir(
+        mask_dir, evaluation_set.MASK_POLARITIES[options.masks], size, len(images), options.seed)
   else:
-    known, mask_names = evaluation.generated_masks(size, len(images), options.seed)
-  return evaluation.EvalSet(images, known, image_names, mask_names, skipped)
+    known, mask_names = evaluation_set.generated_masks(size, len(images), options.seed)
+  return evaluation_set.EvalSet(images, known, image_names, mask_names, skipped)
 
 
 def _methods(inpainter: Inpainter, with_baselines: bool,
@@ -97,83 +90,13 @@ def _methods(inpainter: Inpainter, with_baselines: bool,
       MODEL_METHOD: functools.partial(inpainter.inpaint_arrays, fit=fit)}
   titles = {MODEL_METHOD: MODEL_METHOD}
   for baseline in baselines.BASELINES if with_baselines else []:
-    methods[baseline.name] = functools.partial(_inpaint_each, baseline)
+    methods[baseline.name] = baseline.inpaint_batch
     titles[baseline.name] = baseline.short_name
   return methods, titles
 
 
-def _inpaint_each(baseline: baselines.Baseline, images: np.ndarray,
-                  known: np.ndarray) -> np.ndarray:
-  """One image at a time, with a progress bar on a terminal (biharmonic takes seconds per
-  image at 512² and more)."""
-  pairs = tqdm(zip(images, known), total=len(images), desc=baseline.short_name, unit='image',
-               leave=False, disable=None)
-  return np.stack([baseline.inpaint(image, mask) for image, mask in pairs])
-
-
-def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
-  """(row index, metric) of the best method of each band and metric, for bold type."""
-  best = set()
-  for band in {row['band'] for row in rows}:
-    indices = [i for i, row in enumerate(rows) if row['band'] == band]
-    if len(indices) < 2:
-      continue
-    for metric, (_, higher_is_better) in metrics.METRICS.items():
-      pick = max if higher_is_better else min
-      best.add((pick(indices, key=lambda i: rows[i][metric]), metric))
-  return best
-
-
-def markdown_table(rows: list[dict]) -> str:
-  headings = ['Hole ratio', 'Images', 'Method'] + [h for h, _ in metrics.METRICS.values()]
-  best = best_per_group(rows)
-  lines = ['| ' + ' | '.join(headings) + ' |', '|' + '---|' * 3 + '---:|' * len(metrics.METRICS)]
-  previous_band = None
-  for i, row in enumerate(rows):
-    first = row['band'] != previous_band
-    previous_band = row['band']
-    cells = [row['band'] if first else '', str(row['images']) if first else '', row['method']]
-    for metric in metrics.METRICS:
-      text = f'{row[metric]:.{METRIC_DIGITS[metric]}f}'
-      cells.append(f'**{text}**' if (i, metric) in best else text)
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
-def _enlarge(images: np.ndarray) -> np.ndarray:
-  factor = max(1, math.ceil(_MIN_TILE / images.shape[1]))
-  return images.repeat(factor, axis=1).repeat(factor, axis=2)
-
-
-def grid_name(band: int) -> str:
-  low, high = (round(100 * e) for e in metrics.BAND_EDGES[band:band + 2])
-  return f'band_{low:02d}-{high:02d}.png'
-
-
-def write_example_grids(out_dir: Path, eval_set: evaluation.EvalSet,
-                        example_composites: dict[str, np.ndarray],
-                        titles: dict[str, str]) -> list[str]:
-  """band_<low>-<high>.png per band: masked input | each method | ground truth."""
-  examples = scoring.example_indices(eval_set.bands)
-  example_bands = eval_set.bands[examples]
-  images, known = eval_set.images[examples], eval_set.known[examples]
-  paths = []
-  for band in range(metrics.NUM_BANDS):
-    rows = example_bands == band
-    if not rows.any():
-      continue
-    columns = [visualize.masked_input(images[rows], known[rows])]
-    columns += [composites[rows] for composites in example_composites.values()]
-    columns.append(images[rows])
-    path = out_dir / grid_name(band)
-    visualize.save_png(str(path), visualize.grid([_enlarge(c) for c in columns]),
-                       titles=['input'] + [titles[name] for name in example_composites] + ['truth'])
-    paths.append(path.name)
-  return paths
-
-
 def report_header(options: argparse.Namespace, inpainter: Inpainter,
-                  eval_set: evaluation.EvalSet, size: int) -> list[str]:
+                  eval_set: evaluation_set.EvalSet, size: int) -> list[str]:
   if options.image_dir:
     images = (f'validation split of {options.image_dir}' if options.split == 'validation'
               else options.image_dir)
@@ -195,26 +118,6 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
   return header
 
 
-def write_report(out_dir: Path, header: list[str], rows: list[dict],
-                 eval_set: evaluation.EvalSet, per_image: dict[str, dict[str, np.ndarray]],
-                 grids: list[str], options: argparse.Namespace) -> str:
-  markdown = '\n'.join(['# DeFINe evaluation', ''] + [f'- {line}' for line in header] +
-                       ['', markdown_table(rows), ''] + [f'![{g}]({g})' for g in grids]) + '\n'
-  (out_dir / 'report.md').write_text(markdown, encoding='utf-8')
-  hole_ratios = metrics.hole_ratio(eval_set.known)
-  records = [{'image': eval_set.image_names[k], 'mask': eval_set.mask_names[k],
-              'hole_ratio': float(hole_ratios[k]),
-              'band': metrics.band_label(int(eval_set.bands[k])),
-              'scores': {method: {m: float(v[m][k]) for m in metrics.METRICS}
-                         for method, v in per_image.items()}}
-             for k in range(len(eval_set.images))]
-  report = {'options': vars(options), 'header': header, 'l1_scale': 100, 'rows': rows,
-            'grids': grids, 'per_image': records}
-  (out_dir / 'report.json').write_text(json.dumps(report, indent=1, ensure_ascii=False),
-                                       encoding='utf-8')
-  return markdown
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.evaluate', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -223,7 +126,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='Report directory (default: WORKDIR/eval for a workdir, ./eval '
                       'otherwise).')
   parser.add_argument('--masks', default='generated',
-                      choices=['generated', *evaluation.MASK_POLARITIES],
+                      choices=['generated', *evaluation_set.MASK_POLARITIES],
                       help='Mask kind: generated, or files with white = hole (nvidia_irregular) '
                       'or white = keep (qd_imd).')
   parser.add_argument('--mask_dir', default='', help='Folder of mask files of the --masks kind.')
@@ -248,7 +151,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--baselines', action='store_true',
                       help='Also score OpenCV Telea / Navier–Stokes and scikit-image biharmonic.')
   parser.add_argument('--batch_size', type=int, default=32, help='Images per scoring batch.')
-  parser.add_argument('--seed', type=int, default=evaluation.MASK_SEED,
+  parser.add_argument('--seed', type=int, default=evaluation_set.MASK_SEED,
                       help='Seed of the mask choice.')
   parser.add_argument('--max_memory_gb', type=memory.positive_gb,
                       default=memory.DEFAULT_MAX_MEMORY_GB,
@@ -274,20 +177,6 @@ def report_dir(options: argparse.Namespace) -> Path:
   return Path('eval')
 
 
-def _report_file_names() -> list[str]:
-  """Every file name evaluate may write into its report directory."""
-  return ['report.md', 'report.json'] + [grid_name(band) for band in range(metrics.NUM_BANDS)]
-
-
-def _written_by_evaluate(out_dir: Path) -> set[str]:
-  """The files of a previous report in out_dir, as its report.json lists them."""
-  try:
-    report = json.loads((out_dir / 'report.json').read_text(encoding='utf-8'))
-    return {'report.md', 'report.json', *report['grids']} if 'per_image' in report else set()
-  except (OSError, ValueError, KeyError, TypeError):
-    return set()
-
-
 def check_report_dir(options: argparse.Namespace) -> Path:
   """The report directory; ValueError before any scoring when it is a file, lies inside
   --image_dir or --mask_dir (the report would be read as input next time), or holds a file
@@ -299,8 +188,8 @@ def check_report_dir(options: argparse.Namespace) -> Path:
     if folder and Path(folder).resolve() in (out_dir.resolve(), *out_dir.resolve().parents):
       raise ValueError(f'--out {out_dir} lies inside {option} {folder}: the report would be '
                        'read as input by the next run. Choose another --out.')
-  ours = _written_by_evaluate(out_dir)
-  foreign = [name for name in _report_file_names()
+  ours = report.previous_report_files(out_dir)
+  foreign = [name for name in report.report_file_names()
              if (out_dir / name).exists() and name not in ours]
   if foreign:
     raise ValueError(f'--out {out_dir} already holds {", ".join(foreign)}, not written by '
@@ -333,9 +222,10 @@ def run(argv: Sequence[str]) -> dict:
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,
                                                 options.batch_size)
   rows = scoring.summarize(per_image, eval_set.bands)
-  grids = write_example_grids(out_dir, eval_set, example_composites, titles)
+  grid_files = grids.write_band_grids(out_dir, eval_set, example_composites, titles)
   header = report_header(options, inpainter, eval_set, size)
-  markdown = write_report(out_dir, header, rows, eval_set, per_image, grids, options)
+  markdown = report.write_evaluation_report(out_dir, header, rows, eval_set, per_image,
+                                            grid_files, vars(options))
   return {'markdown': markdown, 'rows': rows, 'out_dir': str(out_dir)}
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shlex
 import sys
@@ -53,12 +52,13 @@ from absl import logging
 from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import console
-from define_jax import evaluate
-from define_jax import metrics
-from define_jax import scoring
 from define_jax import training_curves
-from define_jax import visualize
-from define_jax.data import evaluation
+from define_jax.eval import bands
+from define_jax.eval import evaluation_set
+from define_jax.eval import grids
+from define_jax.eval import metrics
+from define_jax.eval import report as report_lib
+from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 
 DEFAULT_CONFIGS = 'loss_l1,loss_valid_hole,loss_style,loss_final'
@@ -71,10 +71,6 @@ RESULT_NEUTRAL_FIELDS = frozenset({
 # points per curve.
 CURVE_POINTS = {'log_every_steps': 50, 'eval_every_steps': 10}
 SCORE_BATCH_SIZE = 32
-GRID_ROWS = 4
-# A difference between two variants counts as real beyond this many standard errors of
-# the paired per-image differences.
-SIGNIFICANT_STANDARD_ERRORS = 2.0
 
 
 class StudyInterrupted(Exception):
@@ -174,59 +170,31 @@ def _latest_step(run_dir: Path) -> int:
   return checkpoints.create_manager(str(run_dir), read_only=True).latest_step() or 0
 
 
-def band_labels() -> list[str]:
-  return [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [scoring.OVERALL]
-
-
-def markdown_table(rows: list[dict], variants: Sequence[str]) -> str:
-  """Metric and variant per row, one column per band and overall; best per column bold."""
-  best = evaluate.best_per_group(rows)
-  where = {(row['band'], row['method']): i for i, row in enumerate(rows)}
-  images = {row['band']: row['images'] for row in rows}
-  columns = band_labels()
-  headings = ['Metric', 'Variant'] + [f'{label} (n={images.get(label, 0)})' for label in columns]
-  lines = ['| ' + ' | '.join(headings) + ' |', '|---|---|' + '---:|' * len(columns)]
-  for metric, (heading, _) in metrics.METRICS.items():
-    for k, variant in enumerate(variants):
-      cells = [heading if k == 0 else '', f'`{variant}`']
-      for label in columns:
-        i = where.get((label, variant))
-        text = '–' if i is None else f'{rows[i][metric]:.{evaluate.METRIC_DIGITS[metric]}f}'
-        cells.append(f'**{text}**' if (i, metric) in best else text)
-      lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
 def _join(items: Sequence[str]) -> str:
   """'a', 'a and b', 'a, b and c'."""
   return items[0] if len(items) == 1 else ', '.join(items[:-1]) + ' and ' + items[-1]
 
 
-def _metric_name(metric: str) -> str:
-  """'L1', 'PSNR', …: the report heading without unit and arrow."""
-  return metrics.METRICS[metric][0].split()[0]
-
-
 def summary_lines(rows: list[dict], per_image: dict[str, dict[str, np.ndarray]],
                   variants: Sequence[str], differences: dict[str, list[Any]]) -> list[str]:
   """Which variant wins overall, per band, on the largest holes, and what each change did."""
-  best = evaluate.best_per_group(rows)
+  best = report_lib.best_per_group(rows)
   winners = {(rows[i]['band'], metric): rows[i]['method'] for i, metric in best}
   lines = []
   overall: dict[str, list[str]] = {}
   for metric in metrics.METRICS:
-    overall.setdefault(winners[(scoring.OVERALL, metric)], []).append(_metric_name(metric))
+    overall.setdefault(winners[(bands.OVERALL, metric)], []).append(report_lib.metric_name(metric))
   lines.append('Overall: ' + '; '.join(f'`{v}` is best on {_join(m)}'
                                        for v, m in overall.items()) + '.')
-  band_cells = [(band, metric) for band, metric in winners if band != scoring.OVERALL]
+  band_cells = [(band, metric) for band, metric in winners if band != bands.OVERALL]
   wins = {v: sum(winners[cell] == v for cell in band_cells) for v in variants}
   ranked = sorted(variants, key=lambda v: -wins[v])
   lines.append(f'Band × metric cells won (of {len(band_cells)}): ' +
                ', '.join(f'`{v}` {wins[v]}' for v in ranked) + '.')
-  bands_present = [label for label in band_labels()[:-1] if (label, 'l1') in winners]
+  bands_present = [label for label in bands.band_labels()[:-1] if (label, 'l1') in winners]
   largest = bands_present[-1]
   lines.append(f'Largest holes ({largest}): ' + ', '.join(
-      f'{_metric_name(m)} `{winners[(largest, m)]}`' for m in metrics.METRICS) + '.')
+      f'{report_lib.metric_name(m)} `{winners[(largest, m)]}`' for m in metrics.METRICS) + '.')
   for previous, current in zip(variants, variants[1:]):
     lines.append(_pairwise_line(variants, previous, current, per_image, differences))
   return lines
@@ -243,44 +211,16 @@ def _pairwise_line(variants: Sequence[str], previous: str, current: str,
   deltas, significant = [], []
   for metric, (_, higher_is_better) in metrics.METRICS.items():
     scale = 100.0 if metric == 'l1' else 1.0
-    diff = (per_image[current][metric] - per_image[previous][metric]) * scale
-    mean = float(np.mean(diff))
-    error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
-    digits = evaluate.METRIC_DIGITS[metric] + 1
-    deltas.append(f'{_metric_name(metric)} {mean:+.{digits}f} ± {error:.{digits}f}')
-    # A change too small to show at the printed precision is no change, however consistent.
-    if abs(mean) > SIGNIFICANT_STANDARD_ERRORS * error and round(mean, digits) != 0:
-      better = (mean > 0) == higher_is_better
-      significant.append(f'{_metric_name(metric)} {"better" if better else "worse"}')
-  beyond = f'beyond {SIGNIFICANT_STANDARD_ERRORS:g} standard errors'
+    mean, error = scoring.paired_change(per_image[previous][metric], per_image[current][metric])
+    mean, error = mean * scale, error * scale
+    digits = report_lib.METRIC_DIGITS[metric] + 1
+    deltas.append(f'{report_lib.metric_name(metric)} {mean:+.{digits}f} ± {error:.{digits}f}')
+    change = scoring.verdict(mean, error, higher_is_better, digits)
+    if change:
+      significant.append(f'{report_lib.metric_name(metric)} {change}')
+  beyond = f'beyond {scoring.SIGNIFICANT_STANDARD_ERRORS:g} standard errors'
   verdict = f'; {beyond}: ' + ', '.join(significant) if significant else f'; no change {beyond}'
   return f'`{current}` vs `{previous}` ({changed}): ' + ', '.join(deltas) + verdict + '.'
-
-
-def _short_titles(names: Sequence[str]) -> list[str]:
-  """Names without their common prefix up to an underscore (loss_l1 -> l1), for grid titles."""
-  common = os.path.commonprefix(list(names))
-  cut = common.rfind('_') + 1
-  return [name[cut:] for name in names]
-
-
-def write_grid(path: Path, eval_set: evaluation.EvalSet,
-               example_composites: dict[str, np.ndarray]) -> list[int]:
-  """masked input | every variant | truth, one row per band spread over the populated bands;
-  returns the evaluation-set indices shown."""
-  # The composites that scoring.score kept: the first few images of each band.
-  examples = np.asarray(scoring.example_indices(eval_set.bands))
-  example_bands = eval_set.bands[examples]
-  populated = sorted(set(example_bands.tolist()))
-  spread = np.linspace(0, len(populated) - 1, min(GRID_ROWS, len(populated))).round().astype(int)
-  rows = [int(np.flatnonzero(example_bands == populated[k])[0]) for k in spread]
-  shown = examples[rows]
-  columns = [visualize.masked_input(eval_set.images[shown], eval_set.known[shown])]
-  columns += [composites[rows] for composites in example_composites.values()]
-  columns.append(eval_set.images[shown])
-  titles = ['input'] + _short_titles(list(example_composites)) + ['truth']
-  visualize.save_png(str(path), visualize.grid(columns, max_rows=GRID_ROWS), titles=titles)
-  return [int(i) for i in shown]
 
 
 def _eval_source(config: ml_collections.ConfigDict) -> str:
@@ -290,7 +230,7 @@ def _eval_source(config: ml_collections.ConfigDict) -> str:
 
 
 def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
-                   differences: dict[str, list[Any]], eval_set: evaluation.EvalSet, table: str,
+                   differences: dict[str, list[Any]], eval_set: evaluation_set.EvalSet, table: str,
                    summary: list[str], grid_bands: list[str]) -> str:
   config = variants[0].config
   distinct_images = len(set(eval_set.image_names))
@@ -313,7 +253,7 @@ def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
       f'{config.max_features} channels) on dataset `{config.dataset}`.',
       f'- They differ only in: {changed}.',
       f'- Evaluation: {len(eval_set.images)} images{reuse} from {_eval_source(config)}, '
-      f'masks: {masks_from}, image k in hole-ratio band k mod 6, seed {evaluation.MASK_SEED}; '
+      f'masks: {masks_from}, image k in hole-ratio band k mod 6, seed {evaluation_set.MASK_SEED}; '
       'the same '
       'images and masks for every variant. Metrics of the composite (known pixels pasted '
       'back); L1 ×100; best per column in bold.', '',
@@ -333,12 +273,10 @@ def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
   return markdown
 
 
-def score_variants(variants: Sequence[Variant], eval_set: evaluation.EvalSet
+def score_variants(variants: Sequence[Variant], eval_set: evaluation_set.EvalSet
                    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
   inpainters = {v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants}
-  methods = {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()}
-  parallel = next(iter(inpainters.values())).parallel
-  return scoring.score(parallel, methods, eval_set, SCORE_BATCH_SIZE)
+  return scoring.score_inpainters(inpainters, eval_set, SCORE_BATCH_SIZE)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -393,7 +331,7 @@ def run(argv: Sequence[str], *, cache: bool = False) -> dict:
     check_reusable(variant)
   train_variants(variants)
 
-  eval_set = evaluation.for_training(variants[0].config)
+  eval_set = evaluation_set.for_training(variants[0].config)
   per_image, example_composites = score_variants(variants, eval_set)
   rows = scoring.summarize(per_image, eval_set.bands)
   names = [v.name for v in variants]
@@ -403,9 +341,9 @@ def run(argv: Sequence[str], *, cache: bool = False) -> dict:
 
   out_dir = Path(options.workdir)
   training_curves.plot(out_dir / 'curves.png', curves)
-  shown = write_grid(out_dir / 'grid.png', eval_set, example_composites)
-  grid_bands = [metrics.band_label(int(eval_set.bands[i])) for i in shown]
-  table = markdown_table(rows, names)
+  shown = grids.write_spread_grid(out_dir / 'grid.png', eval_set, example_composites)
+  grid_bands = [bands.band_label(int(eval_set.bands[i])) for i in shown]
+  table = report_lib.variant_table(rows, names)
   markdown = write_markdown(out_dir / 'study.md', argv, variants, differences, eval_set, table,
                             summary, grid_bands)
   report = {
@@ -413,12 +351,11 @@ def run(argv: Sequence[str], *, cache: bool = False) -> dict:
       'variants': [{'name': v.name, 'run_dir': str(v.run_dir),
                     'config': plain_config(v.config)} for v in variants],
       'differences': differences,
-      'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
-                   'bands': [metrics.band_label(int(b)) for b in eval_set.bands]},
+      'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation_set.MASK_SEED,
+                   'bands': report_lib.band_names(eval_set)},
       'l1_scale': 100, 'rows': rows, 'summary': summary, 'curves': curves,
   }
-  (out_dir / 'study.json').write_text(json.dumps(report, indent=1, ensure_ascii=False),
-                                      encoding='utf-8')
+  report_lib.write_json(out_dir / 'study.json', report)
   return {'markdown': markdown, 'rows': rows, 'summary': summary, 'out_dir': str(out_dir)}
 
 

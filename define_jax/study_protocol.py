@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import math
 import shlex
 from pathlib import Path
@@ -24,12 +23,14 @@ import numpy as np
 
 from define_jax import config_lib
 from define_jax import losses
-from define_jax import metrics
-from define_jax import scoring
 from define_jax import study
 from define_jax import training_curves
-from define_jax import visualize
-from define_jax.data import evaluation
+from define_jax.eval import bands as bands_lib
+from define_jax.eval import evaluation_set
+from define_jax.eval import grids
+from define_jax.eval import metrics
+from define_jax.eval import report as report_lib
+from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 from define_jax.tools import model_card_figures
 
@@ -46,7 +47,7 @@ def subset(per_image: dict[str, dict[str, np.ndarray]], indices: slice
 
 def first_band_from(edge: float) -> int:
   """The first hole-ratio band whose lower edge is at least `edge` (0.3 -> '30–40%')."""
-  return next(b for b in range(metrics.NUM_BANDS) if metrics.BAND_EDGES[b] >= edge - 1e-9)
+  return next(b for b in range(bands_lib.NUM_BANDS) if bands_lib.BAND_EDGES[b] >= edge - 1e-9)
 
 
 def select(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
@@ -68,22 +69,9 @@ def select(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
   qualifying = [n for n in candidates if psnr[n] >= psnr[REFERENCE] - max_psnr_loss_db]
   chosen = min([REFERENCE, *qualifying], key=lambda n: lpips_large[n])
   return {'psnr_all': psnr, 'lpips_alex_large': lpips_large, 'qualifying': qualifying,
-          'chosen': chosen, 'large_bands_from': metrics.band_label(first_band_from(min_hole_ratio)),
+          'chosen': chosen,
+          'large_bands_from': bands_lib.band_label(first_band_from(min_hole_ratio)),
           'images': int(in_band.sum()), 'large_images': int(large.sum())}
-
-
-def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
-  """Mean and standard error of the paired per-image differences after - before."""
-  diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
-  error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
-  return float(np.mean(diff)), error
-
-
-def _verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str:
-  # A change too small to show at the printed precision is no change, however consistent.
-  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
-    return 'no clear change'
-  return 'better' if (mean > 0) == higher_is_better else 'worse'
 
 
 def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
@@ -96,48 +84,15 @@ def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarr
                                   ('lpips_alex', in_band, 'all holes'),
                                   ('lpips_alex', large, f'holes from {min_hole_ratio:.0%}'),
                                   ('lpips', in_band, 'all holes')):
-    heading, higher_is_better = metrics.METRICS[metric]
-    mean, error = paired_change(per_image[before][metric][selected],
-                                per_image[after][metric][selected])
+    higher_is_better = metrics.METRICS[metric][1]
+    mean, error = scoring.paired_change(per_image[before][metric][selected],
+                                        per_image[after][metric][selected])
     unit = ' dB' if metric == 'psnr' else ''
-    digits = 2 if metric == 'psnr' else 4
-    parts.append(f'{heading.split()[0]} on {where} {mean:+.{digits}f} ± {error:.{digits}f}{unit} '
-                 f'({_verdict(mean, error, higher_is_better, digits)})')
+    digits = report_lib.METRIC_DIGITS[metric]
+    change = scoring.verdict(mean, error, higher_is_better, digits) or 'no clear change'
+    parts.append(f'{report_lib.metric_name(metric)} on {where} {mean:+.{digits}f} ± '
+                 f'{error:.{digits}f}{unit} ({change})')
   return '; '.join(parts)
-
-
-def band_table(rows: list[dict]) -> str:
-  """Hole ratio | Images | Method | PSNR | SSIM | LPIPS-VGG | LPIPS-Alex, as `evaluate`'s
-  table of scoring.summarize's rows."""
-  from define_jax import evaluate  # pylint: disable=g-import-not-at-top  # Heavy; report only.
-
-  best = evaluate.best_per_group(rows)
-  headings = ['Hole ratio', 'Images', 'Method'] + [metrics.METRICS[m][0] for m in TABLE_METRICS]
-  lines = ['| ' + ' | '.join(headings) + ' |', '|---|---|---|' + '---:|' * len(TABLE_METRICS)]
-  previous = None
-  for i, row in enumerate(rows):
-    first = row['band'] != previous
-    previous = row['band']
-    cells = [row['band'] if first else '', str(row['images']) if first else '',
-             f'`{row["method"]}`']
-    for metric in TABLE_METRICS:
-      text = f'{row[metric]:.{evaluate.METRIC_DIGITS[metric]}f}'
-      cells.append(f'**{text}**' if (i, metric) in best else text)
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines)
-
-
-def astronaut_grid(inpainters: dict[str, Any], size: int) -> tuple[np.ndarray, list[str]]:
-  """The model card's astronaut face and holes, inpainted by every model: input | each
-  model | photo, enlarged to at least 256 pixels."""
-  image = model_card_figures.astronaut_face(size)[None]
-  known = model_card_figures.astronaut_holes(size)[None]
-  columns = [visualize.masked_input(image, known)]
-  columns += [inpainter.inpaint_arrays(image, known) for inpainter in inpainters.values()]
-  columns.append(image)
-  factor = max(1, 256 // size)
-  columns = [c.repeat(factor, axis=1).repeat(factor, axis=2) for c in columns]
-  return visualize.grid(columns), ['input', *inpainters, 'photo']
 
 
 def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str, np.ndarray]],
@@ -160,14 +115,14 @@ def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str,
       f'from there within {first["images_seen"]:,} images. A term whose effect needs a long '
       'training from scratch (the style term\'s texture statistics, say) can show less '
       'here, and V1 inherits V2\'s hole emphasis from its start.', '',
-      band_table(report['report_rows']), '',
+      report_lib.band_table(report['report_rows'], TABLE_METRICS, code_names=True), '',
   ]
   for before, after in zip([REFERENCE, *variants], variants):
     change = change_sentence(report_per_image, report_bands, before, after, min_ratio)
     lines.append(f'- `{after}` against `{before}` ({report["descriptions"][after]}): '
                  f'{change}.')
   lines.append(f'- ± is one standard error of the paired per-image differences; "clear" '
-               f'means beyond {study.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
+               f'means beyond {scoring.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
   selection = report['selection']
   rule = protocol['selection_rule']
   if selection['chosen'] == REFERENCE:
@@ -229,13 +184,11 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   start = variants[0].config.init_from
   eval_config = copy.deepcopy(variants[0].config)
   eval_config.num_eval_images = protocol.report_images + protocol.selection_images
-  eval_set = evaluation.for_training(eval_config)
+  eval_set = evaluation_set.for_training(eval_config)
   inpainters = {REFERENCE: Inpainter.from_checkpoint(start)}
   inpainters.update({v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants})
-  per_image, example_composites = scoring.score(
-      inpainters[REFERENCE].parallel,
-      {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()},
-      eval_set, study.SCORE_BATCH_SIZE)
+  per_image, example_composites = scoring.score_inpainters(inpainters, eval_set,
+                                                           study.SCORE_BATCH_SIZE)
   split = protocol.report_images
   bands = eval_set.bands
   report_scores = subset(per_image, slice(0, split))
@@ -247,9 +200,11 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   workdir.mkdir(parents=True, exist_ok=True)
   curves = {v.name: training_curves.read(v.run_dir) for v in variants}
   training_curves.plot(workdir / 'curves.png', curves)
-  study.write_grid(workdir / 'grid.png', eval_set, example_composites)
-  picture, titles = astronaut_grid(inpainters, eval_config.image_size)
-  visualize.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
+  grids.write_spread_grid(workdir / 'grid.png', eval_set, example_composites)
+  picture, titles = model_card_figures.astronaut_comparison(
+      {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()},
+      eval_config.image_size)
+  grids.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
   report = {
       'command': ['python', '-m', 'define_jax.study', *argv],
       'protocol': {
@@ -265,22 +220,21 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
                         seconds=int(study.wall_seconds(v.run_dir)))),
                     'config': study.plain_config(v.config)} for v in variants],
       'descriptions': {v.name: describe_loss(v.config.loss) for v in variants},
-      'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
-                   'bands': [metrics.band_label(int(b)) for b in bands]},
+      'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation_set.MASK_SEED,
+                   'bands': report_lib.band_names(eval_set)},
       'l1_scale': 100,
       'report_rows': scoring.summarize(report_scores, bands[:split]),
       'selection_rows': scoring.summarize(selection_scores, bands[split:]),
       'selection': selection, 'curves': curves,
   }
-  (workdir / 'study.json').write_text(json.dumps(report, indent=1, ensure_ascii=False),
-                                      encoding='utf-8')
+  report_lib.write_json(workdir / 'study.json', report)
   section = readme_section(report, report_scores, bands[:split], 'astronaut.png')
   (workdir / 'readme_section.md').write_text(section, encoding='utf-8')
   markdown = '\n'.join([
       '# Loss study (protocol)', '', f'Command: `python -m define_jax.study {shlex.join(argv)}`',
       '', section, '',
       f'## Selection images ({split}–{split + protocol.selection_images - 1})', '',
-      band_table(report['selection_rows']), '',
+      report_lib.band_table(report['selection_rows'], TABLE_METRICS, code_names=True), '',
       '## Curves', '', '![Training and evaluation curves](curves.png)', '',
       '## Validation faces (local inspection only: not for the repository)', '',
       '![Validation faces inpainted by every model](grid.png)', ''])

@@ -17,7 +17,6 @@ import datetime
 import hashlib
 import os
 import signal
-import tempfile
 import time
 from typing import Any, Iterator
 
@@ -33,13 +32,13 @@ from jax.experimental import multihost_utils
 
 from define_jax import checkpoints
 from define_jax import config_lib
-from define_jax import scoring
 from define_jax import steps
-from define_jax import visualize
 from define_jax import workdir_lock
-from define_jax.data import evaluation
 from define_jax.data import pipeline
 from define_jax.data import skips
+from define_jax.eval import evaluation_set
+from define_jax.eval import grids
+from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 
 
@@ -107,7 +106,7 @@ def _use_state(inpainter: Inpainter, state) -> None:
   inpainter.set_variables(jax_utils.unreplicate(steps.inference_variables(state)))
 
 
-def evaluate(inpainter: Inpainter, state, eval_set: evaluation.EvalSet,
+def evaluate(inpainter: Inpainter, state, eval_set: evaluation_set.EvalSet,
              batch_size: int) -> dict[str, float]:
   """The state's scores as `evaluate` reports them in its 'All' row: mean L1, PSNR, SSIM,
   LPIPS-VGG and LPIPS-Alex of the composite (the inpainter's paste-back) over the images in a hole-ratio band.
@@ -116,8 +115,7 @@ def evaluate(inpainter: Inpainter, state, eval_set: evaluation.EvalSet,
   all get the same numbers without a collective.
   """
   _use_state(inpainter, state)
-  methods = {'model': inpainter.inpaint_arrays}
-  per_image, _ = scoring.score(inpainter.parallel, methods, eval_set, batch_size)
+  per_image, _ = scoring.score_inpainters({'model': inpainter}, eval_set, batch_size)
   scores = scoring.overall(per_image['model'], eval_set.bands)
   return {f'eval_{metric}': value for metric, value in scores.items()}
 
@@ -126,7 +124,7 @@ def sample_grid(inpainter: Inpainter, state, images: np.ndarray,
                 known: np.ndarray) -> np.ndarray:
   """masked input | mask | composite | truth of the first sample images."""
   _use_state(inpainter, state)
-  return visualize.inpainting_grid(images, known, inpainter.inpaint_arrays(images, known))
+  return grids.inpainting_grid(images, known, inpainter.inpaint_arrays(images, known))
 
 
 def write_before_after(workdir: str, inpainter: Inpainter, state, starting_variables: dict,
@@ -138,24 +136,10 @@ def write_before_after(workdir: str, inpainter: Inpainter, state, starting_varia
   after = inpainter.inpaint_arrays(images, known)
   inpainter.set_variables(starting_variables)
   before = inpainter.inpaint_arrays(images, known)
-  picture = visualize.grid([visualize.masked_input(images, known), before, after, images])
+  picture = grids.grid(grids.comparison(images, known, [before, after]))
   path = os.path.join(workdir, 'before_after.png')
-  save_png(path, picture, titles=['input', 'before', 'after', 'truth'])
+  grids.save_png(path, picture, titles=['input', 'before', 'after', 'truth'])
   return path
-
-
-def save_png(path: str, picture: np.ndarray, **kwargs) -> None:
-  """visualize.save_png, also into a bucket (gs://...): Pillow writes only local files, so a
-  remote picture is written to a temporary file and copied."""
-  if '://' not in path:
-    visualize.save_png(path, picture, **kwargs)
-    return
-  with tempfile.TemporaryDirectory() as local_dir:
-    local = os.path.join(local_dir, os.path.basename(path))
-    visualize.save_png(local, picture, **kwargs)
-    target = epath.Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    epath.Path(local).copy(target, overwrite=True)
 
 
 def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
@@ -225,7 +209,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
   train_dataset = pipeline.create_train_dataset(config, start_step=start_step)
   train_iter = jax_utils.prefetch_to_device(numpy_batches(train_dataset), 2)
-  eval_set = evaluation.for_training(config)
+  eval_set = evaluation_set.for_training(config)
   # Scores on this process's devices with the current variables (see evaluate).
   inpainter = Inpainter(starting_variables, config)
   inpainter.refuse_non_finite = False  # NaN scores are logged; the non-finite guard stops.
@@ -292,7 +276,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
       if is_chief and (step % config.image_every_steps == 0 or last_step):
         picture = sample_grid(inpainter, state, *sample_images)
         writer.write_images(step, {'samples': picture[None]})
-        save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
+        grids.save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
 
       # Multi-host runs agree on stopping at log steps (a collective), so all save together.
       if jax.process_count() == 1:

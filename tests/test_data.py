@@ -14,10 +14,10 @@ import pytest
 from configs import default
 from define_jax import image_files
 from define_jax.data import images
-from define_jax.data import evaluation
 from define_jax.data import pipeline
 from define_jax.data import skips
 from define_jax.datasets import prepare
+from define_jax.eval import evaluation_set
 
 SIZE = 32
 
@@ -152,17 +152,17 @@ def test_batch_size_must_split_over_all_devices(face_dir, batch_size, process_co
 
 def test_validation_images_are_fixed_whatever_the_seed(face_dir):
   config = make_config(image_dir=str(face_dir))
-  images, names = evaluation.validation_images(config, SIZE, 10)
+  images, names = evaluation_set.validation_images(config, SIZE, 10)
   assert images.shape == (10, SIZE, SIZE, 3) and images.dtype == np.float32
   assert len({image.tobytes() for image in images}) == 10 and len(names) == 10
   # Every evaluation sees the same images, whatever the training seed.
-  np.testing.assert_array_equal(images, evaluation.validation_images(config, SIZE, 10)[0])
+  np.testing.assert_array_equal(images, evaluation_set.validation_images(config, SIZE, 10)[0])
   other_seed = make_config(image_dir=str(face_dir), seed=3)
-  np.testing.assert_array_equal(images, evaluation.validation_images(other_seed, SIZE, 10)[0])
+  np.testing.assert_array_equal(images, evaluation_set.validation_images(other_seed, SIZE, 10)[0])
 
 
 def test_validation_images_are_capped_by_the_split(face_dir):
-  images, _ = evaluation.validation_images(make_config(image_dir=str(face_dir)), SIZE, 1000)
+  images, _ = evaluation_set.validation_images(make_config(image_dir=str(face_dir)), SIZE, 1000)
   assert 3 <= len(images) < 30  # the whole validation split, each image once
   assert len({image.tobytes() for image in images}) == len(images)
 
@@ -259,7 +259,7 @@ def test_bad_files_are_converted_or_skipped_and_counted(bad_face_dir):
 def test_unreadable_validation_images_are_skipped_and_counted(bad_face_dir):
   config = make_config(image_dir=str(bad_face_dir), validation_fraction=1.0)
   before = skips.skipped_input_counts()['images']
-  images, _ = evaluation.validation_images(config, SIZE, 9)
+  images, _ = evaluation_set.validation_images(config, SIZE, 9)
   assert len(images) == 5  # the five readable files, each once
   assert skips.skipped_input_counts()['images'] - before == 4
 
@@ -385,7 +385,7 @@ def test_ffhq_dataset(tmp_path):
   )
   (batch,) = take(pipeline.create_train_dataset(config), 1)
   assert batch['image'].shape == (4, 1, SIZE, SIZE, 3)
-  assert len(evaluation.validation_images(config, SIZE, 3)[0]) == 2  # the two validation images
+  assert len(evaluation_set.validation_images(config, SIZE, 3)[0]) == 2  # the two validation images
 
 
 def test_quickstart_photos_with_random_crops():
@@ -394,9 +394,9 @@ def test_quickstart_photos_with_random_crops():
   images = flat(batch, 'image')
   assert images.shape == (8, 64, 64, 3) and len({image.tobytes() for image in images}) == 8
   # Two validation photos, twelve fixed crops of them.
-  crops, _ = evaluation.validation_images(config, 64, 12)
+  crops, _ = evaluation_set.validation_images(config, 64, 12)
   assert len({crop.tobytes() for crop in crops}) == 12
-  np.testing.assert_array_equal(crops, evaluation.validation_images(config, 64, 12)[0])
+  np.testing.assert_array_equal(crops, evaluation_set.validation_images(config, 64, 12)[0])
 
 
 def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
@@ -421,4 +421,4 @@ def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
     known_fraction = flat(batch, 'mask').mean(axis=(1, 2, 3))
     assert ((known_fraction > 0) & (known_fraction < 1)).all()
   faces = make_config(image_dir=os.path.join(shared_data, 'faces', 'utkface'), image_size=64)
-  assert len(evaluation.validation_images(faces, 64, 10)[0]) == 10
+  assert len(evaluation_set.validation_images(faces, 64, 10)[0]) == 10

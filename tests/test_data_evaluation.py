@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from define_jax import metrics
-from define_jax.data import evaluation
 from define_jax.datasets import prepare
+from define_jax.eval import bands
+from define_jax.eval import evaluation_set
 
 from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
 from conftest import astronaut, write_masks
@@ -19,25 +19,24 @@ from conftest import astronaut, write_masks
 
 def test_round_robin_covers_bands_in_turn_and_cycles():
   buckets = [[0, 1], [], [2], [3, 4, 5], [], []]
-  assert evaluation._round_robin(buckets, 8) == [0, 2, 3, 1, 4, 5, 0, 2]
+  assert evaluation_set._round_robin(buckets, 8) == [0, 2, 3, 1, 4, 5, 0, 2]
 
 
 def test_mask_files_are_bucketed_by_their_actual_hole_ratio(tmp_path):
   mask_dir = write_masks(tmp_path / 'masks', BAND_ROWS + OUT_OF_BAND_ROWS)
-  known, names = evaluation.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
-  bands = metrics.band_index(metrics.hole_ratio(known))
-  np.testing.assert_array_equal(bands, np.arange(12) % 6)
+  known, names = evaluation_set.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
+  np.testing.assert_array_equal(bands.band_index(bands.hole_ratio(known)), np.arange(12) % 6)
   assert len(set(names)) == 12  # Each band's two files both used.
-  again, _ = evaluation.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
+  again, _ = evaluation_set.masks_from_dir(str(mask_dir), 'hole_white', 64, 12, seed=0)
   np.testing.assert_array_equal(known, again)
   # The same files read as white = keep: holes of 100%, 95% .. 45%, 19%; bands 1, 4, 5 in turn.
-  flipped, _ = evaluation.masks_from_dir(str(mask_dir), 'keep_white', 64, 4, seed=0)
-  assert list(metrics.band_index(metrics.hole_ratio(flipped))) == [1, 4, 5, 1]
+  flipped, _ = evaluation_set.masks_from_dir(str(mask_dir), 'keep_white', 64, 4, seed=0)
+  assert list(bands.band_index(bands.hole_ratio(flipped))) == [1, 4, 5, 1]
 
 
 def test_generated_masks_cover_every_band():
-  known, _ = evaluation.generated_masks(64, 18, seed=0)
-  np.testing.assert_array_equal(metrics.band_index(metrics.hole_ratio(known)), np.arange(18) % 6)
+  known, _ = evaluation_set.generated_masks(64, 18, seed=0)
+  np.testing.assert_array_equal(bands.band_index(bands.hole_ratio(known)), np.arange(18) % 6)
 
 
 def face_config(tmp_path, **overrides):
@@ -55,14 +54,14 @@ def face_config(tmp_path, **overrides):
 
 def test_training_eval_set_cycles_the_split_with_band_balanced_masks(tmp_path):
   config = face_config(tmp_path)
-  eval_set = evaluation.for_training(config)
+  eval_set = evaluation_set.for_training(config)
   assert eval_set.images.shape == (30, 64, 64, 3) and eval_set.known.shape == (30, 64, 64, 1)
   distinct = len(set(eval_set.image_names))
   assert 2 <= distinct < 12 and eval_set.image_names[distinct] == eval_set.image_names[0]
   np.testing.assert_array_equal(eval_set.bands, np.arange(30) % 6)
   # Fixed: the same set whatever the training seed.
   config.seed = 7
-  again = evaluation.for_training(config)
+  again = evaluation_set.for_training(config)
   np.testing.assert_array_equal(eval_set.images, again.images)
   np.testing.assert_array_equal(eval_set.known, again.known)
 
@@ -75,22 +74,26 @@ def test_training_eval_masks_from_the_mask_dir_or_the_prepared_eval_split(tmp_pa
   config = face_config(tmp_path, masks='nvidia_irregular', data_dir=str(tfds_dir),
                        num_eval_images=12)
   with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
-    evaluation.for_training(config)
+    evaluation_set.for_training(config)
   config.mask_dir = str(mask_dir)
-  from_files = evaluation.for_training(config)
+  from_files = evaluation_set.for_training(config)
   np.testing.assert_array_equal(from_files.bands, np.arange(12) % 6)
   config.mask_dir = ''
   prepare.prepare_dataset('nvidia_irregular_masks', mask_dir, tfds_dir)
-  from_tfds = evaluation.for_training(config)
+  from_tfds = evaluation_set.for_training(config)
   np.testing.assert_array_equal(from_tfds.bands, np.arange(12) % 6)
   assert all('nvidia_irregular_masks' in name for name in from_tfds.mask_names)
 
 
 
-def test_evaluation_imports_neither_tensorflow_nor_clu():
-  code = ('import sys, define_jax.evaluate, define_jax.scoring, define_jax.data.evaluation; '
-          'print(sorted({m.split(".")[0] for m in sys.modules} & '
+def test_evaluation_imports_neither_tensorflow_nor_clu_and_study_not_the_evaluate_cli():
+  code = ('import sys, define_jax.study, define_jax.study_protocol, define_jax.eval.bands, '
+          'define_jax.eval.metrics, define_jax.eval.scoring, define_jax.eval.baselines, '
+          'define_jax.eval.evaluation_set, define_jax.eval.report, define_jax.eval.grids; '
+          'study_imports_cli = "define_jax.evaluate" in sys.modules; '
+          'import define_jax.evaluate; '
+          'print(study_imports_cli, sorted({m.split(".")[0] for m in sys.modules} & '
           '{"tensorflow", "tensorflow_datasets", "clu"}))')
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120, check=True)
-  assert result.stdout.strip() == '[]'
+  assert result.stdout.strip() == 'False []'

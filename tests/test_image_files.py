@@ -13,7 +13,7 @@ import pytest
 
 from define_jax import image_files
 from define_jax import inpaint
-from define_jax.data import evaluation
+from define_jax.eval import evaluation_set
 from define_jax.data import images
 from define_jax.data import mask_sources
 from define_jax.datasets import ffhq
@@ -119,12 +119,12 @@ def test_every_path_reads_a_mask_file_alike(tmp_path, inpainter):
       if known is None:  # Refused everywhere: skipped by the builder, an error elsewhere.
         assert name not in stored
         with pytest.raises(image_files.InputError, match='not binary'):
-          evaluation.masks_from_dir(str(single), 'hole_white', SIZE, 1, seed=0)
+          evaluation_set.masks_from_dir(str(single), 'hole_white', SIZE, 1, seed=0)
         with pytest.raises(image_files.InputError):
           read_by_inpaint(photo, masks_dir / name, tmp_path)
         continue
       np.testing.assert_array_equal(stored[name], known, err_msg=f'training, {name}')
-      from_dir, _ = evaluation.masks_from_dir(str(single), 'hole_white', SIZE, 1, seed=0)
+      from_dir, _ = evaluation_set.masks_from_dir(str(single), 'hole_white', SIZE, 1, seed=0)
       np.testing.assert_array_equal(from_dir[0, ..., 0], known, err_msg=f'evaluate, {name}')
       _, from_inpaint = read_by_inpaint(photo, masks_dir / name, tmp_path)
       np.testing.assert_array_equal(from_inpaint, known, err_msg=f'inpaint, {name}')
@@ -136,7 +136,7 @@ def test_every_path_reads_a_photo_alike(tmp_path, inpainter):
   mask = tmp_path / 'mask.png'
   Image.fromarray(np.where(hole_set(), 255, 0).astype(np.uint8)).save(mask)
   training = images.FileImages(photos, names)
-  evaluated, evaluated_names, skipped = evaluation.folder_images(str(photos), SIZE, len(names))
+  evaluated, evaluated_names, skipped = evaluation_set.folder_images(str(photos), SIZE, len(names))
   assert evaluated_names == names and not skipped
   with mock.patch.object(Inpainter, 'load', return_value=inpainter):
     for index, name in enumerate(names):

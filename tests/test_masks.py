@@ -10,12 +10,12 @@ import pytest
 
 from define_jax import image_files
 from define_jax import masks
-from define_jax import metrics
+from define_jax.eval import bands
 
 
 def hole_ratio(known):
-  """metrics.hole_ratio of one [H, W] mask."""
-  return float(metrics.hole_ratio(known[None, ..., None])[0])
+  """bands.hole_ratio of one [H, W] mask."""
+  return float(bands.hole_ratio(known[None, ..., None])[0])
 
 
 def generated(seed, size=128, ratio_range=(0.1, 0.6)):

@@ -10,8 +10,9 @@ import skimage.transform
 import torch
 import torch.nn.functional as F
 
-from define_jax import metrics
 from define_jax import vgg_weights
+from define_jax.eval import bands
+from define_jax.eval import metrics
 
 
 def photo(size=64):
@@ -209,13 +210,13 @@ def test_lpips_weights_are_read_with_the_restricted_unpickler(monkeypatch):
     (0.0, -1), (0.001, 0), (0.1, 0), (0.1001, 1), (0.25, 2), (0.5, 4), (0.55, 5), (0.6, 5),
     (0.6001, -1), (1.0, -1)])
 def test_band_index_uses_half_open_bands(ratio, band):
-  assert metrics.band_index(np.asarray([ratio]))[0] == band
+  assert bands.band_index(np.asarray([ratio]))[0] == band
 
 
 def test_band_labels_and_hole_ratio():
-  assert [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] == [
+  assert [bands.band_label(b) for b in range(bands.NUM_BANDS)] == [
       '0–10%', '10–20%', '20–30%', '30–40%', '40–50%', '50–60%']
   known = np.ones((2, 10, 10, 1), np.float32)
   known[0, :3] = 0  # 30% hole.
-  np.testing.assert_allclose(metrics.hole_ratio(known), [0.3, 0.0])
-  np.testing.assert_array_equal(metrics.band_index(metrics.hole_ratio(known)), [2, -1])
+  np.testing.assert_allclose(bands.hole_ratio(known), [0.3, 0.0])
+  np.testing.assert_array_equal(bands.band_index(bands.hole_ratio(known)), [2, -1])

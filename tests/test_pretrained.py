@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from define_jax import baselines
 from define_jax import evaluate
 from define_jax import inpaint
 from define_jax import masks
+from define_jax.eval import baselines
 from define_jax.inference import PRETRAINED_MODEL, Inpainter
 from define_jax.tools import model_card_figures
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from define_jax import checkpoints
-from define_jax import metrics
-from define_jax import scoring
 from define_jax import study
 from define_jax import study_protocol
 from define_jax import training_curves
+from define_jax.eval import bands
+from define_jax.eval import metrics
 
 from conftest import REPO_ROOT
 
@@ -55,8 +55,7 @@ def check_artifacts(workdir):
     assert manager.all_steps() == [STEPS]
 
   header, *rows = table_rows((workdir / 'study.md').read_text(encoding='utf-8'))
-  bands = [metrics.band_label(b) for b in range(metrics.NUM_BANDS)] + [scoring.OVERALL]
-  assert [cell.split(' (')[0] for cell in header[2:]] == bands
+  assert [cell.split(' (')[0] for cell in header[2:]] == bands.band_labels()
   # One row per variant for each metric, in --configs order.
   assert [row[1].strip('`') for row in rows] == list(VARIANTS) * len(metrics.METRICS)
   for first in range(0, len(rows), len(VARIANTS)):
@@ -150,7 +149,7 @@ def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_
   assert {row['method'] for row in report['report_rows']} == {'packaged', *names}
   # 12 report images, two per band, and the 12 images after them choose.
   assert [row['images'] for row in report['report_rows'] if row['method'] == 'packaged'] == (
-      [2] * metrics.NUM_BANDS + [12])
+      [2] * bands.NUM_BANDS + [12])
   selection = result['selection']
   assert selection['images'] == 12 and selection['large_images'] == 6
   assert set(selection['qualifying']) <= set(names)
@@ -172,8 +171,8 @@ def test_protocol_rejects_mixed_options_and_missing_start(tmp_path):
 
 
 def test_selection_rule_limits_psnr_loss_and_keeps_the_packaged_model_otherwise():
-  bands = np.arange(12) % metrics.NUM_BANDS  # Two images per band; bands 3-5 from 30 %.
-  large = bands >= 3
+  image_bands = np.arange(12) % bands.NUM_BANDS  # Two images per band; bands 3-5 from 30 %.
+  large = image_bands >= 3
 
   def scores(psnr, lpips_small, lpips_large):
     return {'psnr': np.full(12, psnr), 'lpips_alex': np.where(large, lpips_large, lpips_small)}
@@ -182,10 +181,10 @@ def test_selection_rule_limits_psnr_loss_and_keeps_the_packaged_model_otherwise(
                'sharp_but_noisy': scores(29.5, 0.01, 0.10),  # Loses 0.5 dB: disqualified.
                'better': scores(29.8, 0.09, 0.15),  # Loses 0.2 dB, better on large holes.
                'worse': scores(30.5, 0.01, 0.25)}  # Best small-hole LPIPS: not what counts.
-  selection = study_protocol.select(per_image, bands, ['sharp_but_noisy', 'better', 'worse'],
-                                    0.3, 0.3)
+  selection = study_protocol.select(per_image, image_bands,
+                                    ['sharp_but_noisy', 'better', 'worse'], 0.3, 0.3)
   assert selection['qualifying'] == ['better', 'worse']
   assert selection['chosen'] == 'better' and selection['large_images'] == 6
   np.testing.assert_allclose(selection['lpips_alex_large']['better'], 0.15)
-  kept = study_protocol.select(per_image, bands, ['sharp_but_noisy', 'worse'], 0.3, 0.3)
+  kept = study_protocol.select(per_image, image_bands, ['sharp_but_noisy', 'worse'], 0.3, 0.3)
   assert kept['chosen'] == 'packaged' and kept['qualifying'] == ['worse']

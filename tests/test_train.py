@@ -12,10 +12,10 @@ from flax import jax_utils
 
 from configs import tiny
 from define_jax import checkpoints
-from define_jax import scoring
 from define_jax import steps
 from define_jax import train
-from define_jax.data import evaluation
+from define_jax.eval import evaluation_set
+from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 
 from conftest import REPO_ROOT, synthetic_batch
@@ -59,7 +59,7 @@ def test_eval_leaves_out_padding_and_hole_free_elements():
   images = batch['image'].reshape((-1,) + batch['image'].shape[2:])[:6]
   known = batch['mask'].reshape((-1,) + batch['mask'].shape[2:])[:6]
   known[0] = 1.0  # An image without a hole.
-  eval_set = evaluation.EvalSet(images, known, [''] * 6, [''] * 6)
+  eval_set = evaluation_set.EvalSet(images, known, [''] * 6, [''] * 6)
   inpainter = Inpainter(jax_utils.unreplicate(steps.inference_variables(state)), config)
   per_image, _ = scoring.score(inpainter.parallel, {'model': inpainter.inpaint_arrays},
                                eval_set, batch_size=8)

