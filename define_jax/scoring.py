@@ -14,7 +14,7 @@ import numpy as np
 
 from define_jax import metrics
 from define_jax.data.evaluation import EvalSet
-from define_jax.inference import DataParallel
+from define_jax.data_parallel import DataParallel
 
 EXAMPLES_PER_BAND = 4
 OVERALL = 'All'
