@@ -1,7 +1,7 @@
 """The loss-study protocol: `python -m define_jax.study --config configs/study_faces128.py`.
 
 The variants of a study config fine-tune from one common start (train.init_from) on the
-same number of images; study.train_variants trains, resumes or skips them. Then the
+same number of images; study_lib.train_variants trains, resumes or skips them. Then the
 start (`packaged`) and every variant are scored on one fixed set of validation images with
 band-balanced masks, split in two: the first `report_images` give the reported table and
 the README section, the next `selection_images` choose the model to ship by the rule the
@@ -26,7 +26,7 @@ from define_jax import config_lib
 from define_jax import losses
 from define_jax import metrics
 from define_jax import scoring
-from define_jax import study
+from define_jax import study_lib
 from define_jax import training_curves
 from define_jax import visualize
 from define_jax.data import evaluation
@@ -81,7 +81,7 @@ def paired_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
 
 def _verdict(mean: float, error: float, higher_is_better: bool, digits: int) -> str:
   # A change too small to show at the printed precision is no change, however consistent.
-  if abs(mean) <= study.SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
+  if abs(mean) <= study_lib.SIGNIFICANT_STANDARD_ERRORS * error or round(mean, digits) == 0:
     return 'no clear change'
   return 'better' if (mean > 0) == higher_is_better else 'worse'
 
@@ -167,7 +167,7 @@ def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str,
     lines.append(f'- `{after}` against `{before}` ({report["descriptions"][after]}): '
                  f'{change}.')
   lines.append(f'- ± is one standard error of the paired per-image differences; "clear" '
-               f'means beyond {study.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
+               f'means beyond {study_lib.SIGNIFICANT_STANDARD_ERRORS:g} of them.')
   selection = report['selection']
   rule = protocol['selection_rule']
   if selection['chosen'] == REFERENCE:
@@ -191,7 +191,7 @@ def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str,
 
 
 def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
-                  ) -> tuple[ml_collections.ConfigDict, Path, list[study.Variant]]:
+                  ) -> tuple[ml_collections.ConfigDict, Path, list[study_lib.Variant]]:
   """(study config, workdir, variants): each variant is the shared training config with its
   loss preset and a step budget of images_per_variant images."""
   protocol = config_lib.load(options.config, overrides)
@@ -207,7 +207,7 @@ def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
     config = copy.deepcopy(protocol.train)
     config.loss = loss
     config.num_train_steps = math.ceil(protocol.images_per_variant / config.batch_size)
-    variants.append(study.Variant(name, config, workdir / name))
+    variants.append(study_lib.Variant(name, config, workdir / name))
   if len(variants) < 2:
     raise ValueError('config.variants needs at least two variants.')
   return protocol, workdir, variants
@@ -220,11 +220,11 @@ def describe_loss(preset: str) -> str:
 
 
 def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workdir: Path,
-                 variants: list[study.Variant]) -> dict:
+                 variants: list[study_lib.Variant]) -> dict:
   """Trains the protocol's variants, scores them and the common start, applies the rule."""
   for variant in variants:
-    study.check_reusable(variant)
-  study.train_variants(variants)
+    study_lib.check_reusable(variant)
+  study_lib.train_variants(variants)
 
   start = variants[0].config.init_from
   eval_config = copy.deepcopy(variants[0].config)
@@ -235,7 +235,7 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   per_image, example_composites = scoring.score(
       inpainters[REFERENCE].parallel,
       {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()},
-      eval_set, study.SCORE_BATCH_SIZE)
+      eval_set, study_lib.SCORE_BATCH_SIZE)
   split = protocol.report_images
   bands = eval_set.bands
   report_scores = subset(per_image, slice(0, split))
@@ -247,7 +247,7 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   workdir.mkdir(parents=True, exist_ok=True)
   curves = {v.name: training_curves.read(v.run_dir) for v in variants}
   training_curves.plot(workdir / 'curves.png', curves)
-  study.write_grid(workdir / 'grid.png', eval_set, example_composites)
+  study_lib.write_grid(workdir / 'grid.png', eval_set, example_composites)
   picture, titles = astronaut_grid(inpainters, eval_config.image_size)
   visualize.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
   report = {
@@ -262,8 +262,8 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
                     'steps': v.config.num_train_steps, 'batch_size': v.config.batch_size,
                     'images_seen': v.config.num_train_steps * v.config.batch_size,
                     'wall_time': str(datetime.timedelta(
-                        seconds=int(study.wall_seconds(v.run_dir)))),
-                    'config': study.plain_config(v.config)} for v in variants],
+                        seconds=int(study_lib.wall_seconds(v.run_dir)))),
+                    'config': study_lib.plain_config(v.config)} for v in variants],
       'descriptions': {v.name: describe_loss(v.config.loss) for v in variants},
       'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
                    'bands': [metrics.band_label(int(b)) for b in bands]},
