@@ -27,7 +27,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from define_jax import config_lib
-from define_jax import export
+from define_jax import model_file
 from define_jax import weight_checks
 
 ITEMS = ('model', 'optimizer', 'config')
@@ -227,8 +227,8 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
   local or a URL (gs://...). Raises FileNotFoundError listing what is there when no
   checkpoint is found.
   """
-  if export.is_model_file(str(path)):
-    return export.read_model_file(str(path))
+  if model_file.is_model_file(str(path)):
+    return model_file.read_model_file(str(path))
   path = epath.Path(resolve_workdir(path))
   if (path / 'model').is_dir() and path.name.isdigit():
     root, step = path.parent, int(path.name)

@@ -17,6 +17,7 @@ the result are exactly the input's, at the input's resolution.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -25,17 +26,18 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from define_jax import auto_fit
 from define_jax import checkpoints
 from define_jax import config_lib
+from define_jax import data_parallel
 from define_jax import image_files
 from define_jax import image_input
-from define_jax import losses
+from define_jax import masking
 from define_jax import masks
 from define_jax import memory
+from define_jax import model_file
 from define_jax import steps
 from define_jax import weight_checks
 from define_jax.image_files import InputError
@@ -58,66 +60,6 @@ MAX_PASSES = 16
 # A resized mask pixel counts as known only if no hole pixel contributed to it, so hole
 # content can never leak into the network's known input.
 _FULLY_KNOWN = 1.0 - 1e-4
-
-
-def _shape_mismatches(expected: Any, actual: Any) -> list[str]:
-  """'path: expected shape, found shape' for every differing leaf, missing or extra."""
-  expected_flat = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
-  actual_flat = dict(jax.tree_util.tree_flatten_with_path(actual)[0])
-  problems = []
-  for key in sorted(set(expected_flat) | set(actual_flat), key=jax.tree_util.keystr):
-    want = tuple(expected_flat[key].shape) if key in expected_flat else 'nothing'
-    have = tuple(np.shape(actual_flat[key])) if key in actual_flat else 'nothing'
-    if want != have:
-      problems.append(f'{jax.tree_util.keystr(key)}: config expects {want}, checkpoint has {have}')
-  return problems
-
-
-def check_variables_match(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
-                          path: str) -> None:
-  """ValueError unless the checkpoint's weights have the shapes its config's model needs."""
-  model = steps.create_model(config)
-  size = config.image_size
-  expected = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
-                         jnp.ones((1, size, size, 1)), train=False))
-  problems = _shape_mismatches(dict(expected), dict(variables))
-  if problems:
-    shown = '\n  '.join(problems[:8])
-    raise ValueError(
-        f'The weights in {path} do not fit the model its config describes '
-        f'(model={config.model}, layers={config.layers}, base_features={config.base_features}, '
-        f'max_features={config.max_features}); {len(problems)} mismatches:\n  {shown}\n'
-        'The checkpoint was probably written with another config.')
-
-
-class DataParallel:
-  """Runs jitted per-example functions with the batch split across the local devices.
-
-  Batches are padded to a multiple of the device count (repeating the last example) and the
-  padding is dropped from the results, so any batch size works.
-  """
-
-  def __init__(self, devices: list[jax.Device] | None = None):
-    self.devices = list(devices or jax.local_devices())
-    mesh = Mesh(np.asarray(self.devices), ('batch',))
-    self._batch_sharding = NamedSharding(mesh, PartitionSpec('batch'))
-    self._replicated = NamedSharding(mesh, PartitionSpec())
-
-  def replicate(self, tree: Any) -> Any:
-    return jax.device_put(tree, self._replicated)
-
-  def padded_size(self, size: int) -> int:
-    return math.ceil(size / len(self.devices)) * len(self.devices)
-
-  def __call__(self, fn: Callable[..., Any], replicated: Any, *batch: np.ndarray) -> Any:
-    """fn(replicated, *batch) with every array of `batch` split along axis 0; NumPy result."""
-    size = len(batch[0])
-    pad = self.padded_size(size) - size
-    padded = [np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) for x in batch]
-    sharded = [jax.device_put(x, self._batch_sharding) for x in padded]
-    result = jax.device_get(fn(replicated, *sharded))
-    return jax.tree.map(lambda x: np.asarray(x)[:size], result)
 
 
 def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
@@ -236,7 +178,7 @@ class Inpainter:
     self.image_size: int = config.image_size
     self._size_multiple = 2 ** config.layers
     self._apply = steps.create_model(config).apply
-    self.parallel = DataParallel(devices)
+    self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes runs the one compiled program of a shape.
     self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('fit',))
@@ -260,7 +202,7 @@ class Inpainter:
     """
     variables, stored_config, restored_step = checkpoints.load_model(path, step)
     config = config_lib.model_config(stored_config, path)
-    check_variables_match(config, variables, path)
+    model_file.check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
   @classmethod
@@ -278,27 +220,21 @@ class Inpainter:
     """from_checkpoint(path), or the packaged model when path is None or empty."""
     return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
 
-  def _network_pass(self, variables, image: jax.Array, known: jax.Array) -> jax.Array:
-    return steps.inpaint(self._apply, variables, image, known)
-
   def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array,
                         passes: jax.Array, *, fit: Fit) -> jax.Array:
     self.compiled_shapes.append((tuple(images.shape), fit))  # Runs only when tracing.
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
-    fill = self._network_pass(variables, net_image, net_known)
-
-    def refine(_, fill):
-      # Later passes see the previous result as known everywhere (with the original mask the
-      # partial convolutions would ignore the fill and repeat the first pass); the original
-      # known pixels are restored after each pass.
-      refined = self._apply(variables, fill, jnp.ones_like(net_known), train=False)
-      return losses.composite(refined, net_image, net_known)
-
+    inpaint = functools.partial(steps.inpaint, self._apply, variables)
+    fill = inpaint(net_image, net_known)
+    # Later passes show the network the previous result as known everywhere (with the original
+    # mask the partial convolutions would ignore the fill and repeat the first pass); the
+    # original known pixels are restored after each pass (those of the fill are the image's).
+    refine = lambda _, fill: inpaint(fill, net_known, network_mask=jnp.ones_like(net_known))
     fill = jax.lax.fori_loop(1, passes, refine, fill)  # A loop in the program, not unrolled.
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
-    return losses.composite(jnp.clip(fill, 0.0, 1.0), images, known)
+    return masking.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
   def check_memory(self, photo: Any, name: str, path: memory.Path,
                    max_memory_gb: float | None) -> None:

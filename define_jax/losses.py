@@ -12,7 +12,8 @@ from typing import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from define_jax import validation
+from define_jax import masking
+from define_jax import shape_checks
 
 Features = Sequence[jax.Array]
 FeatureFn = Callable[[jax.Array], Features]
@@ -33,8 +34,6 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 }
 LOSS_TERMS = ('l1', 'valid', 'hole', 'perceptual', 'style', 'tv', 'adversarial')
 TV_REGIONS = ('dilated_hole', 'image')
-# A soft mask value (after resizing, say) at or above which a pixel counts as known.
-KNOWN_THRESHOLD = 0.5
 
 
 def get_loss_weights(name: str) -> dict[str, float]:
@@ -85,11 +84,6 @@ def valid_loss(output: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Arr
 def hole_loss(output: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean |(1 - mask) * (output - target)| over all N*H*W*C elements."""
   return jnp.mean(jnp.abs((1 - mask) * (output - target)))
-
-
-def composite(output: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-  """The known pixels from target, the holes from output."""
-  return mask * target + (1 - mask) * output
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
@@ -153,7 +147,7 @@ def total_loss(weights: Mapping[str, float], output: jax.Array, target: jax.Arra
     discriminator: images [B,H,W,3] -> patch logits; required by the adversarial term,
       which scores the composite.
   """
-  validation.check_image_and_mask(target, mask)
+  shape_checks.check_image_and_mask(target, mask)
   if output.shape != target.shape:
     raise ValueError(f'output shape {output.shape} differs from target shape {target.shape}.')
   unknown = set(weights) - set(LOSS_TERMS)
@@ -163,7 +157,7 @@ def total_loss(weights: Mapping[str, float], output: jax.Array, target: jax.Arra
     raise ValueError(f'tv_region {tv_region!r}: expected one of {TV_REGIONS}.')
   active = {k: w for k, w in weights.items() if w}
   output, target, mask = (x.astype(jnp.float32) for x in (output, target, mask))
-  comp = composite(output, target, mask)
+  comp = masking.composite(output, target, mask)
 
   terms = {}
   if 'l1' in active:

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from define_jax import kernels
 from define_jax import prefill as prefill_lib
-from define_jax import validation
+from define_jax import shape_checks
 
 Dtype = Any
 Activation = Optional[Callable[[jax.Array], jax.Array]]
@@ -53,7 +53,7 @@ Activation = Optional[Callable[[jax.Array], jax.Array]]
 Masked = tuple[jax.Array, Optional[jax.Array]]
 
 CONVOLUTIONS = ('partial', 'plain')
-PREFILLS = ('none', 'harmonic', 'biharmonic')
+PREFILLS = ('none', *prefill_lib.FILLS)
 
 _leaky_relu = lambda x: nn.leaky_relu(x, negative_slope=0.2)
 
@@ -204,7 +204,7 @@ class InpaintingUNet(nn.Module):
   @nn.compact
   def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
     """Raw network output [N,H,W,C] (not composited with the known pixels)."""
-    validation.check_image_and_mask(image, mask, self.layers)
+    shape_checks.check_image_and_mask(image, mask, self.layers)
     if self.convolution not in CONVOLUTIONS:
       raise ValueError(f'convolution={self.convolution!r}: expected one of {CONVOLUTIONS}.')
     block = functools.partial(Block, convolution=self.convolution, axis_name=self.axis_name,
@@ -251,7 +251,7 @@ def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefil
   channels, channel_masks = [image * mask], [jnp.broadcast_to(mask, image.shape)]
   base = 0.0
   if prefill != 'none':
-    base = prefill_lib.FILLS[prefill](image, mask)
+    base = prefill_lib.fill_holes(prefill, image, mask)
     channels.append(base.astype(image.dtype))
     channel_masks.append(jnp.ones_like(base))
   if mask_channel:

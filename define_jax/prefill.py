@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from define_jax import losses
+from define_jax import masking
 
 
 def _masked_downsample(values: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -41,7 +41,7 @@ def _push_pull(image: jax.Array, known: jax.Array) -> jax.Array:
   coarse = _push_pull(coarse, coarse_known)
   upsampled = jnp.repeat(jnp.repeat(coarse, 2, axis=1), 2, axis=2)
   upsampled = upsampled[:, :image.shape[1], :image.shape[2]]
-  return losses.composite(upsampled, image, known)
+  return masking.composite(upsampled, image, known)
 
 
 def harmonic_fill(image: jax.Array, mask: jax.Array, iterations: int = 32) -> jax.Array:
@@ -51,14 +51,14 @@ def harmonic_fill(image: jax.Array, mask: jax.Array, iterations: int = 32) -> ja
   back as zeros."""
   image = jax.lax.stop_gradient(image.astype(jnp.float32))
   known = jnp.broadcast_to(jax.lax.stop_gradient(mask.astype(jnp.float32)), image.shape)
-  known = (known >= losses.KNOWN_THRESHOLD).astype(jnp.float32)
+  known = (known >= masking.KNOWN_THRESHOLD).astype(jnp.float32)
   image = image * known
   filled = _push_pull(image, known)
 
   def relax(_, x):
     p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
     neighbours = (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]) / 4
-    return losses.composite(neighbours, image, known)
+    return masking.composite(neighbours, image, known)
 
   return jax.lax.fori_loop(0, iterations, relax, filled)
 
@@ -82,7 +82,7 @@ def biharmonic_fill(image: jax.Array, mask: jax.Array,
   iterations; in large ones the remaining error is smooth. Known pixels are unchanged."""
   start = harmonic_fill(image, mask)
   hole = 1.0 - (jnp.broadcast_to(jax.lax.stop_gradient(mask.astype(jnp.float32)),
-                                 start.shape) >= losses.KNOWN_THRESHOLD).astype(jnp.float32)
+                                 start.shape) >= masking.KNOWN_THRESHOLD).astype(jnp.float32)
   operator = lambda v: hole * _laplacian(_laplacian(hole * v))
   dot = lambda a, b: jnp.sum(a * b, axis=(1, 2), keepdims=True)
   residual = -hole * _laplacian(_laplacian(start))
@@ -103,3 +103,11 @@ def biharmonic_fill(image: jax.Array, mask: jax.Array,
 
 
 FILLS = {'harmonic': harmonic_fill, 'biharmonic': biharmonic_fill}
+
+
+def fill_holes(method: str, image: jax.Array, mask: jax.Array) -> jax.Array:
+  """FILLS[method](image, mask), without running it when no pixel of the batch is a hole
+  (inference's later passes): the fill is then the image itself."""
+  no_hole = jnp.all(jax.lax.stop_gradient(mask) >= masking.KNOWN_THRESHOLD)
+  return jax.lax.cond(no_hole, lambda: jax.lax.stop_gradient(image.astype(jnp.float32)),
+                      lambda: FILLS[method](image, mask))

@@ -17,6 +17,7 @@ import optax
 from flax.training import train_state
 
 from define_jax import losses
+from define_jax import masking
 from define_jax import models
 from define_jax import vgg_weights
 
@@ -230,7 +231,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], vgg_params: An
   batch_stats = jax.lax.pmean(batch_stats, AXIS_NAME)
   checked = [jax.lax.pmean(total, AXIS_NAME), grads]
   if discriminator is not None:
-    fake = jax.lax.stop_gradient(losses.composite(
+    fake = jax.lax.stop_gradient(masking.composite(
         output.astype(jnp.float32), batch['image'], batch['mask']))
     disc_terms, disc_grads = _discriminator_gradients(
         discriminator, state.disc_params, batch['image'], fake, r1_gamma)
@@ -296,7 +297,12 @@ def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
 
 
 def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
-            mask: jax.Array) -> jax.Array:
-  """The network's fill with the known pixels restored (the composite), inference mode."""
-  output = apply_fn(variables, image * mask, mask, train=False)
-  return losses.composite(output, image, mask)
+            mask: jax.Array, network_mask: jax.Array | None = None) -> jax.Array:
+  """The network's fill with the known pixels restored (the composite), inference mode.
+
+  network_mask: the pixels the network is told are known (default: mask); inference's later
+  passes tell it the whole previous fill is.
+  """
+  network_mask = mask if network_mask is None else network_mask
+  output = apply_fn(variables, image * network_mask, network_mask, train=False)
+  return masking.composite(output, image, mask)

@@ -35,12 +35,10 @@ term does", its numbers read from the results).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,7 +47,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import console
 from define_jax import training_curves
@@ -59,31 +56,15 @@ from define_jax.eval import grids
 from define_jax.eval import metrics
 from define_jax.eval import report as report_lib
 from define_jax.eval import scoring
+from define_jax import study_protocol
 from define_jax.inference import Inpainter
+from define_jax.study_lib import (SCORE_BATCH_SIZE, StudyInterrupted, Variant, check_reusable,
+                                  plain_config, train_variants)
 
 DEFAULT_CONFIGS = 'loss_l1,loss_valid_hole,loss_style,loss_final'
-# Fields that change how often a run reports, not what it learns (how long it trains is
-# checked on its own): a run that differs only in these is still reused.
-RESULT_NEUTRAL_FIELDS = frozenset({
-    'num_train_steps', 'log_every_steps', 'eval_every_steps', 'image_every_steps',
-    'checkpoint_every_steps', 'keep_checkpoints', 'prefetch', 'profile'})
 # With --steps, the logging and evaluation cadence (unless overridden) gives this many
 # points per curve.
 CURVE_POINTS = {'log_every_steps': 50, 'eval_every_steps': 10}
-SCORE_BATCH_SIZE = 32
-
-
-class StudyInterrupted(Exception):
-  """A variant's training stopped early (SIGTERM, Ctrl-C); its checkpoint is kept."""
-
-
-@dataclasses.dataclass
-class Variant:
-  name: str
-  config: ml_collections.ConfigDict
-  run_dir: Path
-
-
 def load_variants(options: argparse.Namespace, overrides: Sequence[str]) -> list[Variant]:
   names = [name.strip() for name in options.configs.split(',') if name.strip()]
   variants = []
@@ -102,72 +83,12 @@ def load_variants(options: argparse.Namespace, overrides: Sequence[str]) -> list
   return variants
 
 
-def plain_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config as its checkpoint stores it (JSON types)."""
-  return json.loads(json.dumps(config.to_dict()))
-
-
-def check_reusable(variant: Variant) -> None:
-  """ValueError if the variant's run directory holds a run made with other settings or
-  trained past the budget; a fresh directory or a shorter matching run is fine."""
-  try:
-    _, saved, step = checkpoints.load_model(str(variant.run_dir))
-  except FileNotFoundError:
-    return
-  wanted = plain_config(variant.config)
-  differing = sorted(field for field in set(saved) | set(wanted)
-                     if field not in RESULT_NEUTRAL_FIELDS
-                     and saved.get(field) != wanted.get(field))
-  if differing:
-    changes = ', '.join(f'{f}: {saved.get(f)!r} there, {wanted.get(f)!r} now' for f in differing)
-    raise ValueError(f'{variant.run_dir} holds a run with other settings ({changes}); use '
-                     'another --workdir or the same overrides.')
-  if step > variant.config.num_train_steps:
-    raise ValueError(f'{variant.run_dir} was trained for {step} steps, more than the budget '
-                     f'of {variant.config.num_train_steps}; pass --steps {step} or use another '
-                     '--workdir.')
-
-
 def config_differences(variants: Sequence[Variant]) -> dict[str, list[Any]]:
   """{field: value per variant} for the fields in which the variants differ."""
   plain = [plain_config(v.config) for v in variants]
   fields = sorted(set().union(*plain))
   return {field: [p.get(field) for p in plain] for field in fields
           if len({json.dumps(p.get(field)) for p in plain}) > 1}
-
-
-WALL_TIME_FILE = 'wall_time.json'
-
-
-def wall_seconds(run_dir: Path) -> float:
-  """Seconds the study spent training this run, over all its sessions."""
-  path = run_dir / WALL_TIME_FILE
-  return json.loads(path.read_text())['seconds'] if path.is_file() else 0.0
-
-
-def train_variants(variants: Sequence[Variant]) -> None:
-  """Trains each variant up to its budget in turn (resuming, or skipping a finished one),
-  adding the time of every session that trained to RUN_DIR/wall_time.json."""
-  from define_jax import train  # pylint: disable=g-import-not-at-top  # After main's TF import.
-
-  for variant in variants:
-    budget = variant.config.num_train_steps
-    print(f'Study: {variant.name} in {variant.run_dir} ({budget} steps).', flush=True)
-    before = _latest_step(variant.run_dir)
-    start = time.time()
-    state = train.train_and_evaluate(variant.config, str(variant.run_dir))
-    if int(state.step) > before:
-      seconds = wall_seconds(variant.run_dir) + time.time() - start
-      (variant.run_dir / WALL_TIME_FILE).write_text(json.dumps({'seconds': seconds}))
-    if int(state.step) != budget:
-      raise StudyInterrupted(f'{variant.name} stopped at step {int(state.step)} of {budget} '
-                         '(interrupted); run the same command again to resume.')
-
-
-def _latest_step(run_dir: Path) -> int:
-  if not Path(checkpoints.checkpoint_dir(str(run_dir))).is_dir():
-    return 0
-  return checkpoints.create_manager(str(run_dir), read_only=True).latest_step() or 0
 
 
 def _join(items: Sequence[str]) -> str:
@@ -318,7 +239,6 @@ def run(argv: Sequence[str], *, cache: bool = False) -> dict:
   XLA compilations in WORKDIR/jax_cache (cache_compilations)."""
   options, overrides = parse_args(argv)
   if options.config:
-    from define_jax import study_protocol  # pylint: disable=g-import-not-at-top  # It imports this.
 
     protocol, workdir, variants = study_protocol.load_protocol(options, overrides)
     if cache:

@@ -1,7 +1,7 @@
 """The loss-study protocol: `python -m define_jax.study --config configs/study_faces128.py`.
 
 The variants of a study config fine-tune from one common start (train.init_from) on the
-same number of images; study.train_variants trains, resumes or skips them. Then the
+same number of images; study_lib.train_variants trains, resumes or skips them. Then the
 start (`packaged`) and every variant are scored on one fixed set of validation images with
 band-balanced masks, split in two: the first `report_images` give the reported table and
 the README section, the next `selection_images` choose the model to ship by the rule the
@@ -23,7 +23,7 @@ import numpy as np
 
 from define_jax import config_lib
 from define_jax import losses
-from define_jax import study
+from define_jax import study_lib
 from define_jax import training_curves
 from define_jax.eval import bands as bands_lib
 from define_jax.eval import evaluation_set
@@ -146,7 +146,7 @@ def readme_section(report: dict[str, Any], report_per_image: dict[str, dict[str,
 
 
 def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
-                  ) -> tuple[ml_collections.ConfigDict, Path, list[study.Variant]]:
+                  ) -> tuple[ml_collections.ConfigDict, Path, list[study_lib.Variant]]:
   """(study config, workdir, variants): each variant is the shared training config with its
   loss preset and a step budget of images_per_variant images."""
   protocol = config_lib.load(options.config, overrides)
@@ -162,7 +162,7 @@ def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
     config = copy.deepcopy(protocol.train)
     config.loss = loss
     config.num_train_steps = math.ceil(protocol.images_per_variant / config.batch_size)
-    variants.append(study.Variant(name, config, workdir / name))
+    variants.append(study_lib.Variant(name, config, workdir / name))
   if len(variants) < 2:
     raise ValueError('config.variants needs at least two variants.')
   return protocol, workdir, variants
@@ -175,11 +175,11 @@ def describe_loss(preset: str) -> str:
 
 
 def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workdir: Path,
-                 variants: list[study.Variant]) -> dict:
+                 variants: list[study_lib.Variant]) -> dict:
   """Trains the protocol's variants, scores them and the common start, applies the rule."""
   for variant in variants:
-    study.check_reusable(variant)
-  study.train_variants(variants)
+    study_lib.check_reusable(variant)
+  study_lib.train_variants(variants)
 
   start = variants[0].config.init_from
   eval_config = copy.deepcopy(variants[0].config)
@@ -188,7 +188,7 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   inpainters = {REFERENCE: Inpainter.from_checkpoint(start)}
   inpainters.update({v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants})
   per_image, example_composites = scoring.score_inpainters(inpainters, eval_set,
-                                                           study.SCORE_BATCH_SIZE)
+                                                           study_lib.SCORE_BATCH_SIZE)
   split = protocol.report_images
   bands = eval_set.bands
   report_scores = subset(per_image, slice(0, split))
@@ -217,8 +217,8 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
                     'steps': v.config.num_train_steps, 'batch_size': v.config.batch_size,
                     'images_seen': v.config.num_train_steps * v.config.batch_size,
                     'wall_time': str(datetime.timedelta(
-                        seconds=int(study.wall_seconds(v.run_dir)))),
-                    'config': study.plain_config(v.config)} for v in variants],
+                        seconds=int(study_lib.wall_seconds(v.run_dir)))),
+                    'config': study_lib.plain_config(v.config)} for v in variants],
       'descriptions': {v.name: describe_loss(v.config.loss) for v in variants},
       'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation_set.MASK_SEED,
                    'bands': report_lib.band_names(eval_set)},

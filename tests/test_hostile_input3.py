@@ -31,6 +31,7 @@ from define_jax import export
 from define_jax import image_files
 from define_jax import inference
 from define_jax import inpaint
+from define_jax import model_file
 from define_jax import output_files
 from define_jax import steps
 from define_jax import train
@@ -167,11 +168,11 @@ def test_broken_weights_are_refused_on_load_and_on_export(tiny_checkpoint, tmp_p
   variables, config, step = checkpoints.load_model(tiny_checkpoint)
   bad = poisoned(variables, kind)
   with pytest.raises(ValueError, match='damaged'):
-    export.write_model_file(str(tmp_path / 'bad.msgpack'), bad, config, step, 'float32')
+    model_file.write_model_file(str(tmp_path / 'bad.msgpack'), bad, config, step, 'float32')
   assert not os.listdir(tmp_path)
   # A file written before these checks existed.
   with mock.patch('define_jax.weight_checks.check_variables'):
-    export.write_model_file(str(tmp_path / 'bad.msgpack'), bad, config, step, 'float32')
+    model_file.write_model_file(str(tmp_path / 'bad.msgpack'), bad, config, step, 'float32')
   with pytest.raises(ValueError, match='bad.msgpack.*damaged'):
     Inpainter.from_checkpoint(str(tmp_path / 'bad.msgpack'))
   # A training checkpoint holding them is skipped like an unreadable one.
@@ -187,7 +188,7 @@ def test_float16_export_of_weights_beyond_its_range_is_refused(tiny_checkpoint, 
   variables = jax.tree.map(np.array, variables)
   jax.tree.leaves(variables['params'])[0].flat[0] = 1e5  # Finite in float32, inf in float16.
   with pytest.raises(ValueError, match=r'float16 weights.*NaN or infinite'):
-    export.write_model_file(str(tmp_path / 'm.msgpack'), variables, config, step, 'float16')
+    model_file.write_model_file(str(tmp_path / 'm.msgpack'), variables, config, step, 'float16')
 
 
 def test_non_finite_output_is_an_error_never_a_picture(tiny_checkpoint):
@@ -282,7 +283,7 @@ def test_evaluate_skips_counts_and_reports_unreadable_images(tiny_checkpoint, fa
 def model_file_with(tmp_path, tiny_checkpoint, *, drop=None, **config_changes):
   variables, config, step = checkpoints.load_model(tiny_checkpoint)
   path = tmp_path / 'hostile.msgpack'
-  export.write_model_file(str(path), variables, {**config, **config_changes}, step, 'float32')
+  model_file.write_model_file(str(path), variables, {**config, **config_changes}, step, 'float32')
   if drop:
     payload = serialization.msgpack_restore(path.read_bytes())
     del payload[drop]

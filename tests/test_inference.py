@@ -16,8 +16,9 @@ from PIL import Image
 from configs import tiny
 from define_jax import checkpoints
 from define_jax import inpaint
+from define_jax import prefill
 from define_jax import steps
-from define_jax.inference import DataParallel
+from define_jax.data_parallel import DataParallel
 from define_jax.inference import Inpainter
 
 from conftest import REPO_ROOT, TRAIN_STEPS, astronaut, save_checkpoint
@@ -137,6 +138,55 @@ def test_repeated_passes_refine_the_holes_only(inpainter):
   assert np.abs(twice[holes] - once[holes]).max() > 0
   with pytest.raises(ValueError, match='passes'):
     inpainter(image, holes, polarity='hole_white', passes=0)
+
+
+def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(monkeypatch):
+  """Passes after the first show the network the previous composite, all known, and restore
+  the known pixels; the diffusion pre-fill of a mask without holes is the image itself, so
+  it runs in the first pass only."""
+  config = tiny.get_config()
+  config.prefill, config.mask_channel = 'biharmonic', True
+  variables = steps.init_variables(config, jax.random.key(0))
+  fill_runs = []
+
+  def counted_fill(image, mask):
+    jax.debug.callback(lambda: fill_runs.append(1))
+    return prefill.biharmonic_fill(image, mask)
+
+  monkeypatch.setitem(prefill.FILLS, 'biharmonic', counted_fill)
+  inpainter = Inpainter(variables, config)
+  images = astronaut(64, 64)[None]
+  known = (~hole_mask(64, 64))[None, :, :, None].astype(np.float32)
+  runs = {}
+  for passes in (1, 3):
+    fill_runs.clear()
+    result = inpainter.inpaint_arrays(images, known, passes=passes)
+    jax.effects_barrier()
+    runs[passes] = len(fill_runs)
+  assert runs[3] == runs[1] > 0
+
+  # The passes spelled out: the network sees the previous fill as known everywhere, with
+  # the pre-fill run on every pass.
+  monkeypatch.setitem(prefill.FILLS, 'biharmonic', prefill.biharmonic_fill)
+  apply = steps.create_model(config).apply
+  fill = steps.inpaint(apply, variables, images * known, known)
+  for _ in range(2):
+    refined = apply(variables, fill, np.ones_like(known), train=False)
+    fill = known * images + (1 - known) * refined
+  np.testing.assert_allclose(result, known * images + (1 - known) * np.clip(fill, 0, 1),
+                             atol=1e-5)
+
+
+def test_prefill_of_a_mask_without_holes_is_the_image():
+  image = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  for known in (np.ones((2, 16, 16, 1), np.float32), np.full((1, 16, 16, 1), 0.7, np.float32)):
+    for method, fill in prefill.FILLS.items():
+      np.testing.assert_array_equal(prefill.fill_holes(method, image, known), image)
+      np.testing.assert_array_equal(fill(image, known), image)
+  holes = np.ones((2, 16, 16, 1), np.float32)
+  holes[1, 4:8, 4:8] = 0  # One hole in the batch: every image is filled.
+  np.testing.assert_array_equal(prefill.fill_holes('harmonic', image, holes),
+                                prefill.harmonic_fill(image, holes))
 
 
 def test_mask_of_another_size_is_an_error_unless_resizing_is_asked(inpainter):

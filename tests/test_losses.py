@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from define_jax import losses
+from define_jax import masking
 from define_jax import models
 from define_jax import vgg
 
@@ -61,7 +62,7 @@ def test_pixel_losses_match_numpy():
                              np.abs(m * o - m * t).mean(), rtol=RTOL)
   np.testing.assert_allclose(losses.hole_loss(output, target, mask),
                              np.abs((1 - m) * o - (1 - m) * t).mean(), rtol=RTOL)
-  comp = losses.composite(output, target, mask)
+  comp = masking.composite(output, target, mask)
   np.testing.assert_allclose(comp, np.where(m == 1, t, o), rtol=RTOL)
 
 
@@ -85,7 +86,7 @@ def test_tv_loss_matches_numpy(per_channel):
   output, target, mask = _batch(seed=2)
   if per_channel:
     mask = np.concatenate([mask, np.roll(mask, 3, axis=2), np.ones_like(mask)], axis=-1)
-  comp = np.asarray(losses.composite(output, target, mask))
+  comp = np.asarray(masking.composite(output, target, mask))
   c, m = _np(comp, mask)
   np.testing.assert_allclose(losses.tv_loss(comp, mask), tv_reference_dilated_hole(c, m),
                              rtol=RTOL)
@@ -251,7 +252,7 @@ def test_adversarial_term_scores_the_composite_and_needs_a_discriminator():
   judge = lambda images: seen.append(images) or jnp.zeros((images.shape[0], 2, 2, 1))
   weights = {'valid': 1.0, 'adversarial': 0.5}
   total, terms = losses.total_loss(weights, output, target, mask, discriminator=judge)
-  np.testing.assert_allclose(seen[0], losses.composite(output, target, mask))
+  np.testing.assert_allclose(seen[0], masking.composite(output, target, mask))
   np.testing.assert_allclose(terms['adversarial'], np.log(2), rtol=1e-6)
   np.testing.assert_allclose(total, terms['valid'] + 0.5 * np.log(2), rtol=1e-6)
   with pytest.raises(ValueError, match='adversarial loss needs a discriminator'):

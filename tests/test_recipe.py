@@ -18,6 +18,7 @@ from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import export
 from define_jax import faces
+from define_jax import model_file
 from define_jax import models
 from define_jax import prefill
 from define_jax import steps
@@ -214,7 +215,7 @@ def test_prefill_model_starts_from_the_fill_plus_a_correction():
 def test_export_round_trip_and_inference_from_the_file(tiny_checkpoint, tmp_path):
   out = str(tmp_path / 'model.msgpack')
   assert export.main(['--workdir', tiny_checkpoint, '--out', out]) == 0
-  variables, config, step = export.read_model_file(out)
+  variables, config, step = model_file.read_model_file(out)
   original, original_config, original_step = checkpoints.load_model(tiny_checkpoint)
   # Export writes the face template (the measured one: the tiny run has none of its own).
   assert config.pop('face_template') == faces.FACE_TEMPLATE.tolist()
@@ -241,8 +242,8 @@ def test_damaged_or_foreign_model_files_are_clear_errors(tmp_path):
   damaged = tmp_path / 'damaged.msgpack'
   damaged.write_bytes(b'\x85\xa6format')
   with pytest.raises(ValueError, match='damaged.msgpack'):
-    export.read_model_file(str(damaged))
+    model_file.read_model_file(str(damaged))
   foreign = tmp_path / 'foreign.msgpack'
-  foreign.write_bytes(export.serialization.msgpack_serialize({'weights': np.zeros(3)}))
+  foreign.write_bytes(model_file.serialization.msgpack_serialize({'weights': np.zeros(3)}))
   with pytest.raises(ValueError, match='not a define_jax model file'):
     Inpainter.from_checkpoint(str(foreign))

@@ -12,6 +12,7 @@ import pytest
 
 from define_jax import checkpoints
 from define_jax import study
+from define_jax import study_lib
 from define_jax import study_protocol
 from define_jax import training_curves
 from define_jax.eval import bands
@@ -131,7 +132,7 @@ PROTOCOL_TINY = (
 def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_checkpoint):
   """configs/study_faces128.py on the tiny setting: five variants from one start, the
   tables, figures, README section and selection. (Reuse and resumption are
-  study.train_variants', tested above.)"""
+  study_lib.train_variants', tested above.)"""
   workdir = tmp_path / 'protocol'
   argv = ['--config', str(CONFIG_DIR / 'study_faces128.py'), '--workdir', str(workdir),
           f'--config.train.init_from={tiny_checkpoint}', *PROTOCOL_TINY]
@@ -139,7 +140,7 @@ def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_
   names = ['v1_l1', 'v2_valid_hole', 'v3_style', 'v4_final', 'v5_adversarial']
   for name in names:
     assert checkpoints.create_manager(str(workdir / name), read_only=True).all_steps()[-1] == 1
-    assert study.wall_seconds(workdir / name) > 0
+    assert study_lib.wall_seconds(workdir / name) > 0
   for file in ('study.md', 'study.json', 'readme_section.md', 'curves.png', 'grid.png',
                'astronaut.png'):
     assert (workdir / file).stat().st_size > 0, file

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from define_jax import losses
+from define_jax import masking
 
 # Neighbourhood radius (pixels) that Telea and Navier–Stokes consider around each hole pixel;
 # OpenCV's documentation and samples use 3.
@@ -24,12 +24,12 @@ CV2_INPAINT_RADIUS = 3
 # holes, about 0.2 s per 256² image and 1.1 s per 512² image (evaluate shows its progress).
 def _holes_u8(known: np.ndarray) -> np.ndarray:
   """OpenCV's mask convention: non-zero = pixel to fill."""
-  return (np.asarray(known)[..., 0] < losses.KNOWN_THRESHOLD).astype(np.uint8)
+  return (np.asarray(known)[..., 0] < masking.KNOWN_THRESHOLD).astype(np.uint8)
 
 
 def _paste_known(fill: np.ndarray, image: np.ndarray, known: np.ndarray) -> np.ndarray:
-  known = (np.asarray(known) >= losses.KNOWN_THRESHOLD).astype(np.float32)
-  return np.asarray(losses.composite(fill, image, known), np.float32)
+  known = (np.asarray(known) >= masking.KNOWN_THRESHOLD).astype(np.float32)
+  return np.asarray(masking.composite(fill, image, known), np.float32)
 
 
 def _cv2_inpaint(image: np.ndarray, known: np.ndarray, flags: int) -> np.ndarray:
