@@ -1,70 +1,32 @@
 """Training-mask sources and the registry of mask kinds (config.masks).
 
 Adding a kind of mask is one builder `(config, process_count) -> MaskMaker` and one
-MASK_SOURCES entry; adding a TFDS mask set is one MASK_SETS entry.
+MASK_SOURCES entry; adding a TFDS mask set is one
+mask_sets.MASK_SETS entry.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import ml_collections
 import numpy as np
-from absl import logging
 
 from define_jax import image_files
 from define_jax import masks as mask_lib
 from define_jax.data import images
+from define_jax.mask_sets import MASK_SETS, STORED_POLARITY, MaskSet
 from define_jax.data import skips
 
 if TYPE_CHECKING:
   import tensorflow_datasets as tfds
 
-Key = TypeVar('Key')
 
 # Mask-set draws that are unreadable or degenerate (no hole / all hole) before
 # a generated mask stands in.
 _MAX_MASK_DRAWS = 16
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskSet:
-  """A TFDS mask set (define_jax.datasets) and how its manual files are read."""
-
-  tfds_name: str
-  train_split: str
-  eval_split: str
-  # Whether white is hole or keep in the set's files; stated only here, used by its TFDS
-  # builder and by evaluate's --mask_dir.
-  polarity: image_files.MaskPolarity
-
-
-# The TFDS builders store masks as 0/1 PNGs, 1 = known: binary data whose white is kept.
-STORED_POLARITY = 'keep_white'
-
-MASK_SETS = {
-    'nvidia_irregular': MaskSet('nvidia_irregular_masks', 'test', 'test', 'hole_white'),
-    'qd_imd': MaskSet('qd_imd', 'train', 'test', 'keep_white'),
-}
-
-
-def read_mask_set_files(name: str,
-                        files: Iterable[tuple[Key, Path]]) -> Iterator[tuple[Key, np.ndarray]]:
-  """(key, uint8 [H, W, 1], 1 = known) of the manual files of MASK_SETS[name], read with its
-  polarity: what its TFDS builder stores. Unreadable and non-binary files are skipped with
-  a warning naming them."""
-  polarity = MASK_SETS[name].polarity
-  for key, path in files:
-    try:
-      known = image_files.read_mask(path, polarity, max_pixels=None)
-    except image_files.InputError as error:
-      logging.warning('Skipping %s', error)
-      continue
-    yield key, known[..., None]
 
 
 class MaskMaker(Protocol):

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from define_jax import image_files
+from define_jax import mask_sets
 from define_jax import masks
 from define_jax.data import examples
 from define_jax.data import image_folder
@@ -31,7 +32,7 @@ from define_jax.eval import bands
 EVAL_SEED = 20240917
 # Seed of the mask choice of training-time evaluation and study (evaluate's --seed default).
 MASK_SEED = 0
-MASK_POLARITIES = {name: mask_set.polarity for name, mask_set in mask_sources.MASK_SETS.items()}
+MASK_POLARITIES = {name: mask_set.polarity for name, mask_set in mask_sets.MASK_SETS.items()}
 # Hole-ratio range drawn for generated masks of each band: band 0 starts at 1% because a
 # handful of hole pixels measures nothing.
 _GENERATED_RANGES = [
@@ -188,7 +189,7 @@ def _training_masks(config: ml_collections.ConfigDict, size: int,
   prepared mask set's evaluation split; generated for masks='generated'."""
   if config.masks == 'generated':
     return generated_masks(size, count, MASK_SEED)
-  mask_set = images.lookup(mask_sources.MASK_SETS, 'masks', config.masks)
+  mask_set = images.lookup(mask_sets.MASK_SETS, 'masks', config.masks)
   if config.mask_dir:
     return masks_from_dir(config.mask_dir, mask_set.polarity, size, count, MASK_SEED)
   records = images.TfdsRecords(mask_sources.prepared_mask_set(mask_set, config),
