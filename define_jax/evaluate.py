@@ -141,7 +141,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--fit', default='auto', choices=FITS,
                       help="How the model sees images of another size or framing than its "
                       "training faces: 'auto' (each face through its aligned crop, the rest "
-                      "native biharmonic plus the network's correction), 'resize' or 'pad'; "
+                      "at native resolution), 'resize' or 'pad'; "
                       'see define_jax.inference.')
   parser.add_argument('--num_images', type=int, default=120,
                       help='Images to score (fewer if the source has fewer).')

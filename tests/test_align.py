@@ -87,8 +87,8 @@ def test_two_faces_are_each_aligned_on_their_own():
   image[:, :120] = (1.0, 0.0, 0.0)  # Left face red, right face blue.
   image[:, 120:] = (0.0, 0.0, 1.0)
   known = np.ones((120, 240, 1), np.float32)
-  known[50:60, 50:70] = 0
-  known[50:60, 170:190] = 0
+  known[52:72, 48:72] = 0
+  known[52:72, 168:192] = 0
   faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
   calls = []
   composite, report = auto_fit.auto_fill(image, known, faces, TEMPLATE, 32,
@@ -100,9 +100,27 @@ def test_two_faces_are_each_aligned_on_their_own():
     np.testing.assert_array_equal(canvas[int(0.4 * 32), int(0.3 * 32)], colour)
   assert (canvas_known[:, 8:24, 8:24] == 0).any(axis=(1, 2, 3)).all()
   holes = known[..., 0] == 0
-  # Hole centres: the face network's fill (the native fill 0.25 plus its correction 0.25).
-  np.testing.assert_allclose(composite[55, [60, 180]], 0.5, atol=1e-5)
+  # Hole centres: the native fill 0.25 moved towards the face network's 0.5 by its correction.
+  assert (np.abs(composite[62, [60, 180]] - 0.25) > 0.1).all()
   np.testing.assert_array_equal(composite[~holes], image[~holes])
+
+
+def test_seam_exact_meets_the_known_pixels_and_keeps_a_fill_that_already_does():
+  image = astronaut(64, 80)
+  known = np.ones((64, 80, 1), np.float32)
+  known[10:40, 20:60] = 0
+  known[50:52, 5:75] = 0
+  matching = np.where(known > 0, image, 0.3).astype(np.float32)
+  np.testing.assert_array_equal(auto_fit.seam_exact(matching, image, known), matching)
+  # A fill off by a constant on the known pixels is shifted by that constant in the holes.
+  shifted = auto_fit.seam_exact(matching + 0.1, image, known)
+  np.testing.assert_allclose(shifted, matching, atol=1e-5)
+  # Any mismatch: the known pixels come out exact, and it fades into the holes' interior.
+  offset = np.zeros_like(image)
+  offset[:, :40] = 0.2
+  corrected = auto_fit.seam_exact(matching + offset, image, known)
+  np.testing.assert_allclose(corrected[known[..., 0] > 0], image[known[..., 0] > 0], atol=1e-6)
+  assert np.abs(corrected[25, 22] - matching[25, 22]).max() < 0.05  # Near the left border.
 
 
 def test_hole_outside_every_face_takes_the_native_path():
