@@ -263,7 +263,7 @@ class Inpainter:
     native = lambda i, k: self.inpaint_arrays(i[None], k[None], passes=passes, fit='pad')[0]
     results, self.last_fit_reports = [], []
     for image, image_known in zip(images, known):
-      result, report = auto_fit.auto_fill(image, image_known, self.detector(image),
+      result, report = auto_fit.auto_fill(image, image_known, self.detector,
                                           self.face_template, self.image_size, canvas_fills,
                                           native)
       results.append(result)

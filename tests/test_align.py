@@ -71,7 +71,7 @@ def test_warp_then_inverse_warp_keeps_every_known_pixel_exact():
   known = np.ones((100, 120, 1), np.float32)
   known[30:50, 20:90] = 0
   face = face_at(60, 40, 30)
-  composite, report = auto_fit.auto_fill(image, known, [face], TEMPLATE, 64,
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, 64,
                                          recording_fills([]), native_fill)
   assert report.faces_inpainted == 1
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
@@ -80,6 +80,19 @@ def test_warp_then_inverse_warp_keeps_every_known_pixel_exact():
   canvas, _ = align.warp_to_canvas(image, np.ones_like(known), matrix, 64)
   back = align.warp_from_canvas(canvas, matrix, 100, 120)
   np.testing.assert_array_equal(back[10:74, 20:84], image[10:74, 20:84])
+
+
+def test_the_detector_never_sees_the_pixels_under_the_holes():
+  image = astronaut(100, 120)
+  known = np.ones((100, 120, 1), np.float32)
+  known[30:50, 20:90] = 0
+  seen = []
+  auto_fit.auto_fill(image, known, lambda photo: seen.append(photo) or [], TEMPLATE, 64,
+                     recording_fills([]), native_fill)
+  (photo,) = seen
+  holes = known[..., 0] == 0
+  np.testing.assert_array_equal(photo[holes], 0.25)  # The native fill, not the ground truth.
+  np.testing.assert_array_equal(photo[~holes], image[~holes])
 
 
 def test_two_faces_are_each_aligned_on_their_own():
@@ -91,7 +104,7 @@ def test_two_faces_are_each_aligned_on_their_own():
   known[52:72, 168:192] = 0
   faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
   calls = []
-  composite, report = auto_fit.auto_fill(image, known, faces, TEMPLATE, 32,
+  composite, report = auto_fit.auto_fill(image, known, lambda _: faces, TEMPLATE, 32,
                                          recording_fills(calls), native_fill)
   (canvases, canvas_known), = calls
   assert report.faces_inpainted == 2 and len(canvases) == 2  # One canvas per face.
@@ -128,7 +141,7 @@ def test_hole_outside_every_face_takes_the_native_path():
   known = np.ones((128, 128, 1), np.float32)
   known[110:120, 5:30] = 0
   calls = []
-  composite, report = auto_fit.auto_fill(image, known, [face_at(80, 30, 16)], TEMPLATE, 32,
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face_at(80, 30, 16)], TEMPLATE, 32,
                                          recording_fills(calls), native_fill)
   assert report.faces_found == 1 and report.faces_inpainted == 0
   assert calls == []  # No face canvas: the native fill alone.
@@ -141,7 +154,7 @@ def test_face_at_the_image_border():
   known = np.ones((96, 96, 1), np.float32)
   known[0:12, 0:20] = 0
   calls = []
-  composite, report = auto_fit.auto_fill(image, known, [face_at(4, 6, 30)], TEMPLATE, 32,
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face_at(4, 6, 30)], TEMPLATE, 32,
                                          recording_fills(calls), native_fill)
   assert report.faces_inpainted == 1
   face_known = calls[0][1][0, ..., 0]
