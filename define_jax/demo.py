@@ -200,9 +200,9 @@ class Demo:
     self.inpainter = inpainter
 
   def describe(self) -> str:
-    config = self.inpainter.config
+    model = self.inpainter.config.model
     step = f', step {self.inpainter.step}' if self.inpainter.step is not None else ''
-    return (f'Model: {config.model}, {config.image_size}², {config.layers} levels{step}. '
+    return (f'Model: {model.name}, {model.image_size}², {model.layers} levels{step}. '
             'Paint over what should disappear, then press **Inpaint**.')
 
   def run(self, photo: np.ndarray, holes: np.ndarray, passes: int) -> tuple[np.ndarray, float]:

@@ -74,18 +74,14 @@ def _shape_mismatches(expected: Any, actual: Any) -> list[str]:
 def check_variables_match(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                           path: str) -> None:
   """ValueError unless the checkpoint's weights have the shapes its config's model needs."""
-  model = steps.create_model(config)
-  size = config.image_size
-  expected = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
-                         jnp.ones((1, size, size, 1)), train=False))
-  problems = _shape_mismatches(dict(expected), dict(variables))
+  problems = _shape_mismatches(dict(steps.variable_shapes(config.model)), dict(variables))
   if problems:
     shown = '\n  '.join(problems[:8])
+    model = ', '.join(f'{field}={value!r}' for field, value in config.model.items()
+                      if field != 'face_template')
     raise ValueError(
-        f'The weights in {path} do not fit the model its config describes '
-        f'(model={config.model}, layers={config.layers}, base_features={config.base_features}, '
-        f'max_features={config.max_features}); {len(problems)} mismatches:\n  {shown}\n'
+        f'The weights in {path} do not fit the model its config describes ({model}); '
+        f'{len(problems)} mismatches:\n  {shown}\n'
         'The checkpoint was probably written with another config.')
 
 
@@ -219,13 +215,13 @@ class Inpainter:
     self._detector = detector
     # The training faces' mean landmarks (fractions of the canvas) that faces are aligned to;
     # model files written before it was stored get the measured default.
-    self._face_template = config.face_template
+    self._face_template = config.model.face_template
     # auto_fit.FitReport of each image of the latest fit='auto' call.
     self.last_fit_reports: list[auto_fit.FitReport] = []
     self.step = step  # The training step of the checkpoint, when restored from one.
-    self.image_size: int = config.image_size
-    self._size_multiple = 2 ** config.layers
-    self._apply = steps.create_model(config).apply
+    self.image_size: int = config.model.image_size
+    self._size_multiple = 2 ** config.model.layers
+    self._apply = steps.create_model(config.model).apply
     self.parallel = DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes runs the one compiled program of a shape.
@@ -241,27 +237,31 @@ class Inpainter:
   @classmethod
   def from_checkpoint(cls, path: str, *, step: int | None = None,
                       devices: list[jax.Device] | None = None,
-                      detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
+                      detector: Callable[[np.ndarray], list[Any]] | None = None,
+                      overrides: Sequence[str] = ()) -> Inpainter:
     """From a training workdir, its checkpoints directory or one step's directory (the
-    newest readable checkpoint unless `step` is given).
+    newest readable checkpoint unless `step` is given); `overrides` (--config.FIELD=VALUE,
+    e.g. --config.model.dtype=bfloat16) change its stored config.
 
     FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
     weights do not match the checkpoint's own config.
     """
     variables, stored_config, restored_step = checkpoints.load_model(path, step)
-    config = config_lib.model_config(stored_config, path)
+    config = config_lib.model_config(stored_config, path, overrides)
     check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
   @classmethod
   def pretrained(cls, *, devices: list[jax.Device] | None = None,
-                 detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
+                 detector: Callable[[np.ndarray], list[Any]] | None = None,
+                 overrides: Sequence[str] = ()) -> Inpainter:
     """The face model shipped with define_jax (128², trained on UTKFace; licence and scores
     in define_jax/pretrained/MODEL_CARD.md)."""
     if not PRETRAINED_MODEL.is_file():
       raise FileNotFoundError(f'The packaged model {PRETRAINED_MODEL} is missing; reinstall '
                               'define_jax or pass a checkpoint.')
-    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector)
+    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector,
+                               overrides=overrides)
 
   @classmethod
   def load(cls, path: str | None, **kwargs) -> Inpainter:

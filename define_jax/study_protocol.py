@@ -1,6 +1,6 @@
 """The loss-study protocol: `python -m define_jax.study --config configs/study_faces128.py`.
 
-The variants of a study config fine-tune from one common start (train.init_from) on the
+The variants of a study config fine-tune from one common start (train.optim.init_from) on the
 same number of images; study.train_variants trains, resumes or skips them. Then the
 start (`packaged`) and every variant are scored on one fixed set of validation images with
 band-balanced masks, split in two: the first `report_images` give the reported table and
@@ -196,8 +196,8 @@ def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
   loss preset and a step budget of images_per_variant images."""
   protocol = config_lib.load(options.config, overrides)
   workdir = Path(options.workdir or protocol.workdir)
-  if not protocol.train.init_from:
-    raise ValueError('config.train.init_from must name the common starting model (the study '
+  if not protocol.train.optim.init_from:
+    raise ValueError('config.train.optim.init_from must name the common starting model (the study '
                      'compares what each loss changes from it).')
   for field in ('images_per_variant', 'report_images', 'selection_images'):
     if protocol[field] < 1:
@@ -205,8 +205,9 @@ def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
   variants = []
   for name, loss in protocol.variants.items():
     config = copy.deepcopy(protocol.train)
-    config.loss = loss
-    config.num_train_steps = math.ceil(protocol.images_per_variant / config.batch_size)
+    config.loss.preset = loss
+    config.optim.num_train_steps = math.ceil(protocol.images_per_variant /
+                                             config.optim.batch_size)
     variants.append(study.Variant(name, config, workdir / name))
   if len(variants) < 2:
     raise ValueError('config.variants needs at least two variants.')
@@ -226,9 +227,9 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
     study.check_reusable(variant)
   study.train_variants(variants)
 
-  start = variants[0].config.init_from
+  start = variants[0].config.optim.init_from
   eval_config = copy.deepcopy(variants[0].config)
-  eval_config.num_eval_images = protocol.report_images + protocol.selection_images
+  eval_config.eval.num_eval_images = protocol.report_images + protocol.selection_images
   eval_set = evaluation.for_training(eval_config)
   inpainters = {REFERENCE: Inpainter.from_checkpoint(start)}
   inpainters.update({v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants})
@@ -248,7 +249,7 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   curves = {v.name: training_curves.read(v.run_dir) for v in variants}
   training_curves.plot(workdir / 'curves.png', curves)
   study.write_grid(workdir / 'grid.png', eval_set, example_composites)
-  picture, titles = astronaut_grid(inpainters, eval_config.image_size)
+  picture, titles = astronaut_grid(inpainters, eval_config.model.image_size)
   visualize.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
   report = {
       'command': ['python', '-m', 'define_jax.study', *argv],
@@ -258,13 +259,14 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
           'selection_min_hole_ratio': protocol.selection_min_hole_ratio,
           'max_psnr_loss_db': protocol.max_psnr_loss_db,
           'selection_rule': protocol.selection_rule, 'fine_tuning': protocol.fine_tuning},
-      'variants': [{'name': v.name, 'run_dir': str(v.run_dir), 'loss': v.config.loss,
-                    'steps': v.config.num_train_steps, 'batch_size': v.config.batch_size,
-                    'images_seen': v.config.num_train_steps * v.config.batch_size,
+      'variants': [{'name': v.name, 'run_dir': str(v.run_dir), 'loss': v.config.loss.preset,
+                    'steps': v.config.optim.num_train_steps,
+                    'batch_size': v.config.optim.batch_size,
+                    'images_seen': v.config.optim.num_train_steps * v.config.optim.batch_size,
                     'wall_time': str(datetime.timedelta(
                         seconds=int(study.wall_seconds(v.run_dir)))),
                     'config': study.plain_config(v.config)} for v in variants],
-      'descriptions': {v.name: describe_loss(v.config.loss) for v in variants},
+      'descriptions': {v.name: describe_loss(v.config.loss.preset) for v in variants},
       'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation.MASK_SEED,
                    'bands': [metrics.band_label(int(b)) for b in bands]},
       'l1_scale': 100,
