@@ -22,14 +22,14 @@ def test_configs_resolve_by_name_path_and_argument():
 
 
 def test_load_applies_overrides_with_their_types_and_names_bad_ones():
-  config = config_lib.load('tiny', ['--config.batch_size=4', '--config.learning_rate=3e-4',
-                                    '--config.prefill=harmonic'])
-  assert (config.batch_size, config.learning_rate, config.prefill) == (4, 3e-4, 'harmonic')
-  assert config.layers == tiny.get_config().layers  # The rest as the file says.
+  config = config_lib.load('tiny', ['--config.optim.batch_size=4', '--config.optim.learning_rate=3e-4',
+                                    '--config.model.prefill=harmonic'])
+  assert (config.optim.batch_size, config.optim.learning_rate, config.model.prefill) == (4, 3e-4, 'harmonic')
+  assert config.model.layers == tiny.get_config().layers  # The rest as the file says.
   with pytest.raises(ValueError, match="no config field 'batch_sise'"):
     config_lib.load('tiny', ['--config.batch_sise=4'])
   with pytest.raises(ValueError, match='tiny.py'):
-    config_lib.load('tiny', ['--config.batch_size=four'])
+    config_lib.load('tiny', ['--config.optim.batch_size=four'])
 
 
 def test_every_shipped_config_loads_and_only_defines_default_fields():
@@ -39,8 +39,8 @@ def test_every_shipped_config_loads_and_only_defines_default_fields():
     if path.name.startswith('study_'):  # A study protocol: its shared training config.
       config = config.train
     assert set(config) == fields, path.name  # Defaults live only in configs/default.py.
-    if config.init_from is not None:  # finetune.py requires --config.init_from.
-      config_lib.validate(config, device_count=1 if config.batch_size % 4 else 4)
+    if config.optim.init_from is not None:  # finetune.py requires --config.optim.init_from.
+      config_lib.validate(config, device_count=1 if config.optim.batch_size % 4 else 4)
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -62,7 +62,7 @@ def test_every_shipped_config_loads_and_only_defines_default_fields():
 ])
 def test_invalid_settings_name_the_field(field, value, message):
   config = tiny.get_config()
-  config.loss = 'final_adversarial'  # The discriminator's fields are read only then.
+  config.loss.preset = 'final_adversarial'  # The discriminator's fields are read only then.
   config[field] = value
   with pytest.raises(ValueError, match=message):
     config_lib.validate(config, device_count=4)
@@ -71,7 +71,7 @@ def test_invalid_settings_name_the_field(field, value, message):
 def test_checkpoint_configs_need_the_model_fields_and_get_later_ones():
   stored = {field: tiny.get_config()[field] for field in config_lib.MODEL_FIELDS}
   config = config_lib.model_config(stored, 'runs/old')
-  assert (config.mask_channel, config.prefill) == (False, 'none')  # As trained before them.
+  assert (config.model.mask_channel, config.model.prefill) == (False, 'none')  # As trained before them.
   del stored['layers']
   with pytest.raises(ValueError, match='runs/old has a config without layers'):
     config_lib.model_config(stored, 'runs/old')

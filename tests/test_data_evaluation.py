@@ -76,10 +76,10 @@ def test_training_eval_masks_from_the_mask_dir_or_the_prepared_eval_split(tmp_pa
                        num_eval_images=12)
   with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
     evaluation.for_training(config)
-  config.mask_dir = str(mask_dir)
+  config.input.mask_dir = str(mask_dir)
   from_files = evaluation.for_training(config)
   np.testing.assert_array_equal(from_files.bands, np.arange(12) % 6)
-  config.mask_dir = ''
+  config.input.mask_dir = ''
   prepare.prepare_dataset('nvidia_irregular_masks', mask_dir, tfds_dir)
   from_tfds = evaluation.for_training(config)
   np.testing.assert_array_equal(from_tfds.bands, np.arange(12) % 6)

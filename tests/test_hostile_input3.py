@@ -438,9 +438,9 @@ MAIN = [sys.executable, '-m', 'define_jax.main', '--config', os.path.join(REPO_R
 
 @pytest.mark.parametrize('extra, message', [
     (['--workdir', 'FILE'], 'is a file, not a directory'),
-    (['--config.batch_size=0'], 'config.batch_size=0 must be a positive multiple'),
-    (['--config.batch_size=-8'], 'config.batch_size=-8 must be a positive multiple'),
-    (['--config.image_size=100', '--config.layers=1000'], 'layers=1000: need 2 to 13 levels'),
+    (['--config.optim.batch_size=0'], 'config.optim.batch_size=0 must be a positive multiple'),
+    (['--config.optim.batch_size=-8'], 'config.optim.batch_size=-8 must be a positive multiple'),
+    (['--config.model.image_size=100', '--config.model.layers=1000'], 'layers=1000: need 2 to 13 levels'),
     (['--config.batchsize=8'], 'Did you mean "batch_size"'),
 ])
 def test_main_errors_are_one_line_with_exit_status_2(tmp_path, extra, message):

@@ -16,7 +16,7 @@ NUM_STEPS = 6
 
 def _train(dtype):
   config = tiny.get_config()
-  config.dtype = dtype
+  config.model.dtype = dtype
   initial = steps.create_train_state(config, jax.random.key(0))
   p_train_step = steps.make_p_train_step(config)
   vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
@@ -55,7 +55,7 @@ def test_bfloat16_training_stays_close_to_float32():
 
 def test_bfloat16_runs_vgg_in_bfloat16_and_returns_float32_losses():
   config = tiny.get_config()
-  config.dtype = 'bfloat16'
+  config.model.dtype = 'bfloat16'
   loss_fn = steps.loss_fn_for_config(config)
   vgg_params = steps.load_vgg(config)[0]
   image = jnp.full((2, 16, 16, 3), 0.5, jnp.float32)

@@ -110,7 +110,7 @@ def test_checkpoints_keep_the_averages_and_inference_loads_them(tmp_path):
 
 def test_faces128_recipe_is_valid_and_fits_the_shipping_budget():
   config = faces128.get_config()
-  config.image_dir = '/faces'
+  config.input.image_dir = '/faces'
   config_lib.validate(config, device_count=1)
   shapes = jax.eval_shape(lambda: steps.init_variables(config, jax.random.key(0)))
   parameters = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes['params']))

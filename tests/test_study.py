@@ -22,9 +22,9 @@ from conftest import REPO_ROOT
 CONFIG_DIR = Path(REPO_ROOT, 'configs').resolve()
 VARIANTS = ('loss_l1', 'loss_valid_hole', 'loss_style', 'loss_final')
 STEPS = 2
-TINY = ('--config.image_size=64', '--config.layers=4', '--config.base_features=8',
-        '--config.max_features=32', '--config.batch_size=8', '--config.dataset=quickstart',
-        '--config.num_eval_images=8')
+TINY = ('--config.model.image_size=64', '--config.model.layers=4', '--config.model.base_features=8',
+        '--config.model.max_features=32', '--config.optim.batch_size=8', '--config.input.dataset=quickstart',
+        '--config.eval.num_eval_images=8')
 
 
 def run_study(workdir):
@@ -97,14 +97,14 @@ def test_study_end_to_end_reuse_and_refusals(tmp_path):
   argv = ['--configs', ','.join(VARIANTS), '--workdir', str(workdir), '--steps', str(STEPS),
           *TINY]
   with pytest.raises(ValueError, match='learning_rate: 0.0002 there, 0.5 now'):
-    study.run(argv + ['--config.learning_rate=0.5'])
+    study.run(argv + ['--config.optim.learning_rate=0.5'])
   with pytest.raises(ValueError, match='trained for 2 steps, more than the budget of 1'):
     study.run(argv + ['--steps', '1'])
 
 
 @pytest.mark.parametrize('override, message', [
     ('--config.no_such_field=3', "no config field 'no_such_field'"),
-    ('--config.batch_size=abc', 'config.batch_size=abc'),
+    ('--config.optim.batch_size=abc', 'config.optim.batch_size=abc'),
 ])
 def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
