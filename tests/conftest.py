@@ -71,8 +71,9 @@ def save_checkpoint(workdir, config, state):
 def train_tiny(workdir):
   """The tiny config trained for TRAIN_STEPS steps (L1 loss: no VGG to compile) and saved."""
   config = tiny.get_config()
-  config.loss = 'l1'
-  devices, per_device = jax.local_device_count(), config.optim.batch_size // jax.local_device_count()
+  config.loss.preset = 'l1'
+  devices = jax.local_device_count()
+  per_device = config.optim.batch_size // devices
   image = astronaut(config.model.image_size, config.model.image_size)
   mask = np.ones(image.shape[:2] + (1,), np.float32)
   mask[16:40, 20:44] = 0.0

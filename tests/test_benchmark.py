@@ -141,7 +141,8 @@ def test_settings_from_overrides_or_config_file():
       _args('--config.model.image_size=32', '--config', 'configs/tiny.py'))
   assert (config.model.image_size, config.model.layers, config.model.base_features) == (32, 4, 8)
   config = benchmark.core_config(_args('--config', 'configs/tiny.py', subcommand='infer'))
-  assert (config.model.image_size, config.optim.batch_size) == (64, 1)  # One image, the config's size.
+  # One image at the config's size.
+  assert (config.model.image_size, config.optim.batch_size) == (64, 1)
   config = benchmark.core_config(_args('--config.optim.batch_size=4', subcommand='infer'))
   assert (config.model.image_size, config.optim.batch_size, config.model.layers) == (256, 4, 7)
   with pytest.raises(SystemExit):  # The flags of old, and fields of no config, are refused.

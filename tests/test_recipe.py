@@ -28,7 +28,7 @@ from conftest import astronaut, save_checkpoint, synthetic_batch
 
 def recipe_config(**overrides):
   config = tiny.get_config()
-  config.loss = 'l1'  # No VGG to compile.
+  config.loss.preset = 'l1'  # No VGG to compile.
   config.update(overrides)
   return config
 

@@ -98,7 +98,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 def test_consecutive_nonfinite_steps_stop_training_and_keep_checkpoint(tmp_path):
   workdir = str(tmp_path)
   config = tiny.get_config()
-  config.loss = 'l1'  # No VGG: the failure mode does not depend on the loss.
+  config.loss.preset = 'l1'  # No VGG: the failure mode does not depend on the loss.
   config.optim.num_train_steps = 2
   train.train_and_evaluate(config, workdir)
   good = checkpoints.load_model(workdir)
