@@ -476,12 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   """The subcommand's flags, and its --config.SECTION.FIELD=VALUE overrides as
   args.overrides (for the subcommands that read a config)."""
+  from define_jax import console
+
   parser = build_parser()
-  args, overrides = parser.parse_known_args(argv)
-  unexpected = [arg for arg in overrides if not arg.startswith('--config.')]
-  if unexpected or (overrides and args.subcommand in ('env', 'faces')):
-    parser.error(f'unrecognized arguments: {" ".join(unexpected or overrides)}')
-  args.overrides = overrides
+  args = console.parse_with_config_overrides(parser, argv)
+  args.overrides = args.config_overrides
+  if args.overrides and args.subcommand in ('env', 'faces'):
+    parser.error(f'{args.subcommand} reads no config: {" ".join(args.overrides)}')
   return args
 
 

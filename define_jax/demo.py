@@ -360,7 +360,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--examples', default=None,
                       help=f'A folder of extra example photos (the first {MAX_EXTRA_EXAMPLES}).')
   parser.add_argument('--verbose', action='store_true', help='Log every request.')
-  options = parser.parse_args(argv)
+  # --config.SECTION.FIELD=VALUE changes the checkpoint's stored config, e.g.
+  # --config.model.dtype=bfloat16 (inference precision).
+  options = console.parse_with_config_overrides(parser, argv)
   for name in ('max_pixels', 'max_upload_mb', 'keep_files_s'):
     if getattr(options, name) < 1:
       parser.error(f'--{name} must be at least 1.')
@@ -384,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   what = options.checkpoint or 'the packaged model'
   print(f'Loading {what}…', file=sys.stderr, flush=True)
   try:
-    inpainter = Inpainter.load(options.checkpoint or None)
+    inpainter = Inpainter.load(options.checkpoint or None, overrides=options.config_overrides)
     start = time.perf_counter()
     warm = np.full((48, 40, 3), 128, np.uint8)
     holes = np.zeros((48, 40), bool)

@@ -254,13 +254,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--batch_size', type=int, default=32, help='Images per scoring batch.')
   parser.add_argument('--seed', type=int, default=evaluation.MASK_SEED,
                       help='Seed of the mask choice.')
-  options, overrides = parser.parse_known_args(argv)
-  unexpected = [arg for arg in overrides if not arg.startswith('--config.')]
-  if unexpected:
-    parser.error(f'unrecognized arguments: {" ".join(unexpected)}')
-  # --config.SECTION.FIELD=VALUE: changes the checkpoint's stored config, e.g.
-  # --config.model.dtype=bfloat16 or --config.input.image_dir=DIR (its validation split).
-  options.config_overrides = overrides
+  # --config.SECTION.FIELD=VALUE: changes the checkpoint's stored config (see above).
+  options = console.parse_with_config_overrides(parser, argv)
   if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1
       or options.image_size < 0):
     parser.error('--num_images, --batch_size and --masks_per_image must be positive, '

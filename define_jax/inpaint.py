@@ -251,7 +251,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       default=image_input.DEFAULT_MAX_PIXELS,
                       help='Refuse images and masks with more pixels (checked from the file '
                       f'header; default {image_input.DEFAULT_MAX_PIXELS:,}).')
-  options = parser.parse_args(argv)
+  # --config.SECTION.FIELD=VALUE changes the checkpoint's stored config, e.g.
+  # --config.model.dtype=bfloat16 (inference precision).
+  options = console.parse_with_config_overrides(parser, argv)
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):
     parser.error('give either --image and --mask, or --images and --masks.')
@@ -287,7 +289,7 @@ def run(options: argparse.Namespace) -> int:
       out = Path(options.out)
       check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
       save_format(out)
-    inpainter = Inpainter.load(options.checkpoint)
+    inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
     if options.images:
       return inpaint_folder(inpainter, plan, options)
     inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)

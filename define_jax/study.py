@@ -392,11 +392,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                       'are given.')
   parser.add_argument('--verbosity', type=int, default=-1,
                       help='0: also library INFO logs (Orbax, TensorFlow, absl); 1: debug logs')
-  options, overrides = parser.parse_known_args(argv)
-  unexpected = [arg for arg in overrides if not arg.startswith('--config.')]
-  if unexpected:
-    parser.error(f'unrecognized arguments: {" ".join(unexpected)} (config fields are set '
-                 'with --config.SECTION.FIELD=VALUE)')
+  options = console.parse_with_config_overrides(parser, argv)
+  overrides = options.config_overrides
   if options.steps is not None and options.steps < 1:
     parser.error('--steps must be positive.')
   if options.config and (options.steps is not None or options.configs):
