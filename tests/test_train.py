@@ -23,7 +23,7 @@ from conftest import REPO_ROOT, synthetic_batch
 
 def run_steps(config, state, num_steps):
   p_train_step = steps.make_p_train_step(config)
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   state = jax_utils.replicate(state)
   history = []
   for i in range(num_steps):
@@ -77,7 +77,7 @@ def test_nonfinite_step_is_skipped():
   config = tiny.get_config()
   initial = steps.create_train_state(config, jax.random.key(0))
   p_train_step = steps.make_p_train_step(config)
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   state = jax_utils.replicate(initial)
   batch = synthetic_batch(config)
   batch['image'][0, 0, 0, 0, 0] = np.nan
@@ -104,7 +104,7 @@ def test_checkpoint_save_restore_is_identical(tmp_path):
                   jax.tree.leaves((restored.params, restored.batch_stats, restored.opt_state))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   variables, saved_config, step = checkpoints.load_model(str(tmp_path))
-  assert step == 2 and saved_config['layers'] == config.model.layers
+  assert step == 2 and saved_config['model']['layers'] == config.model.layers
   np.testing.assert_array_equal(jax.tree.leaves(variables['params'])[0],
                                 jax.tree.leaves(state.params)[0])
 
