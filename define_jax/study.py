@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -91,14 +91,10 @@ class Variant:
 
 
 def default_configs() -> str:
-  """'loss_study:l1,loss_study:valid_hole,…': a variant per entry of the study config's
-  VARIANTS."""
-  path = config_lib.resolve(DEFAULT_STUDY_CONFIG)
-  spec = importlib.util.spec_from_file_location(f'_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  config_lib.make_importable([f'--config={path}'])
-  spec.loader.exec_module(module)
-  return ','.join(f'{DEFAULT_STUDY_CONFIG}:{variant}' for variant in module.VARIANTS)
+  """'loss_study:l1,loss_study:valid_hole,…': configs/loss_study.py's VARIANTS, in order."""
+  config_lib.make_importable([f'--config={config_lib.resolve(DEFAULT_STUDY_CONFIG)}'])
+  variants = importlib.import_module(f'configs.{DEFAULT_STUDY_CONFIG}').VARIANTS
+  return ','.join(f'{DEFAULT_STUDY_CONFIG}:{variant}' for variant in variants)
 
 
 def variant_name(config_file: Path) -> str:
