@@ -194,6 +194,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
 
   device_count: devices the global batch is split over (default: all of JAX's).
   """
+  unknown = sorted(set(config.keys()) - {'seed', *SECTIONS})
+  if unknown:  # An unlocked config takes any new field, e.g. one set by its pre-section name.
+    raise ValueError(f'config.{unknown[0]} is no field: fields are in the sections '
+                     f'{", ".join(SECTIONS)} (configs/default.py).')
   validate_model(config.model)
   loss, optim = config.loss, config.optim
   losses.get_loss_weights(loss.preset)  # Raises with the known presets.

@@ -98,6 +98,13 @@ def test_invalid_settings_name_the_field(field, value, message):
     config_lib.validate(config, device_count=4)
 
 
+def test_a_field_outside_the_sections_is_refused():
+  config = tiny.get_config()
+  config.batch_size = 4  # Accepted by an unlocked ConfigDict, as a new field.
+  with pytest.raises(ValueError, match='config.batch_size is no field'):
+    config_lib.validate(config, device_count=4)
+
+
 def _flat(config) -> dict:
   """A config as checkpoints and model files stored it before the sections."""
   renamed = {'model.name': 'model', 'loss.preset': 'loss'}

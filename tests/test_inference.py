@@ -185,7 +185,7 @@ def test_checkpoint_with_another_config_is_rejected(tmp_path):
   trained = tiny.get_config()
   state = steps.create_train_state(trained, jax.random.key(0))
   claimed = tiny.get_config()
-  claimed.base_features = 16
+  claimed.model.base_features = 16
   save_checkpoint(tmp_path, claimed, state)
   with pytest.raises(ValueError, match='(?s)base_features=16.*written with another config'):
     Inpainter.from_checkpoint(str(tmp_path))

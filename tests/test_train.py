@@ -134,10 +134,10 @@ def test_train_resume_and_finetune(tmp_path):
   # Fine-tuning: encoder statistics exactly as loaded, decoder statistics move.
   loaded, _, _ = checkpoints.load_model(stage_one)
   finetune = tiny.get_config()
-  finetune.init_from = stage_one
-  finetune.freeze_encoder_bn = True
-  finetune.learning_rate = 5e-5
-  finetune.num_train_steps = 2
+  finetune.optim.init_from = stage_one
+  finetune.model.freeze_encoder_bn = True
+  finetune.optim.learning_rate = 5e-5
+  finetune.optim.num_train_steps = 2
   tuned = train.train_and_evaluate(finetune, str(tmp_path / 'stage_two'))
   loaded_stats = loaded['batch_stats']
   tuned_stats = jax.device_get(tuned.batch_stats)
@@ -157,8 +157,8 @@ def test_finetune_rejects_other_architecture(tmp_path):
   config.optim.num_train_steps = 1
   train.train_and_evaluate(config, str(tmp_path / 'a'))
   other = tiny.get_config()
-  other.base_features = 16
-  other.init_from = str(tmp_path / 'a')
+  other.model.base_features = 16
+  other.optim.init_from = str(tmp_path / 'a')
   with pytest.raises(ValueError, match='base_features'):
     train.train_and_evaluate(other, str(tmp_path / 'b'))
 
