@@ -3,7 +3,8 @@
   python -m define_jax.demo [--checkpoint runs/ffhq256] [--port 7860] [--host 127.0.0.1]
 
 then open the printed address. Without --checkpoint the model shipped in the package is
-used (`Inpainter.load`). Upload a photo (or paste one, or pick an example), paint the holes
+used (`Inpainter.load`); --config.SECTION.FIELD=VALUE overrides its stored config, e.g.
+--config.model.dtype=bfloat16. Upload a photo (or paste one, or pick an example), paint the holes
 with the brush (eraser and undo in the editor's toolbar) and press Inpaint: the network's
 composite appears next to OpenCV's Telea fill, each with a download button; "Run again on
 the result" adds a refinement pass (Inpainter's `passes`).

@@ -10,7 +10,8 @@ run kept no average), as msgpack (no pickle: loading it runs no code). Weights a
 as float16 by default (half the size; scores are measured on the exported file); BatchNorm
 statistics stay float32.
 `Inpainter.from_checkpoint`, `inpaint --checkpoint`, `evaluate --checkpoint` and the demo
-take such a file wherever they take a workdir.
+take such a file wherever they take a workdir (export itself takes no config overrides: the
+file describes the run as it was trained; the readers take them).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ is reported with its name and skipped; the run ends with "N written, M skipped (
 and exit status 1 if anything was skipped; Ctrl-C or SIGTERM prints that summary too and
 exits with 130, and --skip_existing lets the rerun count finished outputs as done. Errors
 that stop the run are one `error: ...` line with exit status 2.
+
+--config.SECTION.FIELD=VALUE overrides the checkpoint's stored config, e.g.
+--config.model.dtype=bfloat16 (inference precision).
 """
 
 from __future__ import annotations
