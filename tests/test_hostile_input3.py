@@ -595,7 +595,7 @@ def test_demo_serves_only_example_images_and_cleans_up_on_sigterm(inpainter, tmp
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(5)  # The handler interrupts this.
 
-  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path: inpainter))
+  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path, **_: inpainter))
   monkeypatch.setattr(demo.gr.Blocks, 'launch', launch)
   monkeypatch.setattr(demo.gr.Blocks, 'block_thread', block_thread)
   with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -219,10 +219,11 @@ def test_export_round_trip_and_inference_from_the_file(tiny_checkpoint, tmp_path
   assert export.main(['--workdir', tiny_checkpoint, '--out', out]) == 0
   variables, config, step = export.read_model_file(out)
   original, original_config, original_step = checkpoints.load_model(tiny_checkpoint)
-  # Export writes the face template (the measured one: the tiny run has none of its own).
-  assert config.pop('face_template') == faces.FACE_TEMPLATE.tolist()
-  assert (config, step) == ({k: v for k, v in original_config.items() if k != 'face_template'},
-                            original_step)
+  # Export writes the sectioned config with the face template (the measured one: the tiny
+  # run has none of its own).
+  assert config['model'].pop('face_template') == faces.FACE_TEMPLATE.tolist()
+  assert original_config['model'].pop('face_template') is None
+  assert (config, step) == (original_config, original_step)
   np.testing.assert_array_equal(Inpainter.from_checkpoint(out).face_template,
                                 faces.FACE_TEMPLATE)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
