@@ -23,6 +23,7 @@ from flax import jax_utils
 
 from configs import tiny
 from define_jax import checkpoints
+from define_jax import config_lib
 from define_jax import steps
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +61,14 @@ def write_masks(directory, rows_list, *, white_is_hole=True, copies=2):
       pixels = np.where(holes == white_is_hole, 255, 0).astype(np.uint8)
       Image.fromarray(pixels).save(directory / f'{rows:02d}_{copy}.png')
   return directory
+
+
+def with_fields(config, **fields):
+  """The config with each field set in the section that holds it (seed at the top)."""
+  for field, value in fields.items():
+    owner = next((config[name] for name in config_lib.SECTIONS if field in config[name]), config)
+    owner[field] = value
+  return config
 
 
 def save_checkpoint(workdir, config, state):

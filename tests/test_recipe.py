@@ -23,17 +23,14 @@ from define_jax import prefill
 from define_jax import steps
 from define_jax.inference import Inpainter
 
-from conftest import astronaut, save_checkpoint, synthetic_batch
+from conftest import astronaut, save_checkpoint, synthetic_batch, with_fields
 
 
 def recipe_config(**overrides):
   """The tiny config with the L1 loss, each override set in the section holding its field."""
   config = tiny.get_config()
   config.loss.preset = 'l1'  # No VGG to compile.
-  for field, value in overrides.items():
-    section = next(name for name in config_lib.SECTIONS if field in config[name])
-    config[section][field] = value
-  return config
+  return with_fields(config, **overrides)
 
 
 @pytest.mark.parametrize('schedule', ['constant', 'cosine', 'linear'])
