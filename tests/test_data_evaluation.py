@@ -14,7 +14,7 @@ from define_jax.data import evaluation
 from define_jax.datasets import prepare
 
 from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
-from conftest import astronaut, write_masks
+from conftest import astronaut, with_fields, write_masks
 
 
 def test_round_robin_covers_bands_in_turn_and_cycles():
@@ -47,10 +47,9 @@ def face_config(tmp_path, **overrides):
   photo = (astronaut(120, 100) * 255).astype(np.uint8)
   for k in range(12):
     Image.fromarray(np.roll(photo, 5 * k, axis=1)).save(faces / f'face_{k:02d}.png')
-  config = tiny.get_config()
-  config.update({'dataset': 'image_folder', 'image_dir': str(faces), 'validation_fraction': 0.5,
-                 'num_eval_images': 30, **overrides})
-  return config
+  return with_fields(tiny.get_config(), **{
+      'dataset': 'image_folder', 'image_dir': str(faces), 'validation_fraction': 0.5,
+      'num_eval_images': 30, **overrides})
 
 
 def test_training_eval_set_cycles_the_split_with_band_balanced_masks(tmp_path):
