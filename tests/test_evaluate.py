@@ -83,10 +83,12 @@ def test_validation_split_of_the_checkpoint_dataset(tiny_checkpoint):
   assert 'validation split' in result['markdown']
 
 
-def test_config_overrides_change_the_checkpoints_stored_config(tiny_checkpoint, face_dir):
+def test_config_overrides_change_the_checkpoints_stored_config(tiny_checkpoint, face_dir,
+                                                               tmp_path):
   """The tiny run trained on the quickstart photos; overrides score the validation split of
   another folder, at another inference precision."""
-  result = evaluate.run(['--workdir', tiny_checkpoint, '--num_images', '2',
+  result = evaluate.run(['--workdir', tiny_checkpoint, '--num_images', '2', '--out',
+                         str(tmp_path / 'eval'),
                          '--config.input.dataset=image_folder',
                          f'--config.input.image_dir={face_dir}', '--config.model.dtype=bfloat16'])
   assert "validation split of 'image_folder'" in result['markdown']
