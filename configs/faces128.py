@@ -3,12 +3,12 @@
 For any folder of aligned face photos (searched recursively; 10 % held out by file name):
 
   python -m define_jax.main --config configs/faces128.py --workdir runs/faces128 \
-      --config.image_dir=DIR --config.mask_dir=NVIDIA_MASK_DIR
+      --config.input.image_dir=DIR --config.input.mask_dir=NVIDIA_MASK_DIR
 
 The shipped weights were then fine-tuned for 1,000 steps (see its MODEL_CARD.md): the same
-command with --workdir runs/faces128_ft --config.init_from=runs/faces128
---config.num_train_steps=1000 --config.learning_rate=2e-4 --config.warmup_steps=100
---config.seed=1.
+command with --workdir runs/faces128_ft --config.optim.init_from=runs/faces128
+--config.optim.num_train_steps=1000 --config.optim.learning_rate=2e-4
+--config.optim.warmup_steps=100 --config.seed=1.
 
 What it changes from the paper's setting, and why (all measured on a 2-core CPU):
   - a narrower U-Net (32-256 channels, 7 levels) so a CPU sees enough images;
@@ -27,29 +27,29 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.dataset = 'image_folder'  # Set config.image_dir to the photo folder.
-  config.image_size = 128
-  config.layers = 7  # 128 / 2**7 = 1×1 bottleneck.
-  config.base_features = 32  # Half the paper's width: 4x fewer FLOPs.
-  config.max_features = 256
-  config.mask_channel = True  # Thin holes are told apart from dark lines.
-  config.prefill = 'biharmonic'  # The network corrects scikit-image-quality diffusion.
-  config.loss = 'valid_hole'  # L1 terms only (no VGG16 on a CPU budget).
-  config.batch_size = 16
-  config.learning_rate = 1e-3  # Peak; cosine decay to 2 % of it.
-  config.lr_schedule = 'cosine'
-  config.warmup_steps = 300
-  config.final_learning_rate_fraction = 0.02
-  config.grad_clip_norm = 1.0
-  config.ema_decay = 0.999
-  config.num_train_steps = 4_200  # 67k images: about 2 h on 2 busy cores.
-  config.masks = 'nvidia_irregular'  # Set config.mask_dir to the NVIDIA mask PNGs.
-  config.generated_mask_fraction = 0.5
-  config.hole_ratio_min = 0.01
-  config.hole_ratio_max = 0.6
-  config.num_eval_images = 96
-  config.log_every_steps = 50
-  config.eval_every_steps = 1000
-  config.image_every_steps = 1000
-  config.checkpoint_every_steps = 250  # ~2 minutes on 2 cores: little lost on preemption.
+  config.input.dataset = 'image_folder'  # Set input.image_dir to the photo folder.
+  config.model.image_size = 128
+  config.model.layers = 7  # 128 / 2**7 = 1×1 bottleneck.
+  config.model.base_features = 32  # Half the paper's width: 4x fewer FLOPs.
+  config.model.max_features = 256
+  config.model.mask_channel = True  # Thin holes are told apart from dark lines.
+  config.model.prefill = 'biharmonic'  # The network corrects scikit-image-quality diffusion.
+  config.loss.preset = 'valid_hole'  # L1 terms only (no VGG16 on a CPU budget).
+  config.optim.batch_size = 16
+  config.optim.learning_rate = 1e-3  # Peak; cosine decay to 2 % of it.
+  config.optim.lr_schedule = 'cosine'
+  config.optim.warmup_steps = 300
+  config.optim.final_learning_rate_fraction = 0.02
+  config.optim.grad_clip_norm = 1.0
+  config.optim.ema_decay = 0.999
+  config.optim.num_train_steps = 4_200  # 67k images: about 2 h on 2 busy cores.
+  config.input.masks = 'nvidia_irregular'  # Set input.mask_dir to the NVIDIA mask PNGs.
+  config.input.generated_mask_fraction = 0.5
+  config.input.hole_ratio_min = 0.01
+  config.input.hole_ratio_max = 0.6
+  config.eval.num_eval_images = 96
+  config.log.log_every_steps = 50
+  config.eval.eval_every_steps = 1000
+  config.eval.image_every_steps = 1000
+  config.log.checkpoint_every_steps = 250  # ~2 minutes on 2 cores: little lost on preemption.
   return config

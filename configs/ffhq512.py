@@ -10,7 +10,7 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
-  config.image_size = 512  # The paper's resolution.
-  config.layers = 8  # One more level so the bottleneck stays 2×2.
-  config.ffhq_config = 'ffhq/512'  # Matching TFDS builder config.
+  config.model.image_size = 512  # The paper's resolution.
+  config.model.layers = 8  # One more level so the bottleneck stays 2×2.
+  config.input.ffhq_config = 'ffhq/512'  # Matching TFDS builder config.
   return config

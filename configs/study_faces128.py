@@ -4,8 +4,8 @@
 
 Rerunning the same command skips finished variants and resumes a half-done one from its
 newest checkpoint (SIGTERM or Ctrl-C checkpoint and stop; SIGKILL loses at most
-train.checkpoint_every_steps steps). Data: ../shared/data beside the checkout (override
---config.train.image_dir / --config.train.mask_dir).
+train.log.checkpoint_every_steps steps). Data: ../shared/data beside the checkout (override
+--config.train.input.image_dir / --config.train.input.mask_dir).
 
 Protocol: every variant fine-tunes the packaged model (define_jax/pretrained/faces128.msgpack,
 trained with V2) with DeFINe's fine-tuning (encoder BatchNorm statistics frozen, Adam at
@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
       'v4_final': 'final',
       'v5_adversarial': 'final_adversarial',
   })
-  # Training images per variant (steps = this / train.batch_size, rounded up).
+  # Training images per variant (steps = this / train.optim.batch_size, rounded up).
   study.images_per_variant = 12_000
   # Validation images 0..report_images-1 give the reported table, the next
   # selection_images choose the model; image k has a mask of hole-ratio band k mod 6 (the
@@ -75,21 +75,23 @@ def get_config() -> ml_collections.ConfigDict:
 
   train = faces128.get_config()
   # The common start: the packaged model (V2), the model the rule compares against.
-  train.init_from = str(_CHECKOUT / 'define_jax' / 'pretrained' / 'faces128.msgpack')
-  train.image_dir = str(_CHECKOUT.parent / 'shared' / 'data' / 'faces')
-  train.mask_dir = str(_CHECKOUT.parent / 'shared' / 'data' / 'masks' / 'nvidia_irregular')
-  train.freeze_encoder_bn = True  # DeFINe's fine-tuning: BatchNorm moves in the decoder only.
-  train.learning_rate = 5e-5  # DeFINe's fine-tuning rate, constant.
-  train.lr_schedule = 'constant'
-  train.warmup_steps = 0
+  train.optim.init_from = str(_CHECKOUT / 'define_jax' / 'pretrained' / 'faces128.msgpack')
+  train.input.image_dir = str(_CHECKOUT.parent / 'shared' / 'data' / 'faces')
+  train.input.mask_dir = str(
+      _CHECKOUT.parent / 'shared' / 'data' / 'masks' / 'nvidia_irregular')
+  # DeFINe's fine-tuning: BatchNorm statistics move in the decoder only.
+  train.model.freeze_encoder_bn = True
+  train.optim.learning_rate = 5e-5  # DeFINe's fine-tuning rate, constant.
+  train.optim.lr_schedule = 'constant'
+  train.optim.warmup_steps = 0
   train.seed = 2  # Neither of the packaged model's seeds (0, 1): crops and masks it never saw.
   # ema_decay stays faces128's 0.999: its warm-up, min(decay, (1 + step) / (10 + step)),
   # averages over roughly the last 10 % of a 750-step run, so the start's weight vanishes.
   # Half the default width (a quarter of the FLOPs): even so V5's step costs 1.8x V4's CPU.
-  train.discriminator_features = 32
-  train.eval_every_steps = 250
-  train.image_every_steps = 250
-  train.checkpoint_every_steps = 50  # A few minutes of the slowest variant.
-  train.log_every_steps = 25
+  train.loss.discriminator_features = 32
+  train.eval.eval_every_steps = 250
+  train.eval.image_every_steps = 250
+  train.log.checkpoint_every_steps = 50  # A few minutes of the slowest variant.
+  train.log.log_every_steps = 25
   study.train = train
   return study

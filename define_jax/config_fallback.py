@@ -6,12 +6,14 @@ say `import ml_collections` and build an `ml_collections.ConfigDict`; `load_file
 a file with this module standing in for ml_collections during the call, so the config files
 stay as they are. It offers what configs/*.py and the benchmark's path use: attribute and
 item access, `to_dict`, `config_dict.placeholder` and locking (a field a file did not set
-cannot be set later, as with ml_collections' locked configs). `--config.FIELD=VALUE`
-overrides need ml_collections' flag parser, so they are refused here.
+cannot be set later, as with ml_collections' locked configs), and `--config.SECTION.FIELD=VALUE`
+overrides of the plain types the configs use (bool, int, float, str, None placeholders of
+str, tuples and lists), each converted to the type of the value it replaces.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import sys
 import types
@@ -84,9 +86,6 @@ _ABSENT = object()
 def load_file(config_file: Path, overrides: Sequence[str] = ()) -> ConfigDict:
   """get_config() of `config_file` ('PATH' or 'PATH:ARG'), locked."""
   path, _, argument = str(config_file).partition(':')
-  if overrides:
-    raise ValueError(f'{Path(path).name}: overrides ({" ".join(overrides)}) need ml_collections, '
-                     'which is not installed; set the fields through the command\'s own flags.')
   previous = sys.modules.get('ml_collections', _ABSENT)
   sys.modules['ml_collections'] = _STAND_IN
   try:
@@ -99,4 +98,41 @@ def load_file(config_file: Path, overrides: Sequence[str] = ()) -> ConfigDict:
       del sys.modules['ml_collections']
     else:
       sys.modules['ml_collections'] = previous
-  return config.lock()
+  config.lock()
+  for override in overrides:
+    apply_override(config, override, Path(path).name)
+  return config
+
+
+def apply_override(config: Any, override: str, file_name: str) -> None:
+  """Applies one `--config.SECTION.FIELD=VALUE` to a config (this module's ConfigDict or
+  ml_collections'); ValueError names an unknown field or a value that is not of the
+  field's type."""
+  dotted, equals, text = override.removeprefix('--config.').partition('=')
+  if not override.startswith('--config.') or not equals:
+    raise ValueError(f'{file_name}: {override!r} is not --config.FIELD=VALUE.')
+  *sections, field = dotted.split('.')
+  is_section = lambda value: hasattr(value, 'keys')
+  section = config
+  for name in sections:
+    section = section[name] if name in section else None
+    if not is_section(section):
+      raise ValueError(f'{file_name} has no config field {dotted!r}.')
+  if field not in section or is_section(section[field]):
+    raise ValueError(f'{file_name} has no config field {dotted!r}.')
+  current = section[field]
+  try:
+    if current is None or isinstance(current, str):  # Placeholders are of str here.
+      value = text
+    elif isinstance(current, bool):
+      value = {'true': True, 'false': False}[text.lower()]
+    elif isinstance(current, (int, float)):
+      value = type(current)(ast.literal_eval(text))
+      if isinstance(current, int) and value != ast.literal_eval(text):
+        raise ValueError(text)
+    else:
+      value = type(current)(ast.literal_eval(text))
+  except (KeyError, ValueError, SyntaxError, TypeError):
+    raise ValueError(f'{file_name}: --config.{dotted}={text!r}: expected '
+                     f'{type(current).__name__}.') from None
+  section[field] = value

@@ -1,18 +1,24 @@
 """Configs: loading, validation and the settings derived from them, in one place.
 
 A config is the `get_config()` of a file `configs/NAME.py`; every field and its default is
-in configs/default.py, which the other files start from. Library code reads fields
-(`config.loss`), never `config.get(name, fallback)`: a field missing from a config is a bug
-that should fail loudly. Adding a field means editing configs/default.py and its consumer.
+in configs/default.py, which the other files start from. Its fields are in sections
+(SECTIONS: config.model, config.loss, config.optim, config.input, config.eval, config.log)
+and each module reads its own, e.g. the network is built from config.model alone. Library
+code reads fields (`config.loss.preset`), never `config.get(name, fallback)`: a field
+missing from a config is a bug that should fail loudly. Adding a field means editing
+configs/default.py and its consumer.
 
-  config = config_lib.load('faces128', ['--config.batch_size=8'])
+  config = config_lib.load('faces128', ['--config.optim.batch_size=8'])
   config_lib.validate(config)
 
-`define_jax.main` parses `--config FILE --config.FIELD=VALUE` with the flag that
+Checkpoints and model files store the config; those written before the sections store it
+flat and are migrated where they are read (`sectioned`, `model_config`).
+
+`define_jax.main` parses `--config FILE --config.SECTION.FIELD=VALUE` with the flag that
 `define_config_flag` defines (ml_collections' config_flags); `load` runs the same flag on a
 private flag set, so `study` and `benchmark` read files and overrides exactly as training does.
 Where ml_collections is not installed (an accelerator host with only the compute core's
-packages), `load` reads config files through config_fallback, without overrides.
+packages), `load` reads config files and overrides through config_fallback.
 """
 
 from __future__ import annotations
@@ -38,11 +44,31 @@ except ImportError:  # Configs still load (no overrides): the benchmark's accele
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / 'configs'
 
-# Config fields that define the network's weights: a run initialised from another
-# (config.init_from) must agree on these.
-ARCHITECTURE_FIELDS = ('model', 'layers', 'base_features', 'max_features')
-# Every field the network is built from; a checkpoint's config must have them all.
-MODEL_FIELDS = ARCHITECTURE_FIELDS + ('freeze_encoder_bn', 'dtype', 'image_size')
+# The sections of a config (configs/default.py); `seed` is its one top-level field.
+SECTIONS = ('model', 'loss', 'optim', 'input', 'eval', 'log')
+# Checkpoints and model files written before the sections store a flat config: where its
+# fields go (the format is frozen: new fields only ever appear in sections).
+FLAT_FIELDS = {
+    'model': ('model', 'name'), 'loss': ('loss', 'preset'),
+    **{field: ('model', field) for field in (
+        'image_size', 'layers', 'base_features', 'max_features', 'dtype', 'freeze_encoder_bn',
+        'mask_channel', 'prefill', 'face_template')},
+    **{field: ('loss', field) for field in (
+        'tv_region', 'vgg_weights', 'discriminator_features', 'discriminator_learning_rate',
+        'r1_gamma')},
+    **{field: ('optim', field) for field in (
+        'batch_size', 'learning_rate', 'lr_schedule', 'warmup_steps',
+        'final_learning_rate_fraction', 'grad_clip_norm', 'ema_decay', 'num_train_steps',
+        'init_from', 'max_consecutive_nonfinite_steps')},
+    **{field: ('input', field) for field in (
+        'dataset', 'ffhq_config', 'data_dir', 'image_dir', 'validation_fraction', 'masks',
+        'mask_dir', 'hole_ratio_min', 'hole_ratio_max', 'mask_augment',
+        'generated_mask_fraction', 'prefetch')},
+    **{field: ('eval', field) for field in (
+        'num_eval_images', 'eval_every_steps', 'image_every_steps')},
+    **{field: ('log', field) for field in (
+        'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'profile')},
+}
 # Model fields added after the first checkpoints were written, with the behaviour those
 # checkpoints have: checkpoints without them restore as they were trained.
 MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None}
@@ -111,6 +137,8 @@ def load(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
       detail = detail.args[0]
     field, _, suggestion = str(detail).partition('\n')  # 'name'\nDid you mean ...?
     field = field.strip('\'"')
+    if field in FLAT_FIELDS:  # A field's name before the sections.
+      suggestion = f'Did you mean --config.{".".join(FLAT_FIELDS[field])}?'
     raise ValueError(f'{file_name} has no config field {field!r} '
                      f'(overrides: {" ".join(overrides)}).'
                      + (f' {suggestion}' if suggestion else '')) from error
@@ -119,37 +147,45 @@ def load(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   return flag_values.config
 
 
-def _check_type(config: Mapping[str, Any], field: str, kind: type, where: str) -> None:
-  value = config[field]
+def _check_type(section: Mapping[str, Any], field: str, kind: type, where: str) -> None:
+  value = section[field]
   # bool is an int in Python; a stored True is no image size.
   if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
     raise ValueError(f'{where}{field}={value!r}: expected {kind.__name__}.')
 
 
-def validate_model(config: Mapping[str, Any], where: str = 'config.') -> None:
-  """Rejects model fields (MODEL_FIELDS and those added later) of the wrong type or out of
-  range before anything is built, naming the field; `where` prefixes the names (a stored
-  config names its file)."""
-  for field, kind in (('model', str), ('dtype', str), ('prefill', str), ('layers', int),
-                      ('image_size', int), ('base_features', int), ('max_features', int),
-                      ('freeze_encoder_bn', bool), ('mask_channel', bool)):
-    _check_type(config, field, kind, where)
-  for field, choices in (('model', sorted(steps.MODELS)), ('dtype', sorted(steps.DTYPES)),
-                         ('prefill', list(models.PREFILLS))):
-    if config[field] not in choices:
-      raise ValueError(f'{where}{field}={config[field]!r}: expected one of {choices}.')
+def validate_model(model: Mapping[str, Any], where: str = 'config.model.') -> None:
+  """Rejects a model section (config.model) that lacks a field its network is built from,
+  or has one of the wrong type or out of range, before anything is built, naming the
+  field; `where` prefixes the names (a stored config names its file)."""
+  if not isinstance(model.get('name'), str) or model['name'] not in models.MODELS:
+    raise ValueError(f'{where}name={model.get("name")!r}: expected one of '
+                     f'{sorted(models.MODELS)}.')
+  hyperparameters = steps.model_hyperparameters(model['name'])
+  missing = [field for field in ('image_size', 'dtype', *hyperparameters) if field not in model]
+  if missing:
+    raise ValueError(f'{where[:-1]} lacks {", ".join(missing)}.')
+  _check_type(model, 'image_size', int, where)
+  for field, default in hyperparameters.items():  # The Module's defaults give the types.
+    if isinstance(default, (bool, int, str)):
+      _check_type(model, field, type(default), where)
+  for field, choices in (('dtype', sorted(steps.DTYPES)), ('prefill', list(models.PREFILLS))):
+    if field in model and model[field] not in choices:
+      raise ValueError(f'{where}{field}={model[field]!r}: expected one of {choices}.')
   for field in ('base_features', 'max_features'):
-    if config[field] < 1:
-      raise ValueError(f'{where}{field}={config[field]}: must be positive.')
-  if not 2 <= config['layers'] <= MAX_LAYERS:
-    raise ValueError(f'{where}layers={config["layers"]}: need 2 to {MAX_LAYERS} levels.')
-  if not 1 <= config['image_size'] <= MAX_IMAGE_SIZE:
-    raise ValueError(f'{where}image_size={config["image_size"]}: must lie in [1, '
+    if field in hyperparameters and model[field] < 1:
+      raise ValueError(f'{where}{field}={model[field]}: must be positive.')
+  if not 1 <= model['image_size'] <= MAX_IMAGE_SIZE:
+    raise ValueError(f'{where}image_size={model["image_size"]}: must lie in [1, '
                      f'{MAX_IMAGE_SIZE}].')
-  if config['image_size'] % (2 ** config['layers']):
+  if 'layers' not in hyperparameters:
+    return
+  if not 2 <= model['layers'] <= MAX_LAYERS:
+    raise ValueError(f'{where}layers={model["layers"]}: need 2 to {MAX_LAYERS} levels.')
+  if model['image_size'] % (2 ** model['layers']):
     raise ValueError(
-        f'{where}image_size={config["image_size"]} is not divisible by 2**layers='
-        f'{2 ** config["layers"]}; use layers=7 for 256², 8 for 512², or a matching '
+        f'{where}image_size={model["image_size"]} is not divisible by 2**layers='
+        f'{2 ** model["layers"]}; use layers=7 for 256², 8 for 512², or a matching '
         'image_size.')
 
 
@@ -158,63 +194,109 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
 
   device_count: devices the global batch is split over (default: all of JAX's).
   """
-  validate_model(config)
-  losses.get_loss_weights(config.loss)  # Raises with the known presets.
-  if config.tv_region not in losses.TV_REGIONS:
-    raise ValueError(f'config.tv_region={config.tv_region!r}: expected one of '
+  unknown = sorted(set(config.keys()) - {'seed', *SECTIONS})
+  if unknown:  # An unlocked config takes any new field, e.g. one set by its pre-section name.
+    raise ValueError(f'config.{unknown[0]} is no field: fields are in the sections '
+                     f'{", ".join(SECTIONS)} (configs/default.py).')
+  validate_model(config.model)
+  loss, optim = config.loss, config.optim
+  losses.get_loss_weights(loss.preset)  # Raises with the known presets.
+  if loss.tv_region not in losses.TV_REGIONS:
+    raise ValueError(f'config.loss.tv_region={loss.tv_region!r}: expected one of '
                      f'{losses.TV_REGIONS}.')
   device_count = jax.device_count() if device_count is None else device_count
-  if config.batch_size <= 0 or config.batch_size % device_count:
+  if optim.batch_size <= 0 or optim.batch_size % device_count:
     raise ValueError(
-        f'config.batch_size={config.batch_size} must be a positive multiple of the '
+        f'config.optim.batch_size={optim.batch_size} must be a positive multiple of the '
         f'{device_count} devices (the global batch is split evenly across them).')
-  if config.learning_rate <= 0:
-    raise ValueError(f'config.learning_rate={config.learning_rate} must be positive.')
-  if config.lr_schedule not in steps.LR_SCHEDULES:
-    raise ValueError(f'config.lr_schedule={config.lr_schedule!r}: expected one of '
+  if optim.learning_rate <= 0:
+    raise ValueError(f'config.optim.learning_rate={optim.learning_rate} must be positive.')
+  if optim.lr_schedule not in steps.LR_SCHEDULES:
+    raise ValueError(f'config.optim.lr_schedule={optim.lr_schedule!r}: expected one of '
                      f'{steps.LR_SCHEDULES}.')
-  if not 0 <= config.warmup_steps < max(config.num_train_steps, 1):
-    raise ValueError(f'config.warmup_steps={config.warmup_steps} must lie in '
-                     f'[0, num_train_steps={config.num_train_steps}).')
-  if not 0 <= config.final_learning_rate_fraction <= 1:
-    raise ValueError('config.final_learning_rate_fraction='
-                     f'{config.final_learning_rate_fraction} must lie in [0, 1].')
-  if config.grad_clip_norm < 0:
-    raise ValueError(f'config.grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
-  if not 0 <= config.ema_decay < 1:
-    raise ValueError(f'config.ema_decay={config.ema_decay} must lie in [0, 1) (0 = off).')
-  if losses.needs_discriminator(losses.get_loss_weights(config.loss)):
+  if not 0 <= optim.warmup_steps < max(optim.num_train_steps, 1):
+    raise ValueError(f'config.optim.warmup_steps={optim.warmup_steps} must lie in '
+                     f'[0, num_train_steps={optim.num_train_steps}).')
+  if not 0 <= optim.final_learning_rate_fraction <= 1:
+    raise ValueError('config.optim.final_learning_rate_fraction='
+                     f'{optim.final_learning_rate_fraction} must lie in [0, 1].')
+  if optim.grad_clip_norm < 0:
+    raise ValueError(f'config.optim.grad_clip_norm={optim.grad_clip_norm} must be >= 0 '
+                     '(0 = off).')
+  if not 0 <= optim.ema_decay < 1:
+    raise ValueError(f'config.optim.ema_decay={optim.ema_decay} must lie in [0, 1) (0 = off).')
+  if losses.needs_discriminator(losses.get_loss_weights(loss.preset)):
     for field in ('discriminator_features', 'discriminator_learning_rate'):
-      if config[field] <= 0:
-        raise ValueError(f'config.{field}={config[field]} must be positive.')
-    if config.r1_gamma < 0:
-      raise ValueError(f'config.r1_gamma={config.r1_gamma} must be >= 0 (0 = no R1 penalty).')
-  if config.init_from is None:
+      if loss[field] <= 0:
+        raise ValueError(f'config.loss.{field}={loss[field]} must be positive.')
+    if loss.r1_gamma < 0:
+      raise ValueError(f'config.loss.r1_gamma={loss.r1_gamma} must be >= 0 (0 = no R1 '
+                       'penalty).')
+  if optim.init_from is None:
     raise ValueError(
-        'config.init_from is required by this config: pass the stage-one workdir, '
-        'e.g. --config.init_from=runs/ffhq256.')
+        'config.optim.init_from is required by this config: pass the stage-one workdir, '
+        'e.g. --config.optim.init_from=runs/ffhq256.')
 
 
-def model_config(stored: Mapping[str, Any], path: str) -> ml_collections.ConfigDict:
-  """The config of a checkpoint or model file at `path`, as a ConfigDict the model can be
-  built from; ValueError when it lacks a field that defines the network."""
+def sectioned(stored: Mapping[str, Any]) -> dict[str, Any]:
+  """A config as a checkpoint or model file stores it (JSON), in sections: a flat one,
+  written before the sections, is moved into them (FLAT_FIELDS; fields it does not know
+  stay at the top), and model fields added later get the behaviour of the checkpoints
+  written without them (MODEL_FIELDS_ADDED_LATER)."""
+  if isinstance(stored.get('model'), Mapping):
+    config = {name: dict(value) if isinstance(value, Mapping) else value
+              for name, value in stored.items()}
+  else:
+    config = {}
+    for field, value in stored.items():
+      section, name = FLAT_FIELDS.get(field, (None, field))
+      if section is None:
+        config[name] = value
+      else:
+        config.setdefault(section, {})[name] = value
+  config['model'] = {**MODEL_FIELDS_ADDED_LATER, **config.get('model', {})}
+  return config
+
+
+def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+  """{'section.field': value} of a config (a dict or ConfigDict; top-level fields by name)."""
+  config = config.to_dict() if hasattr(config, 'to_dict') else config
+  flat = {}
+  for name, value in config.items():
+    for field, item in value.items() if isinstance(value, Mapping) else [('', value)]:
+      flat[f'{name}.{field}' if field else name] = item
+  return flat
+
+
+def model_config(stored: Mapping[str, Any], path: str,
+                 overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The config of a checkpoint or model file at `path` (sectioned, see `sectioned`), with
+  `--config.SECTION.FIELD=VALUE` overrides (e.g. --config.model.dtype=bfloat16), as a
+  ConfigDict its model can be built from; ValueError when its model section lacks a field
+  the network is built from, holds a bad value, or an override names no stored field."""
   if not isinstance(stored, Mapping):
     raise ValueError(f'The checkpoint at {path} has no config (found {type(stored).__name__}).')
-  missing = [field for field in MODEL_FIELDS if field not in stored]
-  if missing:
-    raise ValueError(f'The checkpoint at {path} has a config without {", ".join(missing)}; '
-                     'it was not written by define_jax.train.')
-  config = {**MODEL_FIELDS_ADDED_LATER, **stored}
-  validate_model(config, f'The config stored in {path}: ')
-  return ml_collections.ConfigDict(config)
+  config = sectioned(stored)
+  validate_model(config['model'], f'The config stored in {path}: model.')
+  config = ml_collections.ConfigDict(config)
+  for override in overrides:
+    config_fallback.apply_override(config, override, f'The config stored in {path}')
+  if overrides:
+    validate_model(config.model, 'config.model.')
+  return config
 
 
-def check_same_architecture(config: ml_collections.ConfigDict, source: Mapping[str, Any],
+def check_same_architecture(model: Mapping[str, Any], source: Mapping[str, Any],
                             source_name: str) -> None:
-  """ValueError unless the run `source_name`, whose config is `source`, built the same
-  network weights as `config` does."""
-  for field in ARCHITECTURE_FIELDS:
-    if source.get(field) != config[field]:
-      raise ValueError(
-          f'{source_name} was trained with {field}={source.get(field)!r}, but this config has '
-          f'{field}={config[field]!r}.')
+  """ValueError unless the model section `source` of the run `source_name` builds a network
+  with the variables (names and shapes) of `model`'s: the dtype, image size, BatchNorm
+  freezing and face template may differ."""
+  validate_model(source, f'{source_name}: model.')
+  shapes = lambda section: jax.tree.map(lambda leaf: leaf.shape, steps.variable_shapes(section))
+  if shapes(model) == shapes(source):
+    return
+  differing = [f'{field}={source.get(field)!r} (this config: {model.get(field)!r})'
+               for field in sorted(set(model) | set(source))
+               if source.get(field) != model.get(field)]
+  raise ValueError(f'{source_name} was trained with another network: '
+                   f'model.{", model.".join(differing)}.')

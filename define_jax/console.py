@@ -1,5 +1,6 @@
 """Terminal conventions of the command-line entry points: library logs only on request,
-expected errors as one `error: ...` line and exit status 2, one --checkpoint argument.
+expected errors as one `error: ...` line and exit status 2, one --checkpoint argument, and
+--config.SECTION.FIELD=VALUE overrides next to a command's own flags.
 
 TensorFlow's native libraries print load-time banners (oneDNN, absl::InitializeLog) straight
 to file descriptor 2 when first imported, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21), so
@@ -12,7 +13,7 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 
 @contextlib.contextmanager
@@ -47,6 +48,19 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser, *aliases: str) -> N
   parser.add_argument('--checkpoint', *aliases, dest='checkpoint', default='',
                       help='Training workdir, its checkpoints directory, one step directory or '
                       'a model file from define_jax.export (default: the packaged face model).')
+
+
+def parse_with_config_overrides(parser: argparse.ArgumentParser,
+                                argv: Sequence[str]) -> argparse.Namespace:
+  """The parser's options, with the --config.SECTION.FIELD=VALUE arguments (config
+  overrides) as options.config_overrides; any other unknown argument is a usage error."""
+  options, extra = parser.parse_known_args(argv)
+  unexpected = [argument for argument in extra if not argument.startswith('--config.')]
+  if unexpected:
+    parser.error(f'unrecognized arguments: {" ".join(unexpected)} (config fields are set '
+                 'with --config.SECTION.FIELD=VALUE)')
+  options.config_overrides = extra
+  return options
 
 
 # Exit status of a command stopped by bad input or settings (as argparse's usage errors).

@@ -3,7 +3,8 @@
   python -m define_jax.demo [--checkpoint runs/ffhq256] [--port 7860] [--host 127.0.0.1]
 
 then open the printed address. Without --checkpoint the model shipped in the package is
-used (`Inpainter.load`). Upload a photo (or paste one, or pick an example), paint the holes
+used (`Inpainter.load`); --config.SECTION.FIELD=VALUE overrides its stored config, e.g.
+--config.model.dtype=bfloat16. Upload a photo (or paste one, or pick an example), paint the holes
 with the brush (eraser and undo in the editor's toolbar) and press Inpaint: the network's
 composite appears next to OpenCV's Telea fill, each with a download button; "Run again on
 the result" adds a refinement pass (Inpainter's `passes`).
@@ -206,9 +207,9 @@ class Demo:
     self.inpainter.check_memory(photo, name, 'demo', self.max_memory_gb)
 
   def describe(self) -> str:
-    config = self.inpainter.config
+    model = self.inpainter.config.model
     step = f', step {self.inpainter.step}' if self.inpainter.step is not None else ''
-    return (f'Model: {config.model}, {config.image_size}², {config.layers} levels{step}. '
+    return (f'Model: {model.name}, {model.image_size}², {model.layers} levels{step}. '
             'Paint over what should disappear, then press **Inpaint**.')
 
   def run(self, photo: np.ndarray, holes: np.ndarray, passes: int) -> tuple[np.ndarray, float]:
@@ -372,7 +373,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--examples', default=None,
                       help=f'A folder of extra example photos (the first {MAX_EXTRA_EXAMPLES}).')
   parser.add_argument('--verbose', action='store_true', help='Log every request.')
-  options = parser.parse_args(argv)
+  # --config.SECTION.FIELD=VALUE changes the checkpoint's stored config, e.g.
+  # --config.model.dtype=bfloat16 (inference precision).
+  options = console.parse_with_config_overrides(parser, argv)
   for name in ('max_pixels', 'max_upload_mb', 'keep_files_s'):
     if getattr(options, name) < 1:
       parser.error(f'--{name} must be at least 1.')
@@ -396,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   what = options.checkpoint or 'the packaged model'
   print(f'Loading {what}…', file=sys.stderr, flush=True)
   try:
-    inpainter = Inpainter.load(options.checkpoint or None)
+    inpainter = Inpainter.load(options.checkpoint or None, overrides=options.config_overrides)
     start = time.perf_counter()
     warm = np.full((48, 40, 3), 128, np.uint8)
     holes = np.zeros((48, 40), bool)

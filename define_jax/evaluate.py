@@ -22,6 +22,10 @@ white = keep for qd_imd) or generated strokes and ellipses. Image k gets a mask 
 k mod 6, so every band is covered equally: mask files are visited in a fixed shuffled
 order and sorted into bands by their hole ratio after resizing (not by their nominal band).
 Everything is seeded, so the same command gives the same images, masks and numbers.
+
+--config.SECTION.FIELD=VALUE overrides the checkpoint's stored config, e.g.
+--config.model.dtype=bfloat16 (inference precision) or --config.input.image_dir=DIR (the
+folder whose validation split is scored when the training run's folder is elsewhere).
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) ->
   """--mask_dir, else the training config's mask_dir when it holds masks of the same kind."""
   if options.mask_dir:
     return options.mask_dir
-  if config.masks == options.masks and config.mask_dir:
-    return config.mask_dir
+  if config.input.masks == options.masks and config.input.mask_dir:
+    return config.input.mask_dir
   raise ValueError(f'--masks {options.masks} needs --mask_dir (a folder of its mask files).')
 
 
@@ -101,11 +105,12 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
     images = (f'validation split of {options.image_dir}' if options.split == 'validation'
               else options.image_dir)
   else:
-    images = f'validation split of {inpainter.config.dataset!r}'
+    images = f'validation split of {inpainter.config.input.dataset!r}'
   masks_from = options.mask_dir or options.masks
   header = [
       f'Checkpoint: `{options.checkpoint or "packaged model"}` (step {inpainter.step}, '
-      f'{inpainter.config.image_size}² model), evaluated at {size}² with fit={options.fit!r}',
+      f'{inpainter.config.model.image_size}² model), evaluated at {size}² with '
+      f'fit={options.fit!r}',
       f'Images: {len(eval_set.images)} from {images}'
       f'{f" (each with {options.masks_per_image} masks)" if options.masks_per_image > 1 else ""}'
       f'; masks: {options.masks} ({masks_from}), '
@@ -159,7 +164,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       "batch at once for 'resize' and 'pad', one image for 'auto') would take "
                       f'more memory than this (default {memory.DEFAULT_MAX_MEMORY_GB:g}; '
                       'define_jax/memory.py).')
-  options = parser.parse_args(argv)
+  # --config.SECTION.FIELD=VALUE: changes the checkpoint's stored config (see above).
+  options = console.parse_with_config_overrides(parser, argv)
   if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1
       or options.image_size < 0):
     parser.error('--num_images, --batch_size and --masks_per_image must be positive, '
@@ -208,14 +214,14 @@ def run(argv: Sequence[str]) -> dict:
   """Evaluates as the command line says; returns {'markdown', 'rows', 'out_dir'}."""
   options = parse_args(argv)
   out_dir = check_report_dir(options)
-  inpainter = Inpainter.load(options.checkpoint)
+  inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
   size = options.image_size or inpainter.image_size
   if size < MIN_IMAGE_SIZE:
     raise ValueError(f'--image_size {size}: LPIPS needs at least {MIN_IMAGE_SIZE}×'
                      f'{MIN_IMAGE_SIZE} pixels (its network halves the size four times).')
   per_call = 1 if options.fit == 'auto' else options.batch_size  # 'auto': image by image.
   memory.check(options.fit, size, size, f'--image_size {size}', options.max_memory_gb,
-               count=per_call, base_features=inpainter.config.base_features)
+               count=per_call, base_features=inpainter.config.model.base_features)
   create_report_dir(out_dir)  # Only once nothing refuses the run.
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, options.fit)

@@ -2,14 +2,16 @@
 
   python -m define_jax.export --workdir runs/faces128 --out faces128.msgpack [--dtype float16]
 
-The file holds the run's config (JSON, with the face template that fit='auto' aligns faces
-to: the run's own, else the one measured on the training faces), its step and the
-moving-average weights and BatchNorm statistics (the raw weights when the run kept no
-average), as msgpack (no
-pickle: loading it runs no code). Weights are stored as float16 by default (half the
-size; scores are measured on the exported file); BatchNorm statistics stay float32.
+The file holds the run's config (JSON, in its sections, with the face template that
+fit='auto' aligns faces to: the run's own, else the one measured on the training faces;
+files written before the sections hold it flat, and checkpoints.load_model migrates it),
+its step and the moving-average weights and BatchNorm statistics (the raw weights when the
+run kept no average), as msgpack (no pickle: loading it runs no code). Weights are stored
+as float16 by default (half the size; scores are measured on the exported file); BatchNorm
+statistics stay float32.
 `Inpainter.from_checkpoint`, `inpaint --checkpoint`, `evaluate --checkpoint` and the demo
-take such a file wherever they take a workdir.
+take such a file wherever they take a workdir (export itself takes no config overrides: the
+file describes the run as it was trained; the readers take them).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   def export() -> str:
     check_output(options.out, options.overwrite)
     variables, config, step = checkpoints.load_model(options.workdir)
-    if config.get('face_template') is None:  # The template fit='auto' aligns faces to.
+    if config['model'].get('face_template') is None:  # The template fit='auto' aligns to.
       from define_jax import faces  # pylint: disable=g-import-not-at-top
-      config = {**config, 'face_template': faces.FACE_TEMPLATE.tolist()}
+      config = {**config, 'model': {**config['model'],
+                                    'face_template': faces.FACE_TEMPLATE.tolist()}}
     try:
       size = model_file.write_model_file(options.out, variables, config, step, options.dtype)
     except OSError as error:

@@ -171,13 +171,13 @@ class Inpainter:
     self._detector = detector
     # The training faces' mean landmarks (fractions of the canvas) that faces are aligned to;
     # model files written before it was stored get the measured default.
-    self._face_template = config.face_template
+    self._face_template = config.model.face_template
     # auto_fit.FitReport of each image of the latest fit='auto' call.
     self.last_fit_reports: list[auto_fit.FitReport] = []
     self.step = step  # The training step of the checkpoint, when restored from one.
-    self.image_size: int = config.image_size
-    self._size_multiple = 2 ** config.layers
-    self._apply = steps.create_model(config).apply
+    self.image_size: int = config.model.image_size
+    self._size_multiple = 2 ** config.model.layers
+    self._apply = steps.create_model(config.model).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes runs the one compiled program of a shape.
@@ -193,27 +193,31 @@ class Inpainter:
   @classmethod
   def from_checkpoint(cls, path: str, *, step: int | None = None,
                       devices: list[jax.Device] | None = None,
-                      detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
+                      detector: Callable[[np.ndarray], list[Any]] | None = None,
+                      overrides: Sequence[str] = ()) -> Inpainter:
     """From a training workdir, its checkpoints directory or one step's directory (the
-    newest readable checkpoint unless `step` is given).
+    newest readable checkpoint unless `step` is given); `overrides` (--config.FIELD=VALUE,
+    e.g. --config.model.dtype=bfloat16) change its stored config.
 
     FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
     weights do not match the checkpoint's own config.
     """
     variables, stored_config, restored_step = checkpoints.load_model(path, step)
-    config = config_lib.model_config(stored_config, path)
+    config = config_lib.model_config(stored_config, path, overrides)
     model_file.check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
   @classmethod
   def pretrained(cls, *, devices: list[jax.Device] | None = None,
-                 detector: Callable[[np.ndarray], list[Any]] | None = None) -> Inpainter:
+                 detector: Callable[[np.ndarray], list[Any]] | None = None,
+                 overrides: Sequence[str] = ()) -> Inpainter:
     """The face model shipped with define_jax (128², trained on UTKFace; licence and scores
     in define_jax/pretrained/MODEL_CARD.md)."""
     if not PRETRAINED_MODEL.is_file():
       raise FileNotFoundError(f'The packaged model {PRETRAINED_MODEL} is missing; reinstall '
                               'define_jax or pass a checkpoint.')
-    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector)
+    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector,
+                               overrides=overrides)
 
   @classmethod
   def load(cls, path: str | None, **kwargs) -> Inpainter:
@@ -241,7 +245,7 @@ class Inpainter:
     """InputError naming the photo when `path` (a fit, or 'demo') would take it over
     max_memory_gb, read from a file's header before decoding (memory.check_input)."""
     memory.check_input(path, photo, name, max_memory_gb,
-                       base_features=self.config.base_features)
+                       base_features=self.config.model.base_features)
 
   @property
   def detector(self) -> Callable[[np.ndarray], list[Any]]:

@@ -28,6 +28,9 @@ is reported with its name and skipped; the run ends with "N written, M skipped (
 and exit status 1 if anything was skipped; Ctrl-C or SIGTERM prints that summary too and
 exits with 130, and --skip_existing lets the rerun count finished outputs as done. Errors
 that stop the run are one `error: ...` line with exit status 2.
+
+--config.SECTION.FIELD=VALUE overrides the checkpoint's stored config, e.g.
+--config.model.dtype=bfloat16 (inference precision).
 """
 
 from __future__ import annotations
@@ -258,7 +261,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='Refuse images and masks with more pixels (checked from the file '
                       f'header; default {image_files.DEFAULT_MAX_PIXELS:,}).')
   memory.add_argument(parser)
-  options = parser.parse_args(argv)
+  # --config.SECTION.FIELD=VALUE changes the checkpoint's stored config, e.g.
+  # --config.model.dtype=bfloat16 (inference precision).
+  options = console.parse_with_config_overrides(parser, argv)
   single, folder = (options.image, options.mask), (options.images, options.masks)
   if all(single) == all(folder) or any(single) != all(single) or any(folder) != all(folder):
     parser.error('give either --image and --mask, or --images and --masks.')
@@ -294,7 +299,7 @@ def run(options: argparse.Namespace) -> int:
       out = Path(options.out)
       check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
       save_format(out)
-    inpainter = Inpainter.load(options.checkpoint)
+    inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
     if options.images:
       return inpaint_folder(inpainter, plan, options)
     inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)

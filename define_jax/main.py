@@ -2,9 +2,9 @@
 
   python -m define_jax.main --config configs/quickstart.py --workdir runs/quickstart
   python -m define_jax.main --config configs/default.py --workdir runs/ffhq256 \\
-      --config.data_dir=/data/tfds --config.batch_size=12
+      --config.input.data_dir=/data/tfds --config.optim.batch_size=12
 
-Any field of the config file can be overridden with --config.FIELD=VALUE (repeatable);
+Any field of the config file can be overridden with --config.SECTION.FIELD=VALUE (repeatable);
 every field is commented in configs/default.py. Unknown fields, wrong types and
 inconsistent settings are rejected, naming the field, before anything compiles. Running
 the same command again resumes from the newest checkpoint in the workdir.
@@ -68,7 +68,8 @@ def process_arguments_from_environment() -> dict[str, int]:
 def usage() -> str:
   """The --help text: this module's docstring and its flags."""
   lines = [f'usage: {PROGRAM} --config configs/NAME.py --workdir DIR '
-           '[--config.FIELD=VALUE ...] [--verbosity=N] [--multi_process]', '', __doc__, 'flags:']
+           '[--config.SECTION.FIELD=VALUE ...] [--verbosity=N] [--multi_process]', '',
+           __doc__, 'flags:']
   for name in _HELP_FLAG_NAMES:
     text = _VERBOSITY_HELP if name == 'verbosity' else FLAGS[name].help
     lines.append(textwrap.fill(f'--{name}: {text}', 88, initial_indent='  ',

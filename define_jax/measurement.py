@@ -43,7 +43,7 @@ def synthetic_batch(config: Any, devices: int, seed: int = 0) -> dict:
   import numpy as np
 
   rng = np.random.default_rng(seed)
-  size, per_device = config.image_size, config.batch_size // devices
+  size, per_device = config.model.image_size, config.optim.batch_size // devices
   shape = (devices, per_device, size, size)
   mask = np.ones(shape + (1,), np.float32)
   for index in np.ndindex(devices, per_device):

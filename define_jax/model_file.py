@@ -14,7 +14,6 @@ import os
 from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
@@ -109,16 +108,12 @@ def _shape_mismatches(expected: Any, actual: Any) -> list[str]:
 def check_variables_match(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                           path: str) -> None:
   """ValueError unless the checkpoint's weights have the shapes its config's model needs."""
-  model = steps.create_model(config)
-  size = config.image_size
-  expected = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
-                         jnp.ones((1, size, size, 1)), train=False))
-  problems = _shape_mismatches(dict(expected), dict(variables))
+  problems = _shape_mismatches(dict(steps.variable_shapes(config.model)), dict(variables))
   if problems:
     shown = '\n  '.join(problems[:8])
+    model = ', '.join(f'{field}={value!r}' for field, value in config.model.items()
+                      if field != 'face_template')
     raise ValueError(
-        f'The weights in {path} do not fit the model its config describes '
-        f'(model={config.model}, layers={config.layers}, base_features={config.base_features}, '
-        f'max_features={config.max_features}); {len(problems)} mismatches:\n  {shown}\n'
+        f'The weights in {path} do not fit the model its config describes ({model}); '
+        f'{len(problems)} mismatches:\n  {shown}\n'
         'The checkpoint was probably written with another config.')

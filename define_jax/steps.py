@@ -7,7 +7,9 @@ runs on any accelerator host.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import flax
@@ -27,7 +29,6 @@ if TYPE_CHECKING:  # Configs are ConfigDicts; the core itself never needs ml_col
 # The pmap axis over which gradients, metrics and BatchNorm statistics are averaged.
 AXIS_NAME = 'batch'
 
-MODELS = {'pconv_unet': models.PConvUNet, 'unet': models.UNet}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -39,44 +40,65 @@ class TrainState(train_state.TrainState):
   nonfinite_streak: jax.Array
   # All steps skipped so far for the same reason.
   nonfinite_total: jax.Array
-  # Exponential moving averages of params and batch_stats ({} when config.ema_decay == 0);
+  # Exponential moving averages of params and batch_stats ({} when config.optim.ema_decay == 0);
   # evaluation, inference and export use them.
   ema_params: Any = flax.struct.field(default_factory=dict)
   ema_batch_stats: Any = flax.struct.field(default_factory=dict)
   # The adversarial loss's discriminator and its Adam state ({} without that loss); its
-  # optimizer is discriminator_optimizer(config), built by the step, not stored.
+  # optimizer is discriminator_optimizer(config.loss), built by the step, not stored.
   disc_params: Any = flax.struct.field(default_factory=dict)
   disc_opt_state: Any = flax.struct.field(default_factory=dict)
 
 
-def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None):
-  """The configured U-Net; axis_name=None gives a model usable outside pmap."""
-  return MODELS[config.model](
-      layers=config.layers,
-      base_features=config.base_features,
-      max_features=config.max_features,
-      axis_name=axis_name,
-      freeze_encoder_bn=config.freeze_encoder_bn,
-      dtype=DTYPES[config.dtype],
-      mask_channel=config.mask_channel,
-      prefill=config.prefill)
+def model_hyperparameters(name: str) -> dict[str, Any]:
+  """{field: default} of the fields of models.MODELS[name] that the model section sets:
+  the Module's dataclass fields but those Flax (parent, name), pmap (axis_name) and the
+  registry entry (a functools.partial's keywords) fix."""
+  builder = models.MODELS[name]
+  module = getattr(builder, 'func', builder)
+  fixed = {'parent', 'name', 'axis_name', *getattr(builder, 'keywords', {})}
+  return {field.name: field.default for field in dataclasses.fields(module)
+          if field.name not in fixed}
 
 
-def create_discriminator(config: ml_collections.ConfigDict) -> models.PatchDiscriminator:
-  return models.PatchDiscriminator(features=config.discriminator_features)
+def create_model(model: ml_collections.ConfigDict, *, axis_name: str | None = None):
+  """The network of a model section (config.model): models.MODELS[model.name] built from
+  the section's fields of the same names (dtype by name); axis_name=None gives a model
+  usable outside pmap."""
+  settings = {field: model[field] for field in model_hyperparameters(model.name)}
+  settings['dtype'] = DTYPES[model.dtype]
+  return models.MODELS[model.name](**settings, axis_name=axis_name)
 
 
-def discriminator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def variable_shapes(model: Mapping[str, Any]) -> dict[str, Any]:
+  """jax.ShapeDtypeStructs of the variables ({'params', 'batch_stats'}) of a model
+  section's network: traced, not computed (do not modify the cached result)."""
+  return _variable_shapes(json.dumps(dict(model.items()), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _variable_shapes(model_json: str) -> dict[str, Any]:
+  from define_jax import config_fallback  # pylint: disable=g-import-not-at-top  # Any host.
+
+  model = config_fallback.ConfigDict(json.loads(model_json))
+  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
+
+
+def create_discriminator(loss: ml_collections.ConfigDict) -> models.PatchDiscriminator:
+  return models.PatchDiscriminator(features=loss.discriminator_features)
+
+
+def discriminator_optimizer(loss: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with pix2pix's beta1 = 0.5 at a constant rate: a discriminator that must keep
   pace with a changing generator gains nothing from a long momentum or a decay."""
-  return optax.adam(config.discriminator_learning_rate, b1=0.5)
+  return optax.adam(loss.discriminator_learning_rate, b1=0.5)
 
 
-def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
-  """Random model variables ({'params', 'batch_stats'}) for the configured size."""
-  model = create_model(config)
-  shape = (1, config.image_size, config.image_size)
-  variables = jax.jit(functools.partial(model.init, train=False))(
+def init_variables(model: ml_collections.ConfigDict, rng: jax.Array) -> dict:
+  """Random variables ({'params', 'batch_stats'}) of a model section's network."""
+  network = create_model(model)
+  shape = (1, model.image_size, model.image_size)
+  variables = jax.jit(functools.partial(network.init, train=False))(
       rng, jnp.zeros(shape + (3,), jnp.float32), jnp.ones(shape + (1,), jnp.float32))
   return flax.core.unfreeze(variables)
 
@@ -84,26 +106,26 @@ def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
 LR_SCHEDULES = ('constant', 'cosine', 'linear')
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warm-up from 0 over warmup_steps, then constant or a cosine/linear decay to
-  final_learning_rate_fraction * learning_rate at num_train_steps."""
-  peak, warmup = config.learning_rate, config.warmup_steps
-  decay_steps = max(config.num_train_steps - warmup, 1)
-  end = peak * config.final_learning_rate_fraction
+  final_learning_rate_fraction * learning_rate at num_train_steps (config.optim)."""
+  peak, warmup = optim.learning_rate, optim.warmup_steps
+  decay_steps = max(optim.num_train_steps - warmup, 1)
+  end = peak * optim.final_learning_rate_fraction
   after_warmup = {
       'constant': optax.constant_schedule(peak),
       'cosine': optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak),
       'linear': optax.linear_schedule(peak, end, decay_steps),
-  }[config.lr_schedule]
+  }[optim.lr_schedule]
   if not warmup:
     return after_warmup
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after_warmup],
                               [warmup])
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def create_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam on the scheduled learning rate, after optional global-norm gradient clipping."""
-  clip = config.grad_clip_norm
+  clip = optim.grad_clip_norm
 
   def adam(learning_rate):
     chain = [optax.clip_by_global_norm(clip)] if clip else []
@@ -111,8 +133,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 
   # inject_hyperparams keeps the learning rate in the optimizer state, so it can be logged
   # and replaced when a run resumes with another constant rate (see with_learning_rate).
-  rate = (config.learning_rate if config.lr_schedule == 'constant' and not config.warmup_steps
-          else learning_rate_schedule(config))
+  rate = (optim.learning_rate if optim.lr_schedule == 'constant' and not optim.warmup_steps
+          else learning_rate_schedule(optim))
   return optax.inject_hyperparams(adam)(learning_rate=rate)
 
 
@@ -126,19 +148,19 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
                        variables: Mapping[str, Any] | None = None) -> TrainState:
   """A fresh (unreplicated) train state, from random init or the given variables."""
   if variables is None:
-    variables = init_variables(config, rng)
-  ema = config.ema_decay > 0
+    variables = init_variables(config.model, rng)
+  ema = config.optim.ema_decay > 0
   disc_params, disc_opt_state = {}, {}
-  if losses.needs_discriminator(losses.get_loss_weights(config.loss)):
-    size = config.image_size
-    disc_params = flax.core.unfreeze(jax.jit(create_discriminator(config).init)(
+  if losses.needs_discriminator(losses.get_loss_weights(config.loss.preset)):
+    size = config.model.image_size
+    disc_params = flax.core.unfreeze(jax.jit(create_discriminator(config.loss).init)(
         jax.random.fold_in(rng, 1), jnp.zeros((1, size, size, 3), jnp.float32)))['params']
-    disc_opt_state = discriminator_optimizer(config).init(disc_params)
+    disc_opt_state = discriminator_optimizer(config.loss).init(disc_params)
   return TrainState.create(
-      apply_fn=create_model(config, axis_name=AXIS_NAME).apply,
+      apply_fn=create_model(config.model, axis_name=AXIS_NAME).apply,
       params=variables['params'],
       batch_stats=variables['batch_stats'],
-      tx=create_optimizer(config),
+      tx=create_optimizer(config.optim),
       nonfinite_streak=jnp.zeros((), jnp.int32),
       nonfinite_total=jnp.zeros((), jnp.int32),
       ema_params=jax.tree.map(jnp.copy, variables['params']) if ema else {},
@@ -167,17 +189,17 @@ def learning_rate(state: TrainState) -> jax.Array:
 def loss_fn_for_config(config: ml_collections.ConfigDict) -> Callable[..., tuple[jax.Array, dict]]:
   """(output, target, mask, vgg_params, discriminator=None) -> (total, terms) for the
   configured preset; discriminator maps images to patch logits (adversarial presets)."""
-  weights = losses.get_loss_weights(config.loss)
+  weights = losses.get_loss_weights(config.loss.preset)
   needs_vgg = losses.needs_vgg(weights)
-  origin = load_vgg(config)[1] if needs_vgg else None
+  origin = load_vgg(config.loss)[1] if needs_vgg else None
 
   def loss_fn(output, target, mask, vgg_params, discriminator=None):
     # VGG computes in the model's dtype too (most of a step's FLOPs); its features, like
     # the network output, are cast to float32 before any loss term.
-    features = (vgg_weights.vgg_feature_fn(vgg_params, origin, DTYPES[config.dtype])
+    features = (vgg_weights.vgg_feature_fn(vgg_params, origin, DTYPES[config.model.dtype])
                 if needs_vgg else None)
     return losses.total_loss(weights, output, target, mask, features,
-                             tv_region=config.tv_region, discriminator=discriminator)
+                             tv_region=config.loss.tv_region, discriminator=discriminator)
 
   return loss_fn
 
@@ -187,11 +209,12 @@ def _load_vgg_cached(source: str):
   return vgg_weights.load_vgg16(source)
 
 
-def load_vgg(config: ml_collections.ConfigDict) -> tuple[Any, str | None]:
-  """(params, origin) of the VGG16 trunk, or ({}, None) when the loss needs no VGG."""
-  if not losses.needs_vgg(losses.get_loss_weights(config.loss)):
+def load_vgg(loss: ml_collections.ConfigDict) -> tuple[Any, str | None]:
+  """(params, origin) of the VGG16 trunk, or ({}, None) when the loss section's preset
+  needs no VGG."""
+  if not losses.needs_vgg(losses.get_loss_weights(loss.preset)):
     return {}, None
-  return _load_vgg_cached(config.vgg_weights)
+  return _load_vgg_cached(loss.vgg_weights)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -286,13 +309,13 @@ def _discriminator_gradients(discriminator: models.PatchDiscriminator, disc_para
 
 def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
   """The pmapped train step; the input state is donated (updated in place)."""
-  adversarial = losses.needs_discriminator(losses.get_loss_weights(config.loss))
+  adversarial = losses.needs_discriminator(losses.get_loss_weights(config.loss.preset))
   return jax.pmap(
       functools.partial(
-          train_step, loss_fn=loss_fn_for_config(config), ema_decay=config.ema_decay,
-          discriminator=create_discriminator(config) if adversarial else None,
-          disc_tx=discriminator_optimizer(config) if adversarial else None,
-          r1_gamma=config.r1_gamma),
+          train_step, loss_fn=loss_fn_for_config(config), ema_decay=config.optim.ema_decay,
+          discriminator=create_discriminator(config.loss) if adversarial else None,
+          disc_tx=discriminator_optimizer(config.loss) if adversarial else None,
+          r1_gamma=config.loss.r1_gamma),
       axis_name=AXIS_NAME, donate_argnums=(0,))
 
 

@@ -1,10 +1,11 @@
 r"""Loss study: train config variants alike, score them on one fixed evaluation set, report.
 
-  python -m define_jax.study --configs loss_l1,loss_valid_hole,loss_style,loss_final \
-      --workdir runs/study --steps 2000 --config.dataset=image_folder \
-      --config.image_dir=/data/faces --config.image_size=64 --config.layers=5
+  python -m define_jax.study --workdir runs/study --steps 2000 \
+      --config.input.dataset=image_folder --config.input.image_dir=/data/faces \
+      --config.model.image_size=64 --config.model.layers=5
 
-Each variant (configs/NAME.py, with the same --config.key=value overrides and --steps)
+Each variant (configs/NAME.py or NAME.py:ARG, default configs/loss_study.py:VARIANT for each
+of its VARIANTS; with the same --config.SECTION.FIELD=VALUE overrides and --steps)
 trains in WORKDIR/NAME/ from the same seed, so all see the same batches and masks; a run
 whose checkpoint already reached the budget is reused, a shorter one is continued, and a
 run made with other settings is refused rather than silently mixed in. Then every variant
@@ -35,6 +36,7 @@ term does", its numbers read from the results).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -59,33 +61,52 @@ from define_jax.eval import scoring
 from define_jax import study_protocol
 from define_jax.inference import Inpainter
 from define_jax.study_lib import (SCORE_BATCH_SIZE, StudyInterrupted, Variant, check_reusable,
-                                  plain_config, train_variants)
+                                  config_fields, plain_config, train_variants)
 
-DEFAULT_CONFIGS = 'loss_l1,loss_valid_hole,loss_style,loss_final'
+# The default variants: configs/loss_study.py's, in its order.
+DEFAULT_STUDY_CONFIG = 'loss_study'
 # With --steps, the logging and evaluation cadence (unless overridden) gives this many
 # points per curve.
-CURVE_POINTS = {'log_every_steps': 50, 'eval_every_steps': 10}
+CURVE_POINTS = {'log.log_every_steps': 50, 'eval.eval_every_steps': 10}
+
+
+def default_configs() -> str:
+  """'loss_study:l1,loss_study:valid_hole,…': configs/loss_study.py's VARIANTS, in order."""
+  config_lib.make_importable([f'--config={config_lib.resolve(DEFAULT_STUDY_CONFIG)}'])
+  variants = importlib.import_module(f'configs.{DEFAULT_STUDY_CONFIG}').VARIANTS
+  return ','.join(f'{DEFAULT_STUDY_CONFIG}:{variant}' for variant in variants)
+
+
+def variant_name(config_file: Path) -> str:
+  """NAME for configs/NAME.py, NAME_ARG for NAME.py:ARG (loss_study_l1)."""
+  stem, _, argument = config_file.name.partition(':')
+  return Path(stem).stem + (f'_{argument}' if argument else '')
+
+
 def load_variants(options: argparse.Namespace, overrides: Sequence[str]) -> list[Variant]:
-  names = [name.strip() for name in options.configs.split(',') if name.strip()]
+  names = [name.strip() for name in (options.configs or default_configs()).split(',')
+           if name.strip()]
   variants = []
   for name in names:
     config_file = config_lib.resolve(name)
     config = config_lib.load(str(config_file), overrides)
     if options.steps is not None:
-      config.num_train_steps = options.steps
+      config.optim.num_train_steps = options.steps
       overridden = {o.split('=', 1)[0].removeprefix('--config.') for o in overrides}
       for field, points in CURVE_POINTS.items():
         if field not in overridden:
-          config[field] = max(1, options.steps // points)
-    variants.append(Variant(config_file.stem, config, Path(options.workdir, config_file.stem)))
+          section, name_in_section = field.split('.')
+          config[section][name_in_section] = max(1, options.steps // points)
+    variants.append(Variant(variant_name(config_file), config,
+                            Path(options.workdir, variant_name(config_file))))
   if len({v.name for v in variants}) != len(variants) or len(variants) < 2:
     raise ValueError(f'--configs needs at least two different config names; got {names}.')
   return variants
 
 
 def config_differences(variants: Sequence[Variant]) -> dict[str, list[Any]]:
-  """{field: value per variant} for the fields in which the variants differ."""
-  plain = [plain_config(v.config) for v in variants]
+  """{'section.field': value per variant} for the fields in which the variants differ."""
+  plain = [config_fields(v.config) for v in variants]
   fields = sorted(set().union(*plain))
   return {field: [p.get(field) for p in plain] for field in fields
           if len({json.dumps(p.get(field)) for p in plain}) > 1}
@@ -145,9 +166,10 @@ def _pairwise_line(variants: Sequence[str], previous: str, current: str,
 
 
 def _eval_source(config: ml_collections.ConfigDict) -> str:
-  if config.dataset == 'image_folder':
-    return f'the validation split ({config.validation_fraction:.0%}) of `{config.image_dir}`'
-  return f'the validation split of dataset `{config.dataset}`'
+  data = config.input
+  if data.dataset == 'image_folder':
+    return f'the validation split ({data.validation_fraction:.0%}) of `{data.image_dir}`'
+  return f'the validation split of dataset `{data.dataset}`'
 
 
 def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
@@ -157,21 +179,22 @@ def write_markdown(path: Path, argv: Sequence[str], variants: Sequence[Variant],
   distinct_images = len(set(eval_set.image_names))
   reuse = (f' ({distinct_images} distinct, each with several masks)'
            if distinct_images < len(eval_set.image_names) else '')
-  if config.masks == 'generated':
+  if config.input.masks == 'generated':
     masks_from = 'generated strokes and ellipses'
-  elif config.mask_dir:
-    masks_from = f'`{config.masks}` files from `{config.mask_dir}`'
+  elif config.input.mask_dir:
+    masks_from = f'`{config.input.masks}` files from `{config.input.mask_dir}`'
   else:
-    masks_from = f'the prepared `{config.masks}` evaluation split'
+    masks_from = f'the prepared `{config.input.masks}` evaluation split'
   changed = '; '.join(f'{field}: ' + ', '.join(str(v) for v in values)
                       for field, values in differences.items()) or 'nothing (identical configs)'
   lines = [
       '# Loss study', '',
       f'Command: `python -m define_jax.study {shlex.join(argv)}`', '',
       f'- Variants, in order: {", ".join(f"`{v.name}`" for v in variants)}, each trained for '
-      f'{config.num_train_steps} steps at {config.image_size}² (batch {config.batch_size}, '
-      f'seed {config.seed}, {config.layers} levels, {config.base_features}–'
-      f'{config.max_features} channels) on dataset `{config.dataset}`.',
+      f'{config.optim.num_train_steps} steps at {config.model.image_size}² (batch '
+      f'{config.optim.batch_size}, seed {config.seed}, {config.model.layers} levels, '
+      f'{config.model.base_features}–{config.model.max_features} channels) on dataset '
+      f'`{config.input.dataset}`.',
       f'- They differ only in: {changed}.',
       f'- Evaluation: {len(eval_set.images)} images{reuse} from {_eval_source(config)}, '
       f'masks: {masks_from}, image k in hole-ratio band k mod 6, seed {evaluation_set.MASK_SEED}; '
@@ -203,30 +226,30 @@ def score_variants(variants: Sequence[Variant], eval_set: evaluation_set.EvalSet
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser = argparse.ArgumentParser(prog='python -m define_jax.study', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--configs', default=DEFAULT_CONFIGS,
-                      help='Comma-separated config names (configs/NAME.py) or paths, in the '
-                      'order of the comparison.')
+  parser.add_argument('--configs',
+                      help='Comma-separated config names (configs/NAME.py, NAME.py:ARG) or '
+                      'paths, in the order of the comparison (default: '
+                      f'{DEFAULT_STUDY_CONFIG}:VARIANT for each of its VARIANTS).')
   parser.add_argument('--config',
                       help='A study protocol config (configs/study_faces128.py): variants, '
                       'shared training config, budget and selection rule; --config.FIELD=VALUE '
-                      'overrides its fields (--config.train.FIELD for the training config).')
+                      'overrides its fields (--config.train.SECTION.FIELD for the training '
+                      'config).')
   parser.add_argument('--workdir',
                       help='Study directory: one run per variant in WORKDIR/NAME, the report '
                       "here (required without --config; with it, default: the config's).")
   parser.add_argument('--steps', type=int,
                       help="Training steps per variant (default: each config's "
-                      'num_train_steps); also sets log/eval cadence for 50/10 curve points '
-                      'unless --config.log_every_steps/eval_every_steps are given.')
+                      'optim.num_train_steps); also sets log/eval cadence for 50/10 curve '
+                      'points unless --config.log.log_every_steps/--config.eval.eval_every_steps '
+                      'are given.')
   parser.add_argument('--verbosity', type=int, default=-1,
                       help='0: also library INFO logs (Orbax, TensorFlow, absl); 1: debug logs')
-  options, overrides = parser.parse_known_args(argv)
-  unexpected = [arg for arg in overrides if not arg.startswith('--config.')]
-  if unexpected:
-    parser.error(f'unrecognized arguments: {" ".join(unexpected)} (config fields are set '
-                 'with --config.key=value)')
+  options = console.parse_with_config_overrides(parser, argv)
+  overrides = options.config_overrides
   if options.steps is not None and options.steps < 1:
     parser.error('--steps must be positive.')
-  if options.config and (options.steps is not None or options.configs != DEFAULT_CONFIGS):
+  if options.config and (options.steps is not None or options.configs):
     parser.error('--config (a study protocol) sets variants and budget itself: drop --configs '
                  'and --steps, or override --config.images_per_variant.')
   if not options.config and not options.workdir:

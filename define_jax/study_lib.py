@@ -14,12 +14,12 @@ from typing import Any, Sequence
 import ml_collections
 
 from define_jax import checkpoints
+from define_jax import config_lib
 
-# Fields that change how often a run reports, not what it learns (how long it trains is
-# checked on its own): a run that differs only in these is still reused.
-RESULT_NEUTRAL_FIELDS = frozenset({
-    'num_train_steps', 'log_every_steps', 'eval_every_steps', 'image_every_steps',
-    'checkpoint_every_steps', 'keep_checkpoints', 'prefetch', 'profile'})
+# What changes how a run reports, not what it learns: the log and eval sections, tf.data's
+# prefetch depth, and the budget (checked on its own). A run that differs only in these is
+# still reused.
+RESULT_NEUTRAL = ('log.', 'eval.', 'input.prefetch', 'optim.num_train_steps')
 SCORE_BATCH_SIZE = 32
 
 
@@ -39,6 +39,11 @@ def plain_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(json.dumps(config.to_dict()))
 
 
+def config_fields(config: Any) -> dict[str, Any]:
+  """{'section.field': value} in JSON types."""
+  return json.loads(json.dumps(config_lib.flatten(config)))
+
+
 def check_reusable(variant: Variant) -> None:
   """ValueError if the variant's run directory holds a run made with other settings or
   trained past the budget; a fresh directory or a shorter matching run is fine."""
@@ -46,18 +51,18 @@ def check_reusable(variant: Variant) -> None:
     _, saved, step = checkpoints.load_model(str(variant.run_dir))
   except FileNotFoundError:
     return
-  wanted = plain_config(variant.config)
+  saved, wanted = config_fields(saved), config_fields(variant.config)
   differing = sorted(field for field in set(saved) | set(wanted)
-                     if field not in RESULT_NEUTRAL_FIELDS
+                     if not field.startswith(RESULT_NEUTRAL)
                      and saved.get(field) != wanted.get(field))
   if differing:
     changes = ', '.join(f'{f}: {saved.get(f)!r} there, {wanted.get(f)!r} now' for f in differing)
     raise ValueError(f'{variant.run_dir} holds a run with other settings ({changes}); use '
                      'another --workdir or the same overrides.')
-  if step > variant.config.num_train_steps:
+  if step > variant.config.optim.num_train_steps:
     raise ValueError(f'{variant.run_dir} was trained for {step} steps, more than the budget '
-                     f'of {variant.config.num_train_steps}; pass --steps {step} or use another '
-                     '--workdir.')
+                     f'of {variant.config.optim.num_train_steps}; pass --steps {step} or use '
+                     'another --workdir.')
 
 
 WALL_TIME_FILE = 'wall_time.json'
@@ -75,7 +80,7 @@ def train_variants(variants: Sequence[Variant]) -> None:
   from define_jax import train  # pylint: disable=g-import-not-at-top  # After main's TF import.
 
   for variant in variants:
-    budget = variant.config.num_train_steps
+    budget = variant.config.optim.num_train_steps
     print(f'Study: {variant.name} in {variant.run_dir} ({budget} steps).', flush=True)
     before = _latest_step(variant.run_dir)
     start = time.time()

@@ -1,6 +1,6 @@
 """The loss-study protocol: `python -m define_jax.study --config configs/study_faces128.py`.
 
-The variants of a study config fine-tune from one common start (train.init_from) on the
+The variants of a study config fine-tune from one common start (train.optim.init_from) on the
 same number of images; study_lib.train_variants trains, resumes or skips them. Then the
 start (`packaged`) and every variant are scored on one fixed set of validation images with
 band-balanced masks, split in two: the first `report_images` give the reported table and
@@ -151,8 +151,8 @@ def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
   loss preset and a step budget of images_per_variant images."""
   protocol = config_lib.load(options.config, overrides)
   workdir = Path(options.workdir or protocol.workdir)
-  if not protocol.train.init_from:
-    raise ValueError('config.train.init_from must name the common starting model (the study '
+  if not protocol.train.optim.init_from:
+    raise ValueError('config.train.optim.init_from must name the common starting model (the study '
                      'compares what each loss changes from it).')
   for field in ('images_per_variant', 'report_images', 'selection_images'):
     if protocol[field] < 1:
@@ -160,8 +160,9 @@ def load_protocol(options: argparse.Namespace, overrides: Sequence[str]
   variants = []
   for name, loss in protocol.variants.items():
     config = copy.deepcopy(protocol.train)
-    config.loss = loss
-    config.num_train_steps = math.ceil(protocol.images_per_variant / config.batch_size)
+    config.loss.preset = loss
+    config.optim.num_train_steps = math.ceil(protocol.images_per_variant /
+                                             config.optim.batch_size)
     variants.append(study_lib.Variant(name, config, workdir / name))
   if len(variants) < 2:
     raise ValueError('config.variants needs at least two variants.')
@@ -181,9 +182,9 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
     study_lib.check_reusable(variant)
   study_lib.train_variants(variants)
 
-  start = variants[0].config.init_from
+  start = variants[0].config.optim.init_from
   eval_config = copy.deepcopy(variants[0].config)
-  eval_config.num_eval_images = protocol.report_images + protocol.selection_images
+  eval_config.eval.num_eval_images = protocol.report_images + protocol.selection_images
   eval_set = evaluation_set.for_training(eval_config)
   inpainters = {REFERENCE: Inpainter.from_checkpoint(start)}
   inpainters.update({v.name: Inpainter.from_checkpoint(str(v.run_dir)) for v in variants})
@@ -203,7 +204,7 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
   grids.write_spread_grid(workdir / 'grid.png', eval_set, example_composites)
   picture, titles = model_card_figures.astronaut_comparison(
       {name: inpainter.inpaint_arrays for name, inpainter in inpainters.items()},
-      eval_config.image_size)
+      eval_config.model.image_size)
   grids.save_png(str(workdir / 'astronaut.png'), picture, titles=titles)
   report = {
       'command': ['python', '-m', 'define_jax.study', *argv],
@@ -213,13 +214,14 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
           'selection_min_hole_ratio': protocol.selection_min_hole_ratio,
           'max_psnr_loss_db': protocol.max_psnr_loss_db,
           'selection_rule': protocol.selection_rule, 'fine_tuning': protocol.fine_tuning},
-      'variants': [{'name': v.name, 'run_dir': str(v.run_dir), 'loss': v.config.loss,
-                    'steps': v.config.num_train_steps, 'batch_size': v.config.batch_size,
-                    'images_seen': v.config.num_train_steps * v.config.batch_size,
+      'variants': [{'name': v.name, 'run_dir': str(v.run_dir), 'loss': v.config.loss.preset,
+                    'steps': v.config.optim.num_train_steps,
+                    'batch_size': v.config.optim.batch_size,
+                    'images_seen': v.config.optim.num_train_steps * v.config.optim.batch_size,
                     'wall_time': str(datetime.timedelta(
                         seconds=int(study_lib.wall_seconds(v.run_dir)))),
                     'config': study_lib.plain_config(v.config)} for v in variants],
-      'descriptions': {v.name: describe_loss(v.config.loss) for v in variants},
+      'descriptions': {v.name: describe_loss(v.config.loss.preset) for v in variants},
       'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation_set.MASK_SEED,
                    'bands': report_lib.band_names(eval_set)},
       'l1_scale': 100,

@@ -3,7 +3,7 @@
 Follows the Flax ImageNet example: `train_and_evaluate(config, workdir)` builds the state,
 resumes from the newest readable checkpoint in the workdir, streams tf.data batches of shape
 [local_devices, per_device_batch, ...] and only brings metrics to the host every
-`log_every_steps`.
+`config.log.log_every_steps`.
 
 The terminal gets short lines for people (`report`: start, progress, evaluations, checkpoint
 saves, end) from process 0; per-process diagnostics go to the absl log at INFO, shown with
@@ -71,13 +71,14 @@ class StopSignal:
 
 
 def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
-  """Model variables of the run named by config.init_from, checked for compatibility."""
-  if not config.init_from:
+  """Model variables of the run named by config.optim.init_from, checked for compatibility."""
+  init_from = config.optim.init_from
+  if not init_from:
     return None
-  variables, source_config, step = checkpoints.load_model(config.init_from)
-  config_lib.check_same_architecture(config, source_config,
-                                     f'config.init_from={config.init_from!r}')
-  report(f'Initialised from {config.init_from} at step {step}.')
+  variables, source_config, step = checkpoints.load_model(init_from)
+  config_lib.check_same_architecture(config.model, source_config['model'],
+                                     f'config.optim.init_from={init_from!r}')
+  report(f'Initialised from {init_from} at step {step}.')
   return variables
 
 
@@ -184,27 +185,30 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   config_dict = config.to_dict()
+  optim, log = config.optim, config.log
 
-  state = steps.create_train_state(config, jax.random.key(config.seed), initial_variables(config))
+  state = steps.create_train_state(config, jax.random.key(config.seed),
+                                   initial_variables(config))
   # Kept on the host for before_after.png, so the end of the run needs no re-initialisation.
   starting_variables = jax.device_get(
       {'params': state.params, 'batch_stats': state.batch_stats})
-  manager = checkpoints.create_manager(workdir, keep=config.keep_checkpoints)
-  restored = checkpoints.restore_latest(manager, state, config)
+  manager = checkpoints.create_manager(workdir, keep=config.log.keep_checkpoints)
+  restored = checkpoints.restore_latest(manager, state, config.model)
   if restored is not None:
-    state = steps.with_learning_rate(restored, config.learning_rate)
+    state = steps.with_learning_rate(restored, optim.learning_rate)
     logging.info('Resuming from %s at step %d.', checkpoints.checkpoint_dir(workdir),
                  int(state.step))
   else:
-    writer.write_hparams({k: v for k, v in config_dict.items() if v is not None})
+    writer.write_hparams({field: value for field, value in config_lib.flatten(config_dict).items()
+                          if value is not None})
   start_step = int(state.step)
-  if start_step >= config.num_train_steps:
-    report(f'Nothing to do: {workdir} is at step {start_step} >= num_train_steps='
-           f'{config.num_train_steps}.')
+  if start_step >= optim.num_train_steps:
+    report(f'Nothing to do: {workdir} is at step {start_step} >= optim.num_train_steps='
+           f'{optim.num_train_steps}.')
     return state
 
   state = jax_utils.replicate(state)
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   p_train_step = steps.make_p_train_step(config)
 
   train_dataset = pipeline.create_train_dataset(config, start_step=start_step)
@@ -213,26 +217,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   # Scores on this process's devices with the current variables (see evaluate).
   inpainter = Inpainter(starting_variables, config)
   inpainter.refuse_non_finite = False  # NaN scores are logged; the non-finite guard stops.
-  eval_batch_size = config.batch_size // jax.process_count()
+  eval_batch_size = optim.batch_size // jax.process_count()
   # The grids show the first scoring batch: a batch shape the evaluation compiled already.
   sample_images = eval_set.images[:eval_batch_size], eval_set.known[:eval_batch_size]
 
-  hooks = [periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
-                                           writer=writer,
-                                           every_steps=config.log_every_steps)]
-  if config.profile and is_chief:
+  hooks = [periodic_actions.ReportProgress(num_train_steps=optim.num_train_steps,
+                                           writer=writer, every_steps=log.log_every_steps)]
+  if log.profile and is_chief:
     hooks.append(periodic_actions.Profile(num_profile_steps=5, logdir=workdir))
 
   stop = StopSignal()
   train_metrics: list[dict[str, Any]] = []
   last_log_time, last_log_step, start_time = time.time(), start_step, time.time()
   step = start_step
-  report(f'{"Resuming" if start_step else "Training"} {config.model} '
-         f'({config.image_size}², loss {config.loss!r}) at step {start_step} of '
-         f'{config.num_train_steps} on {jax.device_count()} {jax.devices()[0].platform} '
+  report(f'{"Resuming" if start_step else "Training"} {config.model.name} '
+         f'({config.model.image_size}², loss {config.loss.preset!r}) at step {start_step} of '
+         f'{optim.num_train_steps} on {jax.device_count()} {jax.devices()[0].platform} '
          f'device(s), {jax.process_count()} process(es); workdir {workdir}')
   with stop.installed():
-    while step < config.num_train_steps:
+    while step < optim.num_train_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(train_iter)
         if step == start_step:  # Shows that every host reads its own share of the data.
@@ -244,36 +247,36 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
       step += 1
       for hook in hooks:
         hook(step)
-      last_step = step == config.num_train_steps
+      last_step = step == optim.num_train_steps
 
-      if step % config.log_every_steps == 0 or last_step:
+      if step % log.log_every_steps == 0 or last_step:
         summary = _mean_metrics(train_metrics)
         train_metrics = []
         now = time.time()
-        images_per_sec = (step - last_log_step) * config.batch_size / (now - last_log_time)
+        images_per_sec = (step - last_log_step) * optim.batch_size / (now - last_log_time)
         last_log_time, last_log_step = now, step
         streak = int(summary.pop('nonfinite_streak'))
         summary['images_per_sec'] = images_per_sec
         summary.update({f'skipped_{kind}': count
                         for kind, count in skips.skipped_input_counts().items()})
         writer.write_scalars(step, {f'train_{k}': v for k, v in summary.items()})
-        report(_progress_line(step, config.num_train_steps, summary['total'],
+        report(_progress_line(step, optim.num_train_steps, summary['total'],
                               images_per_sec, start_time, start_step))
-        if streak >= config.max_consecutive_nonfinite_steps:
+        if streak >= optim.max_consecutive_nonfinite_steps:
           raise FloatingPointError(
               f'{streak} consecutive steps up to step {step} had NaN/Inf loss or gradients '
-              f'and were skipped (config.max_consecutive_nonfinite_steps='
-              f'{config.max_consecutive_nonfinite_steps}). Training stopped; the last good '
+              f'and were skipped (config.optim.max_consecutive_nonfinite_steps='
+              f'{optim.max_consecutive_nonfinite_steps}). Training stopped; the last good '
               f'checkpoint in {checkpoints.checkpoint_dir(workdir)} is kept. Lower '
-              'config.learning_rate or try config.dtype=float32.')
+              'config.optim.learning_rate or try config.model.dtype=float32.')
 
-      if step % config.eval_every_steps == 0 or last_step:
+      if step % config.eval.eval_every_steps == 0 or last_step:
         with hooks[0].timed('eval'):
           scores = evaluate(inpainter, state, eval_set, eval_batch_size)
         writer.write_scalars(step, scores)
         report(_eval_line(step, scores))
 
-      if is_chief and (step % config.image_every_steps == 0 or last_step):
+      if is_chief and (step % config.eval.image_every_steps == 0 or last_step):
         picture = sample_grid(inpainter, state, *sample_images)
         writer.write_images(step, {'samples': picture[None]})
         grids.save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
@@ -282,8 +285,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
       if jax.process_count() == 1:
         preempted = stop.received is not None
       else:
-        preempted = step % config.log_every_steps == 0 and stop.any_process_received()
-      if step % config.checkpoint_every_steps == 0 or last_step or preempted:
+        preempted = step % log.log_every_steps == 0 and stop.any_process_received()
+      if step % log.checkpoint_every_steps == 0 or last_step or preempted:
         checkpoints.save(manager, jax_utils.unreplicate(state), config_dict)
         report(f'checkpoint {step} -> {checkpoints.checkpoint_dir(workdir)}')
       if preempted:
@@ -293,7 +296,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         break
 
   checkpoints.finish(manager)
-  if step == config.num_train_steps and is_chief:
+  if step == optim.num_train_steps and is_chief:
     path = write_before_after(workdir, inpainter, state, starting_variables, *sample_images)
     elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
     report(f'Finished {step} steps in {elapsed}. Wrote {path}')

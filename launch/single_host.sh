@@ -5,9 +5,9 @@
 #   CONFIG    training config file, e.g. configs/default.py
 #   WORKDIR   directory (or gs://BUCKET/PATH) for checkpoints, TensorBoard logs and images;
 #             running the same command again resumes from the newest checkpoint in it
-#   OVERRIDE  further flags of define_jax.main, e.g. --config.batch_size=48
+#   OVERRIDE  further flags of define_jax.main, e.g. --config.optim.batch_size=48
 #
-# config.batch_size is the global batch: a multiple of the number of GPUs, split evenly.
+# config.optim.batch_size is the global batch: a multiple of the number of GPUs, split evenly.
 #
 # Environment:
 #   PYTHON                          Python with define_jax installed (default: python3)

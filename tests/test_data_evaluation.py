@@ -14,7 +14,7 @@ from define_jax.eval import bands
 from define_jax.eval import evaluation_set
 
 from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
-from conftest import astronaut, write_masks
+from conftest import astronaut, with_fields, write_masks
 
 
 def test_round_robin_covers_bands_in_turn_and_cycles():
@@ -46,10 +46,9 @@ def face_config(tmp_path, **overrides):
   photo = (astronaut(120, 100) * 255).astype(np.uint8)
   for k in range(12):
     Image.fromarray(np.roll(photo, 5 * k, axis=1)).save(faces / f'face_{k:02d}.png')
-  config = tiny.get_config()
-  config.update({'dataset': 'image_folder', 'image_dir': str(faces), 'validation_fraction': 0.5,
-                 'num_eval_images': 30, **overrides})
-  return config
+  return with_fields(tiny.get_config(), **{
+      'dataset': 'image_folder', 'image_dir': str(faces), 'validation_fraction': 0.5,
+      'num_eval_images': 30, **overrides})
 
 
 def test_training_eval_set_cycles_the_split_with_band_balanced_masks(tmp_path):
@@ -75,10 +74,10 @@ def test_training_eval_masks_from_the_mask_dir_or_the_prepared_eval_split(tmp_pa
                        num_eval_images=12)
   with pytest.raises(FileNotFoundError, match='define_jax.datasets.prepare'):
     evaluation_set.for_training(config)
-  config.mask_dir = str(mask_dir)
+  config.input.mask_dir = str(mask_dir)
   from_files = evaluation_set.for_training(config)
   np.testing.assert_array_equal(from_files.bands, np.arange(12) % 6)
-  config.mask_dir = ''
+  config.input.mask_dir = ''
   prepare.prepare_dataset('nvidia_irregular_masks', mask_dir, tfds_dir)
   from_tfds = evaluation_set.for_training(config)
   np.testing.assert_array_equal(from_tfds.bands, np.arange(12) % 6)

@@ -495,7 +495,7 @@ def test_without_checkpoint_the_packaged_model_is_loaded(capsys, monkeypatch):
   monkeypatch.setattr(demo, 'configure_logging', lambda verbose: None)
   requested = []
 
-  def load(path):
+  def load(path, **_):  # The overrides (none here) too.
     requested.append(path)
     raise FileNotFoundError('The packaged model is missing (test)')
 

@@ -83,11 +83,25 @@ def test_validation_split_of_the_checkpoint_dataset(tiny_checkpoint):
   assert 'validation split' in result['markdown']
 
 
+def test_config_overrides_change_the_checkpoints_stored_config(tiny_checkpoint, face_dir,
+                                                               tmp_path):
+  """The tiny run trained on the quickstart photos; overrides score the validation split of
+  another folder, at another inference precision."""
+  result = evaluate.run(['--workdir', tiny_checkpoint, '--num_images', '2', '--out',
+                         str(tmp_path / 'eval'),
+                         '--config.input.dataset=image_folder',
+                         f'--config.input.image_dir={face_dir}', '--config.model.dtype=bfloat16'])
+  assert "validation split of 'image_folder'" in result['markdown']
+  assert result['rows'][-1]['images'] == 2
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--masks', 'qd_imd'], 'needs --mask_dir'),
     (['--image_dir', 'FACES', '--masks', 'qd_imd', '--mask_dir', 'BROKEN'],
      'x.png is not an image that can be read'),
     (['--image_dir', 'BROKEN'], 'No readable image below'),
+    (['--config.model.dtypes=bfloat16'], "no config field 'model.dtypes'"),
+    (['--config.model.layers=5'], 'do not fit the model'),
 ])
 def test_bad_input_gives_clear_errors(tiny_checkpoint, face_dir, tmp_path, capsys, extra,
                                       message):

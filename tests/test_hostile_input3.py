@@ -102,9 +102,9 @@ def test_resuming_a_workdir_of_another_architecture_is_refused(tmp_path):
   config = tiny.get_config()
   save_checkpoint(tmp_path, config, steps.create_train_state(config, jax.random.key(0)))
   other = tiny.get_config()
-  other.base_features = 16
-  with pytest.raises(ValueError, match='trained with base_features=8, but this config has '
-                     'base_features=16'):
+  other.model.base_features = 16
+  with pytest.raises(ValueError, match=r'trained with another network: model.base_features=8 '
+                     r'\(this config: 16\)'):
     train.train_and_evaluate(other, str(tmp_path))
   assert checkpoints.create_manager(str(tmp_path)).all_steps() == [0]  # Nothing set aside.
   assert not (tmp_path / workdir_lock.LOCK_NAME).exists()
@@ -280,10 +280,11 @@ def test_evaluate_skips_counts_and_reports_unreadable_images(tiny_checkpoint, fa
 
 # --- Case 8: a hostile config or layout inside a .msgpack model file ---------------------
 
-def model_file_with(tmp_path, tiny_checkpoint, *, drop=None, **config_changes):
+def model_file_with(tmp_path, tiny_checkpoint, *, drop=None, **model_changes):
   variables, config, step = checkpoints.load_model(tiny_checkpoint)
   path = tmp_path / 'hostile.msgpack'
-  model_file.write_model_file(str(path), variables, {**config, **config_changes}, step, 'float32')
+  config = {**config, 'model': {**config['model'], **model_changes}}
+  model_file.write_model_file(str(path), variables, config, step, 'float32')
   if drop:
     payload = serialization.msgpack_restore(path.read_bytes())
     del payload[drop]
@@ -293,7 +294,7 @@ def model_file_with(tmp_path, tiny_checkpoint, *, drop=None, **config_changes):
 
 @pytest.mark.parametrize('changes, message', [
     ({'dtype': 'float16'}, "dtype='float16': expected one of"),
-    ({'model': 'x'}, "model='x': expected one of"),
+    ({'name': 'x'}, "name='x': expected one of"),
     ({'image_size': 0}, r'image_size=0: must lie in \[1, 8192\]'),
     ({'image_size': -128}, r'image_size=-128: must lie in'),
     ({'image_size': '128'}, "image_size='128': expected int"),
@@ -438,10 +439,12 @@ MAIN = [sys.executable, '-m', 'define_jax.main', '--config', os.path.join(REPO_R
 
 @pytest.mark.parametrize('extra, message', [
     (['--workdir', 'FILE'], 'is a file, not a directory'),
-    (['--config.batch_size=0'], 'config.batch_size=0 must be a positive multiple'),
-    (['--config.batch_size=-8'], 'config.batch_size=-8 must be a positive multiple'),
-    (['--config.image_size=100', '--config.layers=1000'], 'layers=1000: need 2 to 13 levels'),
-    (['--config.batchsize=8'], 'Did you mean "batch_size"'),
+    (['--config.optim.batch_size=0'], 'config.optim.batch_size=0 must be a positive multiple'),
+    (['--config.optim.batch_size=-8'], 'config.optim.batch_size=-8 must be a positive multiple'),
+    (['--config.model.image_size=100', '--config.model.layers=1000'],
+     'layers=1000: need 2 to 13 levels'),
+    (['--config.optim.batchsize=8'], 'Did you mean "batch_size"'),
+    (['--config.batch_size=8'], 'Did you mean --config.optim.batch_size'),
 ])
 def test_main_errors_are_one_line_with_exit_status_2(tmp_path, extra, message):
   (tmp_path / 'file').write_text('')
@@ -594,7 +597,7 @@ def test_demo_serves_only_example_images_and_cleans_up_on_sigterm(inpainter, tmp
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(5)  # The handler interrupts this.
 
-  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path: inpainter))
+  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path, **_: inpainter))
   monkeypatch.setattr(demo.gr.Blocks, 'launch', launch)
   monkeypatch.setattr(demo.gr.Blocks, 'block_thread', block_thread)
   with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -145,8 +145,8 @@ def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(mon
   the known pixels; the diffusion pre-fill of a mask without holes is the image itself, so
   it runs in the first pass only."""
   config = tiny.get_config()
-  config.prefill, config.mask_channel = 'biharmonic', True
-  variables = steps.init_variables(config, jax.random.key(0))
+  config.model.prefill, config.model.mask_channel = 'biharmonic', True
+  variables = steps.init_variables(config.model, jax.random.key(0))
   fill_runs = []
 
   def counted_fill(image, mask):
@@ -168,7 +168,7 @@ def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(mon
   # The passes spelled out: the network sees the previous fill as known everywhere, with
   # the pre-fill run on every pass.
   monkeypatch.setitem(prefill.FILLS, 'biharmonic', prefill.biharmonic_fill)
-  apply = steps.create_model(config).apply
+  apply = steps.create_model(config.model).apply
   fill = steps.inpaint(apply, variables, images * known, known)
   for _ in range(2):
     refined = apply(variables, fill, np.ones_like(known), train=False)
@@ -235,7 +235,7 @@ def test_checkpoint_with_another_config_is_rejected(tmp_path):
   trained = tiny.get_config()
   state = steps.create_train_state(trained, jax.random.key(0))
   claimed = tiny.get_config()
-  claimed.base_features = 16
+  claimed.model.base_features = 16
   save_checkpoint(tmp_path, claimed, state)
   with pytest.raises(ValueError, match='(?s)base_features=16.*written with another config'):
     Inpainter.from_checkpoint(str(tmp_path))

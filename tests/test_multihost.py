@@ -45,9 +45,9 @@ def run_processes(workdir, log_prefix, num_train_steps, deadline, cache_dir):
       # The second run reuses the first run's compiled programs: keeps the test in budget.
       JAX_COMPILATION_CACHE_DIR=cache_dir)
   command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
-             '--workdir', workdir, f'--config.num_train_steps={num_train_steps}',
+             '--workdir', workdir, f'--config.optim.num_train_steps={num_train_steps}',
              # The multi-host mechanics do not depend on the loss; VGG would double compile time.
-             '--config.loss=l1',
+             '--config.loss.preset=l1',
              '--verbosity=0']  # The per-process checksums are INFO logs.
   processes, log_paths = [], [f'{log_prefix}.process{i}.log' for i in range(NUM_PROCESSES)]
   try:

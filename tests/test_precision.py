@@ -16,10 +16,10 @@ NUM_STEPS = 6
 
 def _train(dtype):
   config = tiny.get_config()
-  config.dtype = dtype
+  config.model.dtype = dtype
   initial = steps.create_train_state(config, jax.random.key(0))
   p_train_step = steps.make_p_train_step(config)
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   state = jax_utils.replicate(initial)
   losses = []
   for i in range(NUM_STEPS):
@@ -55,9 +55,9 @@ def test_bfloat16_training_stays_close_to_float32():
 
 def test_bfloat16_runs_vgg_in_bfloat16_and_returns_float32_losses():
   config = tiny.get_config()
-  config.dtype = 'bfloat16'
+  config.model.dtype = 'bfloat16'
   loss_fn = steps.loss_fn_for_config(config)
-  vgg_params = steps.load_vgg(config)[0]
+  vgg_params = steps.load_vgg(config.loss)[0]
   image = jnp.full((2, 16, 16, 3), 0.5, jnp.float32)
   mask = jnp.ones((2, 16, 16, 1), jnp.float32).at[:, 4:8, 4:8].set(0.0)
   jaxpr = jax.make_jaxpr(loss_fn)(image * 0.9, image, mask, vgg_params)

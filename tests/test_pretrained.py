@@ -26,8 +26,8 @@ def psnr(results, truth):
 
 def test_packaged_model_is_small_and_complete(pretrained):
   assert os.path.getsize(PRETRAINED_MODEL) <= 16 * 2**20
-  assert (pretrained.image_size, pretrained.config.layers) == (128, 7)
-  assert pretrained.config.prefill == 'biharmonic' and pretrained.config.ema_decay > 0
+  assert (pretrained.image_size, pretrained.config.model.layers) == (128, 7)
+  assert pretrained.config.model.prefill == 'biharmonic' and pretrained.config.optim.ema_decay > 0
   assert os.path.isfile(os.path.join(os.path.dirname(PRETRAINED_MODEL), 'MODEL_CARD.md'))
 
 

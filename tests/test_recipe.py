@@ -24,21 +24,21 @@ from define_jax import prefill
 from define_jax import steps
 from define_jax.inference import Inpainter
 
-from conftest import astronaut, save_checkpoint, synthetic_batch
+from conftest import astronaut, save_checkpoint, synthetic_batch, with_fields
 
 
 def recipe_config(**overrides):
+  """The tiny config with the L1 loss, each override set in the section holding its field."""
   config = tiny.get_config()
-  config.loss = 'l1'  # No VGG to compile.
-  config.update(overrides)
-  return config
+  config.loss.preset = 'l1'  # No VGG to compile.
+  return with_fields(config, **overrides)
 
 
 @pytest.mark.parametrize('schedule', ['constant', 'cosine', 'linear'])
 def test_learning_rate_warms_up_then_follows_the_schedule(schedule):
   config = recipe_config(learning_rate=1e-3, lr_schedule=schedule, warmup_steps=10,
                          num_train_steps=110, final_learning_rate_fraction=0.1)
-  rate = steps.learning_rate_schedule(config)
+  rate = steps.learning_rate_schedule(config.optim)
   np.testing.assert_allclose([rate(0), rate(5), rate(10)], [0.0, 5e-4, 1e-3], rtol=1e-6)
   expected_end = {'constant': 1e-3, 'cosine': 1e-4, 'linear': 1e-4}[schedule]
   np.testing.assert_allclose(rate(110), expected_end, rtol=1e-5)
@@ -59,7 +59,7 @@ def test_train_step_uses_the_scheduled_rate():
 
 @pytest.mark.parametrize('clip', [0.0, 1.0])
 def test_gradient_clipping_bounds_the_global_norm_adam_sees(clip):
-  optimizer = steps.create_optimizer(recipe_config(grad_clip_norm=clip))
+  optimizer = steps.create_optimizer(recipe_config(grad_clip_norm=clip).optim)
   params = {'a': jnp.zeros(4), 'b': jnp.zeros((2, 2))}
   grads = {'a': jnp.full(4, 30.0), 'b': jnp.full((2, 2), 40.0)}  # global norm 100
   _, opt_state = optimizer.update(grads, optimizer.init(params), params)
@@ -111,9 +111,9 @@ def test_checkpoints_keep_the_averages_and_inference_loads_them(tmp_path):
 
 def test_faces128_recipe_is_valid_and_fits_the_shipping_budget():
   config = faces128.get_config()
-  config.image_dir = '/faces'
+  config.input.image_dir = '/faces'
   config_lib.validate(config, device_count=1)
-  shapes = jax.eval_shape(lambda: steps.init_variables(config, jax.random.key(0)))
+  shapes = jax.eval_shape(lambda: steps.init_variables(config.model, jax.random.key(0)))
   parameters = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
   assert parameters * 2 < 16 * 2**20  # float16 storage within the 16 MiB budget
 
@@ -217,10 +217,11 @@ def test_export_round_trip_and_inference_from_the_file(tiny_checkpoint, tmp_path
   assert export.main(['--workdir', tiny_checkpoint, '--out', out]) == 0
   variables, config, step = model_file.read_model_file(out)
   original, original_config, original_step = checkpoints.load_model(tiny_checkpoint)
-  # Export writes the face template (the measured one: the tiny run has none of its own).
-  assert config.pop('face_template') == faces.FACE_TEMPLATE.tolist()
-  assert (config, step) == ({k: v for k, v in original_config.items() if k != 'face_template'},
-                            original_step)
+  # Export writes the sectioned config with the face template (the measured one: the tiny
+  # run has none of its own).
+  assert config['model'].pop('face_template') == faces.FACE_TEMPLATE.tolist()
+  assert original_config['model'].pop('face_template') is None
+  assert (config, step) == (original_config, original_step)
   np.testing.assert_array_equal(Inpainter.from_checkpoint(out).face_template,
                                 faces.FACE_TEMPLATE)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),

@@ -21,9 +21,9 @@ NEVER = 10**6  # A step budget the subprocess never reaches before it is signall
 
 def start_training(workdir, log_path, *overrides):
   command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
-             '--workdir', workdir, f'--config.num_train_steps={NEVER}',
-             '--config.log_every_steps=1', f'--config.eval_every_steps={NEVER}',
-             f'--config.image_every_steps={NEVER}', *overrides]
+             '--workdir', workdir, f'--config.optim.num_train_steps={NEVER}',
+             '--config.log.log_every_steps=1', f'--config.eval.eval_every_steps={NEVER}',
+             f'--config.eval.image_every_steps={NEVER}', *overrides]
   log = open(log_path, 'w')  # pylint: disable=consider-using-with
   return subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -54,7 +54,7 @@ def logged_steps(log_path):
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_same_command_resumes(tmp_path):
   workdir, log_path = str(tmp_path / 'run'), str(tmp_path / 'first.log')
-  process = start_training(workdir, log_path, f'--config.checkpoint_every_steps={NEVER}')
+  process = start_training(workdir, log_path, f'--config.log.checkpoint_every_steps={NEVER}')
   wait_for(lambda: len(logged_steps(log_path)) >= 3, process)
   process.send_signal(signal.SIGTERM)
   assert process.wait(timeout=120) == 0, open(log_path).read()[-3000:]
@@ -63,7 +63,7 @@ def test_sigterm_checkpoints_and_same_command_resumes(tmp_path):
   assert 'Received SIGTERM' in open(log_path).read()
 
   resumed_log = str(tmp_path / 'second.log')
-  process = start_training(workdir, resumed_log, f'--config.checkpoint_every_steps={NEVER}')
+  process = start_training(workdir, resumed_log, f'--config.log.checkpoint_every_steps={NEVER}')
   wait_for(lambda: len(logged_steps(resumed_log)) >= 1, process)
   process.send_signal(signal.SIGINT)  # Ctrl-C also checkpoints and stops.
   assert process.wait(timeout=120) == 0
@@ -76,15 +76,15 @@ def test_sigterm_checkpoints_and_same_command_resumes(tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
   killed = str(tmp_path / 'killed')
   process = start_training(killed, str(tmp_path / 'killed.log'),
-                           '--config.checkpoint_every_steps=2')
+                           '--config.log.checkpoint_every_steps=2')
   wait_for(lambda: saved_steps(killed) and saved_steps(killed)[-1] >= 2, process)
   process.kill()  # SIGKILL: no handler runs; possibly mid-save.
   process.wait()
   final_step = saved_steps(killed)[-1] + 3
 
   config = tiny.get_config()
-  config.num_train_steps = final_step
-  config.checkpoint_every_steps = 2
+  config.optim.num_train_steps = final_step
+  config.log.checkpoint_every_steps = 2
   resumed = train.train_and_evaluate(config, killed)
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
 
@@ -98,17 +98,17 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 def test_consecutive_nonfinite_steps_stop_training_and_keep_checkpoint(tmp_path):
   workdir = str(tmp_path)
   config = tiny.get_config()
-  config.loss = 'l1'  # No VGG: the failure mode does not depend on the loss.
-  config.num_train_steps = 2
+  config.loss.preset = 'l1'  # No VGG: the failure mode does not depend on the loss.
+  config.optim.num_train_steps = 2
   train.train_and_evaluate(config, workdir)
   good = checkpoints.load_model(workdir)
 
   # An absurd learning rate drives the weights to overflow; every later step is skipped.
-  config.num_train_steps = 40
-  config.learning_rate = 1e30
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 1000
-  config.max_consecutive_nonfinite_steps = 3
+  config.optim.num_train_steps = 40
+  config.optim.learning_rate = 1e30
+  config.log.log_every_steps = 1
+  config.log.checkpoint_every_steps = 1000
+  config.optim.max_consecutive_nonfinite_steps = 3
   with pytest.raises(FloatingPointError, match='max_consecutive_nonfinite_steps'):
     train.train_and_evaluate(config, workdir)
   variables, _, step = checkpoints.load_model(workdir)

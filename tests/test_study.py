@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from configs import loss_study
 from define_jax import checkpoints
 from define_jax import study
 from define_jax import study_lib
@@ -21,18 +22,20 @@ from define_jax.eval import metrics
 from conftest import REPO_ROOT
 
 CONFIG_DIR = Path(REPO_ROOT, 'configs').resolve()
-VARIANTS = ('loss_l1', 'loss_valid_hole', 'loss_style', 'loss_final')
+# The default variants: configs/loss_study.py's.
+VARIANTS = tuple(f'loss_study_{variant}' for variant in loss_study.VARIANTS)
 STEPS = 2
-TINY = ('--config.image_size=64', '--config.layers=4', '--config.base_features=8',
-        '--config.max_features=32', '--config.batch_size=8', '--config.dataset=quickstart',
-        '--config.num_eval_images=8')
+TINY = ('--config.model.image_size=64', '--config.model.layers=4',
+        '--config.model.base_features=8', '--config.model.max_features=32',
+        '--config.optim.batch_size=8', '--config.input.dataset=quickstart',
+        '--config.eval.num_eval_images=8')
 
 
 def run_study(workdir):
   """The command line; its compilation cache (WORKDIR/jax_cache) also keeps the tiny model's
   sub-second compilations, which the variants share."""
-  command = [sys.executable, '-m', 'define_jax.study', '--configs', ','.join(VARIANTS),
-             '--workdir', str(workdir), '--steps', str(STEPS), *TINY]
+  command = [sys.executable, '-m', 'define_jax.study', '--workdir', str(workdir), '--steps',
+             str(STEPS), *TINY]
   env = dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   env.pop('JAX_COMPILATION_CACHE_DIR', None)  # The suite's cache (conftest): use the study's.
@@ -66,7 +69,7 @@ def check_artifacts(workdir):
       assert sum(row[column].startswith('**') for row in block) == 1, (block, column)
 
   report = json.loads((workdir / 'study.json').read_text(encoding='utf-8'))
-  assert report['differences'] == {'loss': ['l1', 'valid_hole', 'style', 'final']}
+  assert report['differences'] == {'loss.preset': list(loss_study.VARIANTS)}
   assert {row['method'] for row in report['rows']} == set(VARIANTS)
   assert len(report['summary']) == 3 + len(VARIANTS) - 1
   for variant in VARIANTS:
@@ -94,17 +97,17 @@ def test_study_end_to_end_reuse_and_refusals(tmp_path):
   assert check_artifacts(workdir)['rows'] == report['rows']
 
   # Runs made with other settings or past the budget are refused before any training.
-  argv = ['--configs', ','.join(VARIANTS), '--workdir', str(workdir), '--steps', str(STEPS),
-          *TINY]
-  with pytest.raises(ValueError, match='learning_rate: 0.0002 there, 0.5 now'):
-    study.run(argv + ['--config.learning_rate=0.5'])
+  argv = ['--configs', ','.join(f'loss_study:{v}' for v in loss_study.VARIANTS), '--workdir',
+          str(workdir), '--steps', str(STEPS), *TINY]
+  with pytest.raises(ValueError, match='optim.learning_rate: 0.0002 there, 0.5 now'):
+    study.run(argv + ['--config.optim.learning_rate=0.5'])
   with pytest.raises(ValueError, match='trained for 2 steps, more than the budget of 1'):
     study.run(argv + ['--steps', '1'])
 
 
 @pytest.mark.parametrize('override, message', [
-    ('--config.no_such_field=3', "no config field 'no_such_field'"),
-    ('--config.batch_size=abc', 'config.batch_size=abc'),
+    ('--config.optim.no_such_field=3', "no config field 'no_such_field'"),
+    ('--config.optim.batch_size=abc', 'config.optim.batch_size=abc'),
 ])
 def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
@@ -113,17 +116,18 @@ def test_bad_overrides_are_rejected_naming_the_field(tmp_path, override, message
 
 def test_configs_resolve_by_name_and_unknown_names_are_listed(tmp_path):
   with pytest.raises(FileNotFoundError, match='configs/loss_nothing.py'):
-    study.run(['--workdir', str(tmp_path), '--configs', 'loss_l1,loss_nothing'])
+    study.run(['--workdir', str(tmp_path), '--configs', 'loss_study:l1,loss_nothing'])
 
 
 PROTOCOL_TINY = (
-    '--config.train.image_size=64', '--config.train.layers=4', '--config.train.base_features=8',
-    '--config.train.max_features=32', '--config.train.batch_size=8',
-    '--config.train.mask_channel=False', '--config.train.prefill=none',
-    '--config.train.dataset=quickstart', '--config.train.masks=generated',
-    '--config.train.num_eval_images=8', '--config.train.discriminator_features=8',
-    '--config.train.log_every_steps=1', '--config.train.eval_every_steps=2',
-    '--config.train.image_every_steps=2', '--config.train.checkpoint_every_steps=1',
+    '--config.train.model.image_size=64', '--config.train.model.layers=4',
+    '--config.train.model.base_features=8', '--config.train.model.max_features=32',
+    '--config.train.optim.batch_size=8',
+    '--config.train.model.mask_channel=False', '--config.train.model.prefill=none',
+    '--config.train.input.dataset=quickstart', '--config.train.input.masks=generated',
+    '--config.train.eval.num_eval_images=8', '--config.train.loss.discriminator_features=8',
+    '--config.train.log.log_every_steps=1', '--config.train.eval.eval_every_steps=2',
+    '--config.train.eval.image_every_steps=2', '--config.train.log.checkpoint_every_steps=1',
     '--config.images_per_variant=8', '--config.report_images=12',
     '--config.selection_images=12')
 
@@ -135,7 +139,7 @@ def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_
   study_lib.train_variants', tested above.)"""
   workdir = tmp_path / 'protocol'
   argv = ['--config', str(CONFIG_DIR / 'study_faces128.py'), '--workdir', str(workdir),
-          f'--config.train.init_from={tiny_checkpoint}', *PROTOCOL_TINY]
+          f'--config.train.optim.init_from={tiny_checkpoint}', *PROTOCOL_TINY]
   result = study.run(argv)
   names = ['v1_l1', 'v2_valid_hole', 'v3_style', 'v4_final', 'v5_adversarial']
   for name in names:
@@ -168,7 +172,8 @@ def test_protocol_rejects_mixed_options_and_missing_start(tmp_path):
   with pytest.raises(SystemExit):
     study.parse_args(['--config', config, '--steps', '3'])
   with pytest.raises(ValueError, match='init_from must name the common starting model'):
-    study.run(['--config', config, '--workdir', str(tmp_path), '--config.train.init_from='])
+    study.run(['--config', config, '--workdir', str(tmp_path),
+               '--config.train.optim.init_from='])
 
 
 def test_selection_rule_limits_psnr_loss_and_keeps_the_packaged_model_otherwise():

@@ -23,7 +23,7 @@ from conftest import REPO_ROOT, synthetic_batch
 
 def run_steps(config, state, num_steps):
   p_train_step = steps.make_p_train_step(config)
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   state = jax_utils.replicate(state)
   history = []
   for i in range(num_steps):
@@ -77,7 +77,7 @@ def test_nonfinite_step_is_skipped():
   config = tiny.get_config()
   initial = steps.create_train_state(config, jax.random.key(0))
   p_train_step = steps.make_p_train_step(config)
-  vgg_params = jax_utils.replicate(steps.load_vgg(config)[0])
+  vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   state = jax_utils.replicate(initial)
   batch = synthetic_batch(config)
   batch['image'][0, 0, 0, 0, 0] = np.nan
@@ -104,7 +104,7 @@ def test_checkpoint_save_restore_is_identical(tmp_path):
                   jax.tree.leaves((restored.params, restored.batch_stats, restored.opt_state))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   variables, saved_config, step = checkpoints.load_model(str(tmp_path))
-  assert step == 2 and saved_config['layers'] == config.layers
+  assert step == 2 and saved_config['model']['layers'] == config.model.layers
   np.testing.assert_array_equal(jax.tree.leaves(variables['params'])[0],
                                 jax.tree.leaves(state.params)[0])
 
@@ -118,12 +118,12 @@ def test_load_model_without_checkpoint_lists_directory(tmp_path):
 def test_train_resume_and_finetune(tmp_path):
   stage_one = str(tmp_path / 'stage_one')
   config = tiny.get_config()
-  config.num_train_steps = 3
+  config.optim.num_train_steps = 3
   train.train_and_evaluate(config, stage_one)
   assert sorted(checkpoints.create_manager(stage_one).all_steps()) == [3]
 
   # Same command with a longer budget resumes at the saved step instead of restarting.
-  config.num_train_steps = 5
+  config.optim.num_train_steps = 5
   state = train.train_and_evaluate(config, stage_one)
   assert int(state.step) == 5
   assert 5 in checkpoints.create_manager(stage_one).all_steps()
@@ -134,10 +134,10 @@ def test_train_resume_and_finetune(tmp_path):
   # Fine-tuning: encoder statistics exactly as loaded, decoder statistics move.
   loaded, _, _ = checkpoints.load_model(stage_one)
   finetune = tiny.get_config()
-  finetune.init_from = stage_one
-  finetune.freeze_encoder_bn = True
-  finetune.learning_rate = 5e-5
-  finetune.num_train_steps = 2
+  finetune.optim.init_from = stage_one
+  finetune.model.freeze_encoder_bn = True
+  finetune.optim.learning_rate = 5e-5
+  finetune.optim.num_train_steps = 2
   tuned = train.train_and_evaluate(finetune, str(tmp_path / 'stage_two'))
   loaded_stats = loaded['batch_stats']
   tuned_stats = jax.device_get(tuned.batch_stats)
@@ -154,11 +154,11 @@ def test_train_resume_and_finetune(tmp_path):
 
 def test_finetune_rejects_other_architecture(tmp_path):
   config = tiny.get_config()
-  config.num_train_steps = 1
+  config.optim.num_train_steps = 1
   train.train_and_evaluate(config, str(tmp_path / 'a'))
   other = tiny.get_config()
-  other.base_features = 16
-  other.init_from = str(tmp_path / 'a')
+  other.model.base_features = 16
+  other.optim.init_from = str(tmp_path / 'a')
   with pytest.raises(ValueError, match='base_features'):
     train.train_and_evaluate(other, str(tmp_path / 'b'))
 
@@ -177,9 +177,9 @@ def test_quickstart_command_end_to_end(tmp_path):
   """The README's quickstart command with a reduced budget: runs and the loss goes down."""
   workdir = str(tmp_path / 'quickstart')
   command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/quickstart.py',
-             '--workdir', workdir, '--config.num_train_steps=120',
-             '--config.log_every_steps=20', '--config.eval_every_steps=120',
-             '--config.image_every_steps=120', '--config.checkpoint_every_steps=120']
+             '--workdir', workdir, '--config.optim.num_train_steps=120',
+             '--config.log.log_every_steps=20', '--config.eval.eval_every_steps=120',
+             '--config.eval.image_every_steps=120', '--config.log.checkpoint_every_steps=120']
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   losses = read_scalars(workdir, 'train_total')
@@ -191,8 +191,8 @@ def test_quickstart_command_end_to_end(tmp_path):
 
 @pytest.mark.parametrize('override, field', [
     ('--config.no_such_field=3', 'no_such_field'),
-    ('--config.batch_size=abc', 'batch_size'),
-    ('--config.learning_rate=fast', 'learning_rate'),
+    ('--config.optim.batch_size=abc', 'batch_size'),
+    ('--config.optim.learning_rate=fast', 'learning_rate'),
 ])
 def test_config_mistakes_are_rejected_naming_the_field(tmp_path, override, field):
   # Run from another directory: the config file still finds its base (configs/quickstart.py).
@@ -209,14 +209,14 @@ def test_adversarial_run_resumes_exactly_with_its_discriminator(tmp_path):
   """V5's discriminator and its Adam state live in the same checkpoint as the generator:
   a run stopped at step 2 and resumed to 4 equals a run that went to 4 at once."""
   config = tiny.get_config()
-  config.loss = 'final_adversarial'
-  config.discriminator_features = 4
-  config.checkpoint_every_steps = 2
-  config.eval_every_steps = config.image_every_steps = 100
-  config.num_train_steps = 2
+  config.loss.preset = 'final_adversarial'
+  config.loss.discriminator_features = 4
+  config.log.checkpoint_every_steps = 2
+  config.eval.eval_every_steps = config.eval.image_every_steps = 100
+  config.optim.num_train_steps = 2
   stopped = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   assert jax.tree.leaves(stopped.disc_opt_state)
-  config.num_train_steps = 4
+  config.optim.num_train_steps = 4
   resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'uninterrupted'))
   parts = lambda s: (s.params, s.batch_stats, s.opt_state, s.disc_params, s.disc_opt_state)

@@ -1,5 +1,5 @@
-"""Image sources (random access by index), the registry of datasets (config.dataset) and the
-square crops every image is cut to.
+"""Image sources (random access by index), the registry of datasets (config.input.dataset)
+and the square crops every image is cut to.
 
 Adding a dataset is one builder `(config, split) -> ImageSplit` and one DATASETS entry.
 TensorFlow Datasets is imported only by the TFDS-backed sources, when they are built.
@@ -131,7 +131,7 @@ def lookup(registry: Mapping[str, Builder], field: str, name: str) -> Builder:
 
 
 def prepare_command(name: str, config: ml_collections.ConfigDict) -> str:
-  data_dir = config.data_dir
+  data_dir = config.input.data_dir
   return f'python -m define_jax.datasets.prepare --dataset {name} --manual_dir DIR' + (
       f' --data_dir {data_dir}' if data_dir else ''
   )
@@ -139,14 +139,14 @@ def prepare_command(name: str, config: ml_collections.ConfigDict) -> str:
 
 def _image_folder(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
   """Any folder of photos, split by file name (data.image_folder)."""
-  image_dir = config.image_dir
+  image_dir = config.input.image_dir
   if not image_dir:
-    raise ValueError("dataset='image_folder' needs config.image_dir")
+    raise ValueError("dataset='image_folder' needs config.input.image_dir")
   root = Path(image_dir).expanduser()
   files = image_folder.list_image_files(root)
   if not files:
     raise ValueError(f"no image files ({', '.join(image_folder.IMAGE_EXTENSIONS)}) in {root}")
-  fraction = float(config.validation_fraction)
+  fraction = float(config.input.validation_fraction)
   train_files, validation_files = image_folder.split_image_files(files, fraction)
   chosen = train_files if split == 'train' else validation_files
   if not chosen:
@@ -160,9 +160,9 @@ def _ffhq(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
   """FFHQ as prepared by define_jax.datasets.prepare."""
   from define_jax.datasets import prepare  # imports TFDS only when needed
 
-  ffhq_config = config.ffhq_config  # 'ffhq/256' or just '256'
+  ffhq_config = config.input.ffhq_config  # 'ffhq/256' or just '256'
   name = ffhq_config if ffhq_config.startswith('ffhq/') else f'ffhq/{ffhq_config}'
-  builder = prepare.make_builder(name, config.data_dir)
+  builder = prepare.make_builder(name, config.input.data_dir)
   if not builder.is_prepared():
     raise FileNotFoundError(
         f'{name} is not prepared in {builder.data_dir}; run: {prepare_command(name, config)}'
@@ -191,8 +191,8 @@ DATASETS: dict[str, Callable[[ml_collections.ConfigDict, str], ImageSplit]] = {
 
 
 def image_split(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
-  """The images of `split` ('train' or 'validation') of config.dataset."""
-  return lookup(DATASETS, 'dataset', config.dataset)(config, split)
+  """The images of `split` ('train' or 'validation') of config.input.dataset."""
+  return lookup(DATASETS, 'dataset', config.input.dataset)(config, split)
 
 
 def crop_and_resize(

@@ -1,4 +1,4 @@
-"""Training-mask sources and the registry of mask kinds (config.masks).
+"""Training-mask sources and the registry of mask kinds (config.input.masks).
 
 Adding a kind of mask is one builder `(config, process_count) -> MaskMaker` and one
 MASK_SOURCES entry; adding a TFDS mask set is one
@@ -67,7 +67,9 @@ class MaskSetMasks:
       generated_fraction: float,
   ) -> None:
     if not 0.0 <= generated_fraction <= 1.0:
-      raise ValueError(f'config.generated_mask_fraction={generated_fraction} must lie in [0, 1]')
+      raise ValueError(
+          f'config.input.generated_mask_fraction={generated_fraction} must lie in [0, 1]'
+      )
     self._source = source
     self._size = size
     self._augment = augment
@@ -110,25 +112,26 @@ def read_stored_mask(records: images.TfdsRecords, index: int) -> np.ndarray:
 def prepared_mask_set(
     mask_set: MaskSet, config: ml_collections.ConfigDict, process_count: int = 1
 ) -> tfds.core.DatasetBuilder:
-  """The mask set's TFDS builder, prepared from config.mask_dir on first use (single host)."""
+  """The mask set's TFDS builder, prepared from config.input.mask_dir on first use (single host)."""
   from define_jax.datasets import prepare  # imports TFDS only when needed
 
-  builder = prepare.make_builder(mask_set.tfds_name, config.data_dir)
+  builder = prepare.make_builder(mask_set.tfds_name, config.input.data_dir)
   if builder.is_prepared():
     return builder
-  if not config.mask_dir or process_count > 1:
+  if not config.input.mask_dir or process_count > 1:
     raise FileNotFoundError(
-        f'{mask_set.tfds_name} is not prepared in {builder.data_dir}; set config.mask_dir '
+        f'{mask_set.tfds_name} is not prepared in {builder.data_dir}; set config.input.mask_dir '
         f'(single host) or run: {images.prepare_command(mask_set.tfds_name, config)}'
     )
-  return prepare.prepare_dataset(mask_set.tfds_name, config.mask_dir, config.data_dir)
+  return prepare.prepare_dataset(mask_set.tfds_name, config.input.mask_dir, config.input.data_dir)
 
 
 def _generated(config: ml_collections.ConfigDict, process_count: int) -> GeneratedMasks:
   """Strokes and ellipses with a hole ratio in [hole_ratio_min, hole_ratio_max]."""
   del process_count  # generated masks need no prepared data
   return GeneratedMasks(
-      int(config.image_size), (float(config.hole_ratio_min), float(config.hole_ratio_max))
+      int(config.model.image_size),
+      (float(config.input.hole_ratio_min), float(config.input.hole_ratio_max)),
   )
 
 
@@ -139,10 +142,10 @@ def _from_mask_set(
       images.TfdsRecords(
           prepared_mask_set(mask_set, config, process_count), mask_set.train_split, 'mask'
       ),
-      int(config.image_size),
-      bool(config.mask_augment),
+      int(config.model.image_size),
+      bool(config.input.mask_augment),
       _generated(config, process_count),
-      float(config.generated_mask_fraction),
+      float(config.input.generated_mask_fraction),
   )
 
 
@@ -153,5 +156,5 @@ MASK_SOURCES: dict[str, Callable[[ml_collections.ConfigDict, int], MaskMaker]] =
 
 
 def mask_maker(config: ml_collections.ConfigDict, process_count: int) -> MaskMaker:
-  """The training masks of config.masks."""
-  return images.lookup(MASK_SOURCES, 'masks', config.masks)(config, process_count)
+  """The training masks of config.input.masks."""
+  return images.lookup(MASK_SOURCES, 'masks', config.input.masks)(config, process_count)

@@ -81,7 +81,7 @@ def _batch_layout(
     config: ml_collections.ConfigDict, process_index: int | None, process_count: int | None
 ) -> _BatchLayout:
   layout = _BatchLayout(
-      global_batch=int(config.batch_size),
+      global_batch=int(config.optim.batch_size),
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,
       local_devices=jax.local_device_count(),
@@ -129,9 +129,9 @@ def _finish(
 ) -> tf.data.Dataset:
   dataset = dataset.batch(layout.local_batch, drop_remainder=True)
   dataset = dataset.map(
-      _to_device_batches(layout, int(config.image_size)), num_parallel_calls=tf.data.AUTOTUNE
+      _to_device_batches(layout, int(config.model.image_size)), num_parallel_calls=tf.data.AUTOTUNE
   )
-  prefetch = config.prefetch
+  prefetch = config.input.prefetch
   dataset = dataset.prefetch(tf.data.AUTOTUNE if prefetch is None else int(prefetch))
   options = tf.data.Options()
   options.deterministic = True
@@ -150,7 +150,7 @@ def create_train_dataset(
   process_index / process_count default to JAX's; pass them to simulate hosts.
   """
   layout = _batch_layout(config, process_index, process_count)
-  size = int(config.image_size)
+  size = int(config.model.image_size)
   make_example = examples.Examples(
       images.image_split(config, 'train'),
       mask_sources.mask_maker(config, layout.process_count),

@@ -63,13 +63,13 @@ def _to_float(images_uint8: list[np.ndarray]) -> np.ndarray:
 def validation_images(
     config: ml_collections.ConfigDict, size: int, count: int, image_dir: str = ''
 ) -> tuple[np.ndarray, list[str]]:
-  """Up to `count` validation images of config.dataset, or of the folder `image_dir` split
+  """Up to `count` validation images of config.input.dataset, or of the folder `image_dir` split
   as training would split it: a fixed EVAL_SEED sample, centre-cropped (or, for datasets
   evaluated on random crops, `count` fixed crops cycling through the photos). Unreadable
   images are skipped and counted."""
   if image_dir:
     config = ml_collections.ConfigDict(config.to_dict())
-    config.dataset, config.image_dir = 'image_folder', image_dir
+    config.input.dataset, config.input.image_dir = 'image_folder', image_dir
   split = images.image_split(config, 'validation')
   source = split.images
   if split.eval_random_crops:
@@ -87,7 +87,7 @@ def validation_images(
     chosen.append(images.crop_and_resize(image, size, crop_rng, split.crop_fractions))
   if not chosen:
     raise ValueError(f'no readable image in {source.description}')
-  return _to_float(chosen), [f'{config.dataset} validation #{k}' for k in range(len(chosen))]
+  return _to_float(chosen), [f'{config.input.dataset} validation #{k}' for k in range(len(chosen))]
 
 
 def folder_images(image_dir: str, size: int,
@@ -185,24 +185,24 @@ def generated_masks(size: int, count: int, seed: int) -> tuple[np.ndarray, list[
 
 def _training_masks(config: ml_collections.ConfigDict, size: int,
                     count: int) -> tuple[np.ndarray, list[str]]:
-  """Band-balanced masks of config.masks: from config.mask_dir's files, else from the
+  """Band-balanced masks of config.input.masks: from config.input.mask_dir's files, else from the
   prepared mask set's evaluation split; generated for masks='generated'."""
-  if config.masks == 'generated':
+  if config.input.masks == 'generated':
     return generated_masks(size, count, MASK_SEED)
-  mask_set = images.lookup(mask_sets.MASK_SETS, 'masks', config.masks)
-  if config.mask_dir:
-    return masks_from_dir(config.mask_dir, mask_set.polarity, size, count, MASK_SEED)
+  mask_set = images.lookup(mask_sets.MASK_SETS, 'masks', config.input.masks)
+  if config.input.mask_dir:
+    return masks_from_dir(config.input.mask_dir, mask_set.polarity, size, count, MASK_SEED)
   records = images.TfdsRecords(mask_sources.prepared_mask_set(mask_set, config),
                                mask_set.eval_split, 'mask')
   return masks_from_records(records, size, count, MASK_SEED)
 
 
 def for_training(config: ml_collections.ConfigDict) -> EvalSet:
-  """config.num_eval_images validation images of the training data with band-balanced masks
+  """config.eval.num_eval_images validation images of the training data with band-balanced masks
   of its mask kind; a small validation split is cycled through, each pass with other masks."""
-  size, count = int(config.image_size), int(config.num_eval_images)
+  size, count = int(config.model.image_size), int(config.eval.num_eval_images)
   if count < 1:
-    raise ValueError(f'config.num_eval_images={count} must be positive.')
+    raise ValueError(f'config.eval.num_eval_images={count} must be positive.')
   found, found_names = validation_images(config, size, count)
   reuse = np.arange(count) % len(found)
   known, mask_names = _training_masks(config, size, count)
