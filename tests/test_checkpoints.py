@@ -8,7 +8,7 @@ import numpy as np
 from configs import tiny
 from define_jax import checkpoints
 from define_jax import config_lib
-from define_jax import export
+from define_jax import model_file
 from define_jax import steps
 from define_jax.inference import PRETRAINED_MODEL, Inpainter
 
@@ -93,12 +93,12 @@ def test_packaged_model_file_written_before_the_sections_inpaints_as_its_section
   """define_jax/pretrained/faces128.msgpack stores a flat config (written before the
   sections); read through the migration it inpaints exactly as the same weights stored with
   the sectioned config do."""
-  variables, stored, step = export.read_model_file(str(PRETRAINED_MODEL))
+  variables, stored, step = model_file.read_model_file(str(PRETRAINED_MODEL))
   assert 'layers' in stored and not isinstance(stored['model'], dict)  # Flat, as written.
   sectioned = config_lib.sectioned(stored)
   assert sectioned['model']['layers'] == stored['layers'] == 7
   copy = str(tmp_path / 'sectioned.msgpack')
-  export.write_model_file(copy, variables, sectioned, step)  # float16 already: lossless.
+  model_file.write_model_file(copy, variables, sectioned, step)  # float16 already: lossless.
   old, new = Inpainter.pretrained(), Inpainter.from_checkpoint(copy)
   assert old.config.to_dict() == new.config.to_dict()
   np.testing.assert_array_equal(_inpaint_astronaut(old), _inpaint_astronaut(new))
@@ -121,7 +121,7 @@ def test_checkpoint_and_model_file_with_flat_configs_restore_identically(tiny_ch
   restored = checkpoints.restore_latest(manager, state, config.model)  # Same architecture.
   assert int(restored.step) == step
   old_file = str(tmp_path / 'old.msgpack')
-  export.write_model_file(old_file, variables, flat, step, dtype='float32')
+  model_file.write_model_file(old_file, variables, flat, step, dtype='float32')
   original = _inpaint_astronaut(Inpainter.from_checkpoint(tiny_checkpoint))
   for path in (workdir, old_file):
     assert checkpoints.load_model(path)[1] == config_dict
