@@ -50,6 +50,9 @@ class ConfigDict:
   def __iter__(self) -> Iterator[str]:
     return iter(self._fields)
 
+  def get(self, name: str, default: Any = None) -> Any:
+    return self._fields.get(name, default)
+
   def keys(self):
     return self._fields.keys()
 
