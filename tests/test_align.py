@@ -104,8 +104,9 @@ def test_two_faces_are_each_aligned_on_their_own():
   known[52:72, 168:192] = 0
   faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
   calls = []
-  composite, report = auto_fit.auto_fill(image, known, lambda _: faces, TEMPLATE, 32,
-                                         recording_fills(calls), native_fill)
+  composite, report = auto_fit.auto_fill(
+      image, known, lambda _: faces, TEMPLATE, 32, recording_fills(calls),
+      native_fill)
   (canvases, canvas_known), = calls
   assert report.faces_inpainted == 2 and len(canvases) == 2  # One canvas per face.
   # Each face's eyes land on the template's eyes in its own canvas.
@@ -141,8 +142,9 @@ def test_hole_outside_every_face_takes_the_native_path():
   known = np.ones((128, 128, 1), np.float32)
   known[110:120, 5:30] = 0
   calls = []
-  composite, report = auto_fit.auto_fill(image, known, lambda _: [face_at(80, 30, 16)], TEMPLATE, 32,
-                                         recording_fills(calls), native_fill)
+  composite, report = auto_fit.auto_fill(
+      image, known, lambda _: [face_at(80, 30, 16)], TEMPLATE, 32, recording_fills(calls),
+      native_fill)
   assert report.faces_found == 1 and report.faces_inpainted == 0
   assert calls == []  # No face canvas: the native fill alone.
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])

@@ -212,6 +212,11 @@ def offline_chromium():
       browser.close()
 
 
+def saved(photo, path):
+  Image.fromarray(photo).save(path)
+  return path
+
+
 def open_demo(context, url):
   page = context.new_page()
   page.goto(url)
@@ -222,9 +227,7 @@ def open_demo(context, url):
 def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
   url, server = demo_server
   photo = face_photo()
-  photo_path = tmp_path / 'face.png'
-  Image.fromarray(photo).save(photo_path)
-  height, width = photo.shape[:2]
+  photo_path, (height, width) = saved(photo, tmp_path / 'face.png'), photo.shape[:2]
   with offline_chromium() as (context, outside_requests, errors):
     page = open_demo(context, url)
     assert 'pconv_unet' in page.inner_text('body')
@@ -290,9 +293,7 @@ def two_astronauts() -> np.ndarray:
 def test_browser_two_faces_only_the_painted_one_changes(demo_server, tmp_path):
   url, server = demo_server
   photo = two_astronauts()
-  photo_path = tmp_path / 'two_faces.png'
-  Image.fromarray(photo).save(photo_path)
-  height, width = photo.shape[:2]
+  photo_path, (height, width) = saved(photo, tmp_path / 'two_faces.png'), photo.shape[:2]
   with offline_chromium() as (context, outside_requests, errors):
     page = open_demo(context, url)
     page.check('#show_faces input[type=checkbox]')
