@@ -285,6 +285,8 @@ class PatchDiscriminator(nn.Module):
     x = images * 2.0 - 1.0
     for level, stride in enumerate((2, 2, 2, 1)):
       x = nn.Conv(self.features * 2 ** level, (4, 4), strides=stride,
-                  padding=((1, 1), (1, 1)))(x)
+                  padding=((1, 1), (1, 1)),
+                  conv_general_dilated=kernels.discriminator_conv_general_dilated)(x)
       x = nn.leaky_relu(x, 0.2)
-    return nn.Conv(1, (4, 4), padding=((1, 1), (1, 1)))(x)
+    return nn.Conv(1, (4, 4), padding=((1, 1), (1, 1)),
+                   conv_general_dilated=kernels.discriminator_conv_general_dilated)(x)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from define_jax import kernels
+from define_jax import losses
 from define_jax import models
 
 
@@ -98,6 +99,29 @@ def test_unet_forms_agree():
   cpu = _value_and_grads(apply, (variables['params'], image), enabled=True)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(
       a, b, rtol=0, atol=1e-5 * np.max(np.abs(a))), plain, cpu)
+
+
+def test_discriminator_forms_agree_to_the_second_derivative():
+  """The R1 penalty differentiates the discriminator twice: both forms give the same
+  logits, and the same gradients of its loss plus R1 with respect to the parameters."""
+  rng = np.random.default_rng(3)
+  real = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  fake = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  discriminator = models.PatchDiscriminator(features=4)
+  params = _random_params(rng, discriminator, real)
+
+  def loss(p):
+    judge = lambda images: discriminator.apply({'params': p}, images)
+    logits = judge(np.concatenate([real, fake]))
+    return losses.discriminator_loss(logits[:2], logits[2:]) + losses.r1_penalty(judge, real)
+
+  _assert_forms_agree(lambda p: discriminator.apply({'params': p}, real), params)
+  gradients = []
+  for enabled in (False, True):
+    with kernels.cpu_kernels(enabled):
+      gradients.append(jax.jit(jax.value_and_grad(loss))(params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), *gradients)
+  assert float(gradients[0][0]) > 0
 
 
 @pytest.mark.parametrize('shape', [(2, 8, 6, 3), (1, 7, 5, 2)])
