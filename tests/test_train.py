@@ -177,16 +177,16 @@ def test_quickstart_command_end_to_end(tmp_path):
   """The README's quickstart command with a reduced budget: runs and the loss goes down."""
   workdir = str(tmp_path / 'quickstart')
   command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/quickstart.py',
-             '--workdir', workdir, '--config.optim.num_train_steps=120',
-             '--config.log.log_every_steps=20', '--config.eval.eval_every_steps=120',
-             '--config.eval.image_every_steps=120', '--config.log.checkpoint_every_steps=120']
+             '--workdir', workdir, '--config.optim.num_train_steps=60',
+             '--config.log.log_every_steps=10', '--config.eval.eval_every_steps=60',
+             '--config.eval.image_every_steps=60', '--config.log.checkpoint_every_steps=60']
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   losses = read_scalars(workdir, 'train_total')
   assert len(losses) == 6
   assert np.mean(losses[-2:]) < losses[0], losses
   assert os.path.exists(os.path.join(workdir, 'before_after.png'))
-  assert checkpoints.create_manager(workdir).all_steps() == [120]
+  assert checkpoints.create_manager(workdir).all_steps() == [60]
 
 
 @pytest.mark.parametrize('override, field', [
