@@ -17,7 +17,7 @@ their boxes). The mask is the union of the painted layers' alpha: painted = hole
 
 Safety and resources:
   - bound to 127.0.0.1 unless --host says otherwise; requests whose Host header is not this
-    machine (DNS rebinding) and cross-origin POSTs are refused (LocalOnly);
+    machine (DNS rebinding) and cross-origin POSTs are refused (local_only.py);
   - Gradio's analytics are off and nothing is fetched from the internet (the page's fonts
     and scripts come from the installed package);
   - uploads over --max_upload_mb are cut off while streaming; images over --max_pixels, and
@@ -43,7 +43,6 @@ os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # Read when gradio is imported
 import argparse
 import logging
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ from PIL import Image
 from define_jax import compilation_cache
 from define_jax import console
 from define_jax import image_files
+from define_jax import local_only
 from define_jax import memory
 from define_jax import output_files
 from define_jax.image_files import InputError
@@ -67,73 +67,8 @@ DEFAULT_MAX_UPLOAD_MB = 100
 DEFAULT_KEEP_FILES_S = 300
 MAX_EXTRA_EXAMPLES = 12
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
-LOCAL_NAMES = ('127.0.0.1', 'localhost', '::1')
 
 log = logging.getLogger('define_jax.demo')
-
-
-# --- Requests only from this machine ------------------------------------------------------
-
-
-def _hostname(value: str) -> str:
-  """'127.0.0.1' from '127.0.0.1:7860', '::1' from '[::1]:7860', 'a.b' from 'http://a.b:1'."""
-  return _host_and_port(value)[0]
-
-
-def _host_and_port(value: str) -> tuple[str, str]:
-  """(host, port) of a Host header or an Origin; the port is '' when not given (an Origin's
-  default port is its scheme's)."""
-  scheme, _, rest = value.rpartition('://')
-  value = rest.split('/', 1)[0].lower()
-  if value.startswith('['):
-    host, _, port = value[1:].partition(']')
-    port = port[1:]
-  elif value.count(':') == 1:
-    host, port = value.split(':')
-  else:
-    host, port = value, ''
-  return host, port or {'http': '80', 'https': '443'}.get(scheme.lower(), '')
-
-
-class LocalOnly:
-  """ASGI middleware: refuses requests whose Host is not one of `hosts` (DNS rebinding) and
-  state-changing requests from another origin (a page elsewhere posting to the demo).
-
-  hosts=None accepts any Host (the user bound to 0.0.0.0 or :: on purpose); the Origin
-  must then match the Host. Either way the Origin's port must be the Host's: another server
-  on this machine (http://localhost:9999) is another origin.
-  """
-
-  def __init__(self, app: Callable, hosts: Sequence[str] | None):
-    self.app = app
-    self.hosts = None if hosts is None else {h.lower() for h in hosts}
-
-  async def __call__(self, scope, receive, send):
-    if scope['type'] not in ('http', 'websocket'):
-      return await self.app(scope, receive, send)
-    headers = {k.decode('latin-1').lower(): v.decode('latin-1') for k, v in scope['headers']}
-    host = _hostname(headers.get('host', ''))
-    problem = None
-    if self.hosts is not None and host not in self.hosts:
-      problem = f'Host {headers.get("host", "")!r} is not this demo'
-    origin = headers.get('origin')
-    if problem is None and origin is not None and scope.get('method', 'GET') not in (
-        'GET', 'HEAD', 'OPTIONS'):
-      allowed = self.hosts if self.hosts is not None else {host}
-      origin_host, origin_port = _host_and_port(origin)
-      host_port = _host_and_port(headers.get('host', ''))[1] or '80'
-      if origin_host not in allowed or origin_port != host_port:
-        problem = f'cross-origin request from {origin!r}'
-    if problem is None:
-      return await self.app(scope, receive, send)
-    log.warning('Refused %s %s: %s.', scope.get('method', ''), scope.get('path', ''), problem)
-    if scope['type'] == 'websocket':
-      return await send({'type': 'websocket.close', 'code': 1008})
-    body = f'Refused: {problem}.'.encode()
-    await send({'type': 'http.response.start', 'status': 403,
-                'headers': [(b'content-type', b'text/plain; charset=utf-8'),
-                            (b'content-length', str(len(body)).encode())]})
-    await send({'type': 'http.response.body', 'body': body})
 
 
 def user_error(message: str) -> gr.Error:
@@ -346,13 +281,6 @@ def build(inpainter: Inpainter, *, examples: Sequence[str] = (),
   return app
 
 
-def free_port(host: str) -> int:
-  family = socket.AF_INET6 if ':' in host else socket.AF_INET
-  with socket.socket(family, socket.SOCK_STREAM) as probe:
-    probe.bind((host, 0))
-    return probe.getsockname()[1]
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m define_jax.demo', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -430,16 +358,17 @@ def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path)
   app = build(inpainter, examples=examples, max_pixels=options.max_pixels,
               max_memory_gb=options.max_memory_gb,
               keep_files_s=options.keep_files_s)
-  port = free_port(options.host) if options.port == 0 else options.port
+  port = local_only.free_port(options.host) if options.port == 0 else options.port
   bound_anywhere = options.host in ('0.0.0.0', '::', '')
-  hosts = None if bound_anywhere else sorted({*LOCAL_NAMES, options.host.strip('[]').lower()})
+  hosts = (None if bound_anywhere else
+           sorted({*local_only.LOCAL_NAMES, options.host.strip('[]').lower()}))
   try:
     app.launch(server_name=options.host, server_port=port, share=False, inbrowser=False,
                prevent_thread_lock=True, quiet=True, show_error=False, ssr_mode=False,
                pwa=False, mcp_server=False, enable_monitoring=False,
                max_file_size=f'{options.max_upload_mb}mb',
                allowed_paths=[str(examples_dir)],
-               app_kwargs={'middleware': [_middleware(LocalOnly, hosts=hosts)]})
+               app_kwargs={'middleware': [local_only.middleware(hosts)]})
   except OSError as error:
     print(f'error: cannot listen on {options.host}:{port}: {error}. Pass another --port (0 '
           'picks a free one).', file=sys.stderr)
@@ -457,11 +386,6 @@ def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path)
     from gradio import route_utils
     route_utils.delete_files_created_by_app(app, age=None)
   return 0
-
-
-def _middleware(cls, **kwargs):
-  from starlette.middleware import Middleware
-  return Middleware(cls, **kwargs)
 
 
 if __name__ == '__main__':

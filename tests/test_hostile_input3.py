@@ -31,6 +31,7 @@ from define_jax import export
 from define_jax import image_files
 from define_jax import inference
 from define_jax import inpaint
+from define_jax import local_only
 from define_jax import model_file
 from define_jax import output_files
 from define_jax import steps
@@ -562,11 +563,11 @@ def asgi_status(hosts, headers, method='POST') -> int:
 
   scope = {'type': 'http', 'method': method, 'path': '/gradio_api/queue/join',
            'headers': [(k.encode(), v.encode()) for k, v in headers.items()]}
-  asyncio.run(demo.LocalOnly(app, hosts)(scope, None, send))
+  asyncio.run(local_only.LocalOnly(app, hosts)(scope, None, send))
   return sent[0]['status']
 
 
-@pytest.mark.parametrize('hosts', [list(demo.LOCAL_NAMES), None])
+@pytest.mark.parametrize('hosts', [list(local_only.LOCAL_NAMES), None])
 def test_demo_origin_check_includes_the_port(hosts):
   host = {'host': 'localhost:7860'}
   assert asgi_status(hosts, {**host, 'origin': 'http://localhost:7860'}) == 200
