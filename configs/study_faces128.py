@@ -23,13 +23,19 @@ Cost, measured on the 2-core CPU while other jobs kept its load at 10-12 (train 
 synthetic batch of 16 at this setting; CPU = process CPU time per step):
   V1 5.5 img/s (CPU 1.3 s/step), V2 3.9 img/s (1.3 s), V3 0.76 img/s (6.8 s),
   V4 0.77 img/s (6.8 s), V5 0.59 img/s (12.4 s: the discriminator with its R1 penalty
-  nearly doubles V4's CPU time).
-At that load 12,000 images take 0.6 h (V1), 0.9 h (V2), 4.4 h (V3), 4.3 h (V4) and 5.7 h
-(V5): about 16 h, plus the evaluations. With the two cores to itself, wall time is about
-0.7 x the CPU time (the 17 and 3.3 img/s measured for V2 and V4 at batch 8 on an idle
-machine), so about 12 min each for V1 and V2, 1.0 h each for V3 and V4, 1.8 h for V5:
-about 4.2 h, plus roughly half an hour of evaluations (every 250 steps on 96 images, and
-the final scoring of 6 models on 1,200 images).
+  nearly doubled V4's CPU time, because XLA:CPU takes a convolution's second derivative by
+  a slow route). Since the discriminator's convolutions run as patch-matrix matmuls on CPU
+  (kernels.discriminator_conv_general_dilated), V5's step takes 9.7 s of CPU against
+  16.7-17.1 s before, measured back to back at load 5-7 (`benchmark train --config
+  configs/faces128.py --config.loss.preset=final_adversarial
+  --config.loss.discriminator_features=32 --config.optim.batch_size=16`).
+At the first load 12,000 images take 0.6 h (V1), 0.9 h (V2), 4.4 h (V3), 4.3 h (V4) and
+5.7 h (V5 before the matmuls): about 16 h, plus the evaluations. With the two cores to
+itself, wall time is about 0.7 x the CPU time (the 17 and 3.3 img/s measured for V2 and V4
+at batch 8 on an idle machine), so about 12 min each for V1 and V2, 1.0 h each for V3 and
+V4, at most 1.4 h for V5 (9.7 / 6.8 of V4's): about 3.8 h, plus roughly half an hour of
+evaluations (every 250 steps on 96 images, and the final scoring of 6 models on 1,200
+images).
 """
 
 from pathlib import Path
