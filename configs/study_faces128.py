@@ -25,7 +25,7 @@ synthetic batch of 16 at this setting; CPU = process CPU time per step):
   V4 0.77 img/s (6.8 s), V5 0.59 img/s (12.4 s: the discriminator with its R1 penalty
   nearly doubled V4's CPU time, because XLA:CPU takes a convolution's second derivative by
   a slow route). Since the discriminator's convolutions run as patch-matrix matmuls on CPU
-  (kernels.discriminator_conv_general_dilated), V5's step takes 9.7 s of CPU against
+  (kernels.discriminator_conv_general_dilated), V5's step takes 9.0-9.7 s of CPU against
   16.7-17.1 s before, measured back to back at load 5-7 (`benchmark train --config
   configs/faces128.py --config.loss.preset=final_adversarial
   --config.loss.discriminator_features=32 --config.optim.batch_size=16`).
