@@ -87,7 +87,7 @@ def seam_exact(fill: np.ndarray, image: np.ndarray, known: np.ndarray) -> np.nda
 # Hole pixels up to which biharmonic_fill solves exactly (scikit-image's sparse solve; its
 # time and memory grow faster than the hole count: at 2^16 holes about 1 s and 0.3 GB on
 # the 2-core CPU). More holes are solved on a block-averaged copy of the photo.
-EXACT_BIHARMONIC_HOLES = 2 ** 16
+EXACT_BIHARMONIC_HOLES = 2 ** 17
 
 
 def biharmonic_fill(image: np.ndarray, known: np.ndarray,
@@ -109,6 +109,17 @@ def biharmonic_fill(image: np.ndarray, known: np.ndarray,
   return np.where(known > 0, image, seam_exact(fill, image, known)).astype(np.float32)
 
 
+def _biharmonic_on_faces(image: np.ndarray, known: np.ndarray, native: np.ndarray,
+                         weight: np.ndarray) -> np.ndarray:
+  """native [H, W, 3] moved to biharmonic_fill by weight [H, W, 1] (the faces' canvases),
+  solved on the box they cover only."""
+  rows, cols = np.flatnonzero(weight.any(axis=(1, 2))), np.flatnonzero(weight.any(axis=(0, 2)))
+  box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+  blended = native.copy()
+  blended[box] += weight[box] * (biharmonic_fill(image[box], known[box]) - native[box])
+  return blended
+
+
 def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
               template: np.ndarray, size: int, canvas_fills: CanvasFills,
               native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
@@ -125,10 +136,12 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   fill = native
   on_faces = _faces_on_holes(faces, holes, template, size)
   if on_faces:
+    total = sum(w for _, w in on_faces)[..., None]
+    # Under the faces the corrections go onto the biharmonic fill (measured better there).
+    native = fill = _biharmonic_on_faces(image, known, native, np.minimum(total, 1.0))
     warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
     canvas_known = np.stack([k for _, k in warped])
     network = canvas_fills(np.stack([i for i, _ in warped]), canvas_known)
-    total = sum(w for _, w in on_faces)[..., None]
     share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
     for (matrix, weight), face_fill in zip(on_faces, network):
       # Against the native fill, not the running sum: overlapping faces add their shares.

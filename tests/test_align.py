@@ -115,8 +115,10 @@ def test_two_faces_are_each_aligned_on_their_own():
     np.testing.assert_array_equal(canvas[int(0.4 * 32), int(0.3 * 32)], colour)
   assert (canvas_known[:, 8:24, 8:24] == 0).any(axis=(1, 2, 3)).all()
   holes = known[..., 0] == 0
-  # Hole centres: the native fill 0.25 moved towards the face network's 0.5 by its correction.
-  assert (np.abs(composite[62, [60, 180]] - 0.25) > 0.1).all()
+  # Hole centres: the biharmonic fill (each face's colour) moved towards the face network's
+  # 0.5 by its correction.
+  for centre, colour in zip(composite[62, [60, 180]], [(1, 0, 0), (0, 0, 1)]):
+    assert (np.abs(centre - 0.5) < np.abs(np.array(colour) - 0.5) - 0.1).all()
   np.testing.assert_array_equal(composite[~holes], image[~holes])
 
 
@@ -233,3 +235,22 @@ def test_biharmonic_fill_is_exact_under_its_hole_bound_and_close_beyond():
   np.testing.assert_array_equal(coarse[~holes], ramp[~holes])
   np.testing.assert_allclose(coarse[holes], ramp[holes], atol=0.01)
   np.testing.assert_allclose(coarse[holes], exact[holes], atol=0.01)
+
+
+def test_under_the_faces_the_native_fill_gives_way_to_the_biharmonic_fill():
+  image = astronaut(80, 100)
+  known = np.ones((80, 100, 1), np.float32)
+  known[30:50, 40:70] = 0
+  known[70:75, 5:20] = 0  # Outside every face: stays native.
+  native = native_fill(image, known)
+  weight = np.zeros((80, 100, 1), np.float32)
+  weight[20:60, 30:80] = 1.0
+  weight[20:60, 30:35] = 0.5
+  blended = auto_fit._biharmonic_on_faces(image, known, native, weight)
+  box = np.s_[20:60, 30:80]
+  inner = np.s_[30:50, 40:70]
+  np.testing.assert_allclose(blended[inner],
+                             auto_fit.biharmonic_fill(image[box], known[box])[10:30, 10:40],
+                             atol=1e-6)
+  np.testing.assert_array_equal(blended[70:75, 5:20], native[70:75, 5:20])
+  np.testing.assert_array_equal(blended[known[..., 0] > 0], image[known[..., 0] > 0])
