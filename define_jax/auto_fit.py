@@ -4,11 +4,14 @@ Face tools never feed a whole photo to a face network: each face is warped to th
 framing, processed there and pasted back. Here the photo is first filled at its native
 resolution (the 'pad' path: what measured best away from faces, see README "Photos of any
 size"). Each face with a hole on it is then aligned by its five landmarks onto the template
-on the model's canvas; the network fills it there, and the difference between that fill and
-the native fill seen on the same canvas is the face network's *correction*, warped back and
-added on the face (feathered at its canvas border; faces that overlap share by weight).
+on the model's canvas. Under the faces (by their canvases' weight) the native fill gives way
+to the biharmonic fill, solved on the box the faces cover (a smooth base measured better
+than the network's native fill under the corrections, most at 512²). The network fills each
+face on its canvas, and the difference between that fill and the base seen on the same
+canvas is the face network's *correction*, warped back and added on the face (feathered at
+its canvas border; faces that overlap share by weight).
 Where the canvas is coarser than the photo the correction is smooth: it brings the face
-network's content, and the native fill keeps its detail. The *seam*: warped back, a
+network's content, and the base keeps its detail. The *seam*: warped back, a
 correction also reaches a little onto the known pixels around a hole (a canvas pixel spans
 several photo pixels); that mismatch on the known pixels is interpolated harmonically over
 the holes and taken away, so the fill meets every known pixel exactly (it also tempers the
@@ -53,7 +56,8 @@ class FitReport:
     faces = (f'{self.faces_inpainted} of {self.faces_found} faces found inpainted through '
              'their aligned crop' if self.faces_found else 'no face found')
     upscaled = (f'; a face is larger than the model\'s canvas: its correction was upscaled '
-                f'{self.upscale:.1f}× (the native fill keeps the detail at the hole borders)'
+                f'{self.upscale:.1f}× (the fill at the photo\'s resolution keeps the detail at '
+                'the hole borders)'
                 if self.upscale > 1.05 else '')
     return faces + upscaled
 
