@@ -113,17 +113,6 @@ def biharmonic_fill(image: np.ndarray, known: np.ndarray,
   return np.where(known > 0, image, seam_exact(fill, image, known)).astype(np.float32)
 
 
-def _biharmonic_on_faces(image: np.ndarray, known: np.ndarray, native: np.ndarray,
-                         weight: np.ndarray) -> np.ndarray:
-  """native [H, W, 3] moved to biharmonic_fill by weight [H, W, 1] (the faces' canvases),
-  solved on the box they cover only."""
-  rows, cols = np.flatnonzero(weight.any(axis=(1, 2))), np.flatnonzero(weight.any(axis=(0, 2)))
-  box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-  blended = native.copy()
-  blended[box] += weight[box] * (biharmonic_fill(image[box], known[box]) - native[box])
-  return blended
-
-
 def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
               template: np.ndarray, size: int, canvas_fills: CanvasFills,
               native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
@@ -137,12 +126,15 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   holes = known[..., 0] == 0
   native = native_fill(image, known)
   faces = detect(np.where(known > 0, image, np.clip(native, 0.0, 1.0)))
-  fill = native
   on_faces = _faces_on_holes(faces, holes, template, size)
+  upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
+  if upscale > 1.0:
+    # A face larger than the canvas: the network met it, at the photo's resolution, larger
+    # than it was trained on, and the biharmonic fill measured better under the corrections.
+    native = native + min(upscale - 1.0, 1.0) * (biharmonic_fill(image, known) - native)
+  fill = native
   if on_faces:
     total = sum(w for _, w in on_faces)[..., None]
-    # Under the faces the corrections go onto the biharmonic fill (measured better there).
-    native = fill = _biharmonic_on_faces(image, known, native, np.minimum(total, 1.0))
     warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
     canvas_known = np.stack([k for _, k in warped])
     network = canvas_fills(np.stack([i for i, _ in warped]), canvas_known)
@@ -154,7 +146,6 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
           face_fill - native_on_canvas, matrix, height, width)
     fill = seam_exact(fill, image, known)
   composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
-  upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
   report = FitReport(len(faces), len(on_faces), upscale,
                      [tuple(float(v) for v in face.box) for face in faces])
   return composite, report

@@ -237,20 +237,22 @@ def test_biharmonic_fill_is_exact_under_its_hole_bound_and_close_beyond():
   np.testing.assert_allclose(coarse[holes], exact[holes], atol=0.01)
 
 
-def test_under_the_faces_the_native_fill_gives_way_to_the_biharmonic_fill():
-  image = astronaut(80, 100)
-  known = np.ones((80, 100, 1), np.float32)
-  known[30:50, 40:70] = 0
-  known[70:75, 5:20] = 0  # Outside every face: stays native.
-  native = native_fill(image, known)
-  weight = np.zeros((80, 100, 1), np.float32)
-  weight[20:60, 30:80] = 1.0
-  weight[20:60, 30:35] = 0.5
-  blended = auto_fit._biharmonic_on_faces(image, known, native, weight)
-  box = np.s_[20:60, 30:80]
-  inner = np.s_[30:50, 40:70]
-  np.testing.assert_allclose(blended[inner],
-                             auto_fit.biharmonic_fill(image[box], known[box])[10:30, 10:40],
-                             atol=1e-6)
-  np.testing.assert_array_equal(blended[70:75, 5:20], native[70:75, 5:20])
-  np.testing.assert_array_equal(blended[known[..., 0] > 0], image[known[..., 0] > 0])
+@pytest.mark.parametrize('eye_distance', [12, 40])
+def test_a_face_larger_than_the_canvas_puts_the_biharmonic_fill_under_its_correction(
+    eye_distance):
+  image = astronaut(128, 128)
+  known = np.ones((128, 128, 1), np.float32)
+  known[40:56, 50:80] = 0  # On the face.
+  known[110:120, 5:30] = 0  # Outside its canvas: what lies under the corrections shows.
+  face = face_at(64, 40, eye_distance)  # Template eyes 12.8 canvas pixels apart.
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, 32,
+                                         recording_fills([]), native_fill)
+  far = np.s_[110:120, 5:30]
+  if eye_distance > 25.6:  # Over twice the canvas's scale: the biharmonic fill alone.
+    assert report.upscale > 2
+    np.testing.assert_allclose(composite[far], auto_fit.biharmonic_fill(image, known)[far],
+                               atol=1e-5)
+  else:  # Smaller than the canvas: the native fill.
+    assert report.faces_inpainted == 1 and report.upscale < 1
+    np.testing.assert_array_equal(composite[far], 0.25)
+  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
