@@ -4,12 +4,13 @@ Face tools never feed a whole photo to a face network: each face is warped to th
 framing, processed there and pasted back. Here the photo is first filled at its native
 resolution (the 'pad' path: what measured best away from faces, see README "Photos of any
 size"). Each face with a hole on it is then aligned by its five landmarks onto the template
-on the model's canvas. Under the faces (by their canvases' weight) the native fill gives way
-to the biharmonic fill, solved on the box the faces cover (a smooth base measured better
-than the network's native fill under the corrections, most at 512²). The network fills each
-face on its canvas, and the difference between that fill and the base seen on the same
-canvas is the face network's *correction*, warped back and added on the face (feathered at
-its canvas border; faces that overlap share by weight).
+on the model's canvas. Where such a face is larger than the canvas, the native fill gives way
+to the biharmonic fill (by how much the face is upscaled, all of it from 2x): the network
+met that face at the photo's resolution larger than it was trained on, and the smooth fill
+measured better under the corrections (README "Photos of any size"). This is the *base*.
+The network fills each face on its canvas, and the difference between that fill and the
+base seen on the same canvas is the face network's *correction*, warped back and added on
+the face (feathered at its canvas border; faces that overlap share by weight).
 Where the canvas is coarser than the photo the correction is smooth: it brings the face
 network's content, and the base keeps its detail. The *seam*: warped back, a
 correction also reaches a little onto the known pixels around a hole (a canvas pixel spans
