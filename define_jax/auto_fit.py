@@ -89,9 +89,10 @@ def seam_exact(fill: np.ndarray, image: np.ndarray, known: np.ndarray) -> np.nda
   return fill + np.asarray(_harmonic_fill(mismatch[None], known[None]))[0]
 
 
-# Hole pixels up to which biharmonic_fill solves exactly (scikit-image's sparse solve; its
-# time and memory grow faster than the hole count: at 2^16 holes about 1 s and 0.3 GB on
-# the 2-core CPU). More holes are solved on a block-averaged copy of the photo.
+# Hole pixels up to which biharmonic_fill solves exactly: any 512² photo up to half hole.
+# scikit-image's sparse solve grows faster than the hole count (measured on the shared 2-core
+# CPU: 0.58 GB and 9 to 30 s at 154k holes, about 1 s per 512² photo at 50 % holes on an
+# idle core); more holes are solved on a block-averaged copy of the photo.
 EXACT_BIHARMONIC_HOLES = 2 ** 17
 
 
