@@ -47,7 +47,7 @@ def scale_of(matrix: np.ndarray) -> float:
 
 
 def box_downsample(image: np.ndarray, known: np.ndarray, factor: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray]:
   """factor×factor means of the known pixels; a coarse pixel is known only if all its
   photo pixels are (the margin beyond the photo counts as hole)."""
   height, width = known.shape[:2]

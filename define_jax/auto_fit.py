@@ -136,10 +136,10 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
     native = native + min(upscale - 1.0, 1.0) * (biharmonic_fill(image, known) - native)
   fill = native
   if on_faces:
-    total = sum(w for _, w in on_faces)[..., None]
     warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
     canvas_known = np.stack([k for _, k in warped])
     network = canvas_fills(np.stack([i for i, _ in warped]), canvas_known)
+    total = sum(w for _, w in on_faces)[..., None]
     share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
     for (matrix, weight), face_fill in zip(on_faces, network):
       # Against the native fill, not the running sum: overlapping faces add their shares.
