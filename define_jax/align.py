@@ -46,8 +46,8 @@ def scale_of(matrix: np.ndarray) -> float:
   return math.hypot(matrix[0, 0], matrix[1, 0])
 
 
-def _box_downsample(image: np.ndarray, known: np.ndarray, factor: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def box_downsample(image: np.ndarray, known: np.ndarray, factor: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
   """factor×factor means of the known pixels; a coarse pixel is known only if all its
   photo pixels are (the margin beyond the photo counts as hole)."""
   height, width = known.shape[:2]
@@ -69,7 +69,7 @@ def warp_to_canvas(image: np.ndarray, known: np.ndarray, matrix: np.ndarray, siz
   known = (np.asarray(known, np.float32) >= 0.5).astype(np.float32)
   factor = max(1, math.floor(1.0 / scale_of(matrix) + 1e-6))
   if factor > 1:
-    image, known = _box_downsample(image, known, factor)
+    image, known = box_downsample(image, known, factor)
     # Coarse pixel j's centre is photo coordinate factor j + (factor - 1) / 2.
     offset = matrix[:, :2].sum(axis=1, keepdims=True) * (factor - 1) / 2
     matrix = np.concatenate([matrix[:, :2] * factor, matrix[:, 2:] + offset], axis=1)

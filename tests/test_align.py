@@ -8,6 +8,7 @@ from PIL import Image
 
 from define_jax import align
 from define_jax import auto_fit
+from define_jax.eval import baselines
 from define_jax.inference import Inpainter
 
 from conftest import astronaut
@@ -114,8 +115,10 @@ def test_two_faces_are_each_aligned_on_their_own():
     np.testing.assert_array_equal(canvas[int(0.4 * 32), int(0.3 * 32)], colour)
   assert (canvas_known[:, 8:24, 8:24] == 0).any(axis=(1, 2, 3)).all()
   holes = known[..., 0] == 0
-  # Hole centres: the native fill 0.25 moved towards the face network's 0.5 by its correction.
-  assert (np.abs(composite[62, [60, 180]] - 0.25) > 0.1).all()
+  # Hole centres: the biharmonic fill (each face's colour) moved towards the face network's
+  # 0.5 by its correction.
+  for centre, colour in zip(composite[62, [60, 180]], [(1, 0, 0), (0, 0, 1)]):
+    assert (np.abs(centre - 0.5) < np.abs(np.array(colour) - 0.5) - 0.1).all()
   np.testing.assert_array_equal(composite[~holes], image[~holes])
 
 
@@ -215,3 +218,41 @@ def test_faces_of_any_photo_size_share_one_canvas_compilation(inpainter):
     assert inpainter.last_fit_reports[0].faces_inpainted == 1
   canvases = {shape[1:] for shape, fit in inpainter.compiled_shapes if fit == 'resize'}
   assert canvases == {(64, 64, 3)}
+
+
+def test_biharmonic_fill_is_exact_under_its_hole_bound_and_close_beyond():
+  y, x = np.mgrid[0:48, 0:64].astype(np.float32)
+  ramp = np.stack([x / 160 + y / 120, 0.8 - y / 60, 0.2 + 0.3 * (x * y) / (48 * 64)], -1)
+  known = np.ones((48, 64, 1), np.float32)
+  known[10:34, 12:40] = 0
+  known[40, 3:60] = 0
+  holes = known[..., 0] == 0
+  exact = auto_fit.biharmonic_fill(ramp, known)
+  np.testing.assert_array_equal(exact, baselines.biharmonic(ramp, known))
+  # Over the bound: solved on a 3×-block-averaged copy, yet known pixels exact and the
+  # smooth ramp recovered in the holes.
+  coarse = auto_fit.biharmonic_fill(ramp, known, max_holes=int(holes.sum()) // 5)
+  np.testing.assert_array_equal(coarse[~holes], ramp[~holes])
+  np.testing.assert_allclose(coarse[holes], ramp[holes], atol=0.01)
+  np.testing.assert_allclose(coarse[holes], exact[holes], atol=0.01)
+
+
+@pytest.mark.parametrize('eye_distance', [12, 40])
+def test_a_face_larger_than_the_canvas_puts_the_biharmonic_fill_under_its_correction(
+    eye_distance):
+  image = astronaut(128, 128)
+  known = np.ones((128, 128, 1), np.float32)
+  known[40:56, 50:80] = 0  # On the face.
+  known[110:120, 5:30] = 0  # Outside its canvas: what lies under the corrections shows.
+  face = face_at(64, 40, eye_distance)  # Template eyes 12.8 canvas pixels apart.
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, 32,
+                                         recording_fills([]), native_fill)
+  far = np.s_[110:120, 5:30]
+  if eye_distance > 25.6:  # Over twice the canvas's scale: the biharmonic fill alone.
+    assert report.upscale > 2
+    np.testing.assert_allclose(composite[far], auto_fit.biharmonic_fill(image, known)[far],
+                               atol=1e-5)
+  else:  # Smaller than the canvas: the native fill.
+    assert report.faces_inpainted == 1 and report.upscale < 1
+    np.testing.assert_array_equal(composite[far], 0.25)
+  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
