@@ -35,7 +35,8 @@ itself, wall time is about 0.7 x the CPU time (the 17 and 3.3 img/s measured for
 at batch 8 on an idle machine), so about 12 min each for V1 and V2, 1.0 h each for V3 and
 V4, at most 1.4 h for V5 (9.7 / 6.8 of V4's): about 3.8 h, plus roughly half an hour of
 evaluations (every 250 steps on 96 images, and the final scoring of 6 models on 1,200
-images).
+images). Measured in the run itself, alone on the 2 cores: V3 trained at 1.9-2.4 img/s
+(batch 16), so 1.4-1.75 h for V3 and for V4 and about 2-2.4 h for V5: about 5.5 h in all.
 """
 
 from pathlib import Path
