@@ -133,8 +133,10 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   if upscale > 1.0:
     # A face larger than the canvas: the network met it, at the photo's resolution, larger
     # than it was trained on, and the biharmonic fill measured better under the corrections.
-    native = native + min(upscale - 1.0, 1.0) * (biharmonic_fill(image, known) - native)
-  fill = native
+    base = native + min(upscale - 1.0, 1.0) * (biharmonic_fill(image, known) - native)
+  else:
+    base = native
+  fill = base
   if on_faces:
     warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
     canvas_known = np.stack([k for _, k in warped])
@@ -142,10 +144,10 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
     total = sum(w for _, w in on_faces)[..., None]
     share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
     for (matrix, weight), face_fill in zip(on_faces, network):
-      # Against the native fill, not the running sum: overlapping faces add their shares.
-      native_on_canvas, _ = align.warp_to_canvas(native, np.ones_like(known), matrix, size)
+      # Against the base, not the running sum: overlapping faces add their shares.
+      base_on_canvas, _ = align.warp_to_canvas(base, np.ones_like(known), matrix, size)
       fill = fill + weight[..., None] * share * align.warp_from_canvas(
-          face_fill - native_on_canvas, matrix, height, width)
+          face_fill - base_on_canvas, matrix, height, width)
     fill = seam_exact(fill, image, known)
   composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
   report = FitReport(len(faces), len(on_faces), upscale,
