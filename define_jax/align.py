@@ -46,6 +46,27 @@ def scale_of(matrix: np.ndarray) -> float:
   return math.hypot(matrix[0, 0], matrix[1, 0])
 
 
+def window_matrix(landmarks: np.ndarray, template: np.ndarray, size: int, height: int,
+                  width: int, spread: faces.FramingSpread) -> np.ndarray | None:
+  """Photo -> canvas transform that is a whole-pixel shift: the canvas is a size×size
+  window of the photo (no resampling), placed as near as it can be to putting the
+  landmarks' centre on the template's while keeping as much of it inside the photo as
+  possible. Only for a face already framed like the training faces there: its transform
+  onto the template has a scale and rotation within `spread`, and the landmarks' centre
+  lands within spread.shift of the template's; otherwise None."""
+  matrix = face_matrix(landmarks, template, size)
+  if (abs(math.log(scale_of(matrix))) > spread.log_scale
+      or abs(math.atan2(matrix[1, 0], matrix[0, 0])) > spread.rotation):
+    return None
+  target = faces.canvas_points(np.asarray(template, np.float64), size).mean(axis=0)
+  ideal = np.asarray(landmarks, np.float64).mean(axis=0) - target  # Window's top-left (x, y).
+  overhang = np.array([width - size, height - size])
+  offset = np.clip(np.round(ideal), np.minimum(overhang, 0), np.maximum(overhang, 0))
+  if np.abs(offset - ideal).max() > spread.shift * size:
+    return None
+  return np.array([[1.0, 0.0, -offset[0]], [0.0, 1.0, -offset[1]]])
+
+
 def box_downsample(image: np.ndarray, known: np.ndarray, factor: int
                    ) -> tuple[np.ndarray, np.ndarray]:
   """factor×factor means of the known pixels; a coarse pixel is known only if all its

@@ -4,7 +4,11 @@ Face tools never feed a whole photo to a face network: each face is warped to th
 framing, processed there and pasted back. Here the photo is first filled at its native
 resolution (the 'pad' path: what measured best away from faces, see README "Photos of any
 size"). Each face with a hole on it is then aligned by its five landmarks onto the template
-on the model's canvas. Where such a face is larger than the canvas, the native fill gives way
+on the model's canvas. A face already framed like the training faces (scale, rotation and
+place within faces.FRAMING_SPREAD of the template) is not warped: its canvas is a window of
+the photo, as is, since resampling it only blurs the known pixels and widens the holes
+(on 128² faces at the training framing a warp cost 0.85 dB, README "Photos of any size").
+Where such a face is larger than the canvas, the native fill gives way
 to the biharmonic fill (by how much the face is upscaled, all of it from 2x): the network
 met that face at the photo's resolution larger than it was trained on, and the smooth fill
 measured better under the corrections (README "Photos of any size"). This is the *base*.
@@ -34,6 +38,7 @@ import numpy as np
 from define_jax import align
 from define_jax import prefill
 from define_jax.eval import baselines
+from define_jax.faces import FramingSpread
 
 # (canvas images [K, S, S, 3], canvas known [K, S, S, 1]) -> network composites [K, S, S, 3].
 CanvasFills = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -64,12 +69,15 @@ class FitReport:
 
 
 def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarray,
-                    size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+                    spread: FramingSpread, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
   """(matrix, weight [H, W]) of each face whose canvas covers a hole pixel."""
   height, width = holes.shape
   chosen = []
   for face in faces:
-    matrix = align.face_matrix(np.asarray(face.landmarks, np.float64), template, size)
+    landmarks = np.asarray(face.landmarks, np.float64)
+    matrix = align.window_matrix(landmarks, template, size, height, width, spread)
+    if matrix is None:
+      matrix = align.face_matrix(landmarks, template, size)
     weight = align.canvas_weight(matrix, size, height, width)
     if (weight[holes] > 0).any():
       chosen.append((matrix, weight))
@@ -116,7 +124,7 @@ def biharmonic_fill(image: np.ndarray, known: np.ndarray,
 
 
 def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
-              template: np.ndarray, size: int, canvas_fills: CanvasFills,
+              template: np.ndarray, spread: FramingSpread, size: int, canvas_fills: CanvasFills,
               native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
   """(composite float32 [H, W, 3], report) of image [H, W, 3] in [0, 1] and known
   [H, W, 1] (1 = known). `detect` finds the faces (each with .landmarks [5, 2] and .box) on
@@ -128,7 +136,7 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   holes = known[..., 0] == 0
   native = native_fill(image, known)
   faces = detect(np.where(known > 0, image, np.clip(native, 0.0, 1.0)))
-  on_faces = _faces_on_holes(faces, holes, template, size)
+  on_faces = _faces_on_holes(faces, holes, template, spread, size)
   upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
   if upscale > 1.0:
     # A face larger than the canvas: the network met it, at the photo's resolution, larger

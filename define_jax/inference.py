@@ -32,6 +32,7 @@ from define_jax import auto_fit
 from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import data_parallel
+from define_jax import faces
 from define_jax import image_files
 from define_jax import image_input
 from define_jax import masking
@@ -250,14 +251,12 @@ class Inpainter:
   @property
   def detector(self) -> Callable[[np.ndarray], list[Any]]:
     if self._detector is None:
-      from define_jax import faces  # pylint: disable=g-import-not-at-top
       self._detector = faces.FaceDetector.pretrained()
     return self._detector
 
   @property
   def face_template(self) -> np.ndarray:
     if self._face_template is None:
-      from define_jax import faces  # pylint: disable=g-import-not-at-top
       return np.asarray(faces.FACE_TEMPLATE, np.float64)
     return np.asarray(self._face_template, np.float64)
 
@@ -268,7 +267,8 @@ class Inpainter:
     results, self.last_fit_reports = [], []
     for image, image_known in zip(images, known):
       result, report = auto_fit.auto_fill(image, image_known, self.detector,
-                                          self.face_template, self.image_size, canvas_fills,
+                                          self.face_template, faces.FRAMING_SPREAD,
+                                          self.image_size, canvas_fills,
                                           native)
       results.append(result)
       self.last_fit_reports.append(report)

@@ -8,12 +8,14 @@ from PIL import Image
 
 from define_jax import align
 from define_jax import auto_fit
+from define_jax import faces
 from define_jax.eval import baselines
 from define_jax.inference import Inpainter
 
 from conftest import astronaut
 
 TEMPLATE = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.75], [0.65, 0.75]])
+SPREAD = faces.FRAMING_SPREAD
 
 
 def face_at(x, y, eye_distance):
@@ -72,8 +74,8 @@ def test_warp_then_inverse_warp_keeps_every_known_pixel_exact():
   known = np.ones((100, 120, 1), np.float32)
   known[30:50, 20:90] = 0
   face = face_at(60, 40, 30)
-  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, 64,
-                                         recording_fills([]), native_fill)
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, SPREAD,
+                                         64, recording_fills([]), native_fill)
   assert report.faces_inpainted == 1
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
   # A translation by whole pixels at scale 1 comes back exactly everywhere the canvas covers.
@@ -88,8 +90,8 @@ def test_the_detector_never_sees_the_pixels_under_the_holes():
   known = np.ones((100, 120, 1), np.float32)
   known[30:50, 20:90] = 0
   seen = []
-  auto_fit.auto_fill(image, known, lambda photo: seen.append(photo) or [], TEMPLATE, 64,
-                     recording_fills([]), native_fill)
+  auto_fit.auto_fill(image, known, lambda photo: seen.append(photo) or [], TEMPLATE, SPREAD,
+                     64, recording_fills([]), native_fill)
   (photo,) = seen
   holes = known[..., 0] == 0
   np.testing.assert_array_equal(photo[holes], 0.25)  # The native fill, not the ground truth.
@@ -103,10 +105,10 @@ def test_two_faces_are_each_aligned_on_their_own():
   known = np.ones((120, 240, 1), np.float32)
   known[52:72, 48:72] = 0
   known[52:72, 168:192] = 0
-  faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
+  two_faces = [face_at(60, 45, 24), face_at(180, 45, 30)]
   calls = []
   composite, report = auto_fit.auto_fill(
-      image, known, lambda _: faces, TEMPLATE, 32, recording_fills(calls),
+      image, known, lambda _: two_faces, TEMPLATE, SPREAD, 32, recording_fills(calls),
       native_fill)
   (canvases, canvas_known), = calls
   assert report.faces_inpainted == 2 and len(canvases) == 2  # One canvas per face.
@@ -146,8 +148,8 @@ def test_hole_outside_every_face_takes_the_native_path():
   known[110:120, 5:30] = 0
   calls = []
   composite, report = auto_fit.auto_fill(
-      image, known, lambda _: [face_at(80, 30, 16)], TEMPLATE, 32, recording_fills(calls),
-      native_fill)
+      image, known, lambda _: [face_at(80, 30, 16)], TEMPLATE, SPREAD, 32,
+      recording_fills(calls), native_fill)
   assert report.faces_found == 1 and report.faces_inpainted == 0
   assert calls == []  # No face canvas: the native fill alone.
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
@@ -159,13 +161,62 @@ def test_face_at_the_image_border():
   known = np.ones((96, 96, 1), np.float32)
   known[0:12, 0:20] = 0
   calls = []
-  composite, report = auto_fit.auto_fill(image, known, lambda _: [face_at(4, 6, 30)], TEMPLATE, 32,
-                                         recording_fills(calls), native_fill)
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face_at(4, 6, 30)], TEMPLATE,
+                                         SPREAD, 32, recording_fills(calls), native_fill)
   assert report.faces_inpainted == 1
   face_known = calls[0][1][0, ..., 0]
   assert face_known[:, :3].max() == 0 and face_known[:3].max() == 0  # Beyond the photo: holes.
   np.testing.assert_array_equal(composite[12:, 20:], image[12:, 20:])
   assert np.isfinite(composite).all()
+
+
+def template_face(x, y, size, scale=1.0, angle=0.0):
+  """A face whose landmarks are the template's on a size² canvas, scaled and rotated about
+  their centre, with that centre at (x, y)."""
+  points = TEMPLATE * size - 0.5
+  centred = points - points.mean(axis=0)
+  rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+  landmarks = np.array([x, y]) + scale * centred @ rotation.T
+  box = np.concatenate([landmarks.min(0) - 5, landmarks.max(0) + 5])
+  return types.SimpleNamespace(box=box.astype(np.float32), score=1.0,
+                               landmarks=landmarks.astype(np.float32))
+
+
+def test_a_face_framed_like_the_training_faces_gets_a_window_of_the_photo_not_a_warp():
+  centre = (TEMPLATE * 64 - 0.5).mean(axis=0)
+  # In a larger photo: the whole-pixel window that puts the face on the template.
+  face = template_face(100.3 + centre[0], 40.8 + centre[1], 64, scale=1.04, angle=0.03)
+  matrix = align.window_matrix(face.landmarks, TEMPLATE, 64, 160, 200, SPREAD)
+  np.testing.assert_array_equal(matrix, [[1, 0, -100], [0, 1, -41]])
+  # Near the photo's edge the window stays inside it, as far as the spread allows.
+  near_edge = template_face(-1 + centre[0], 40 + centre[1], 64)
+  np.testing.assert_array_equal(
+      align.window_matrix(near_edge.landmarks, TEMPLATE, 64, 160, 200, SPREAD)[:, 2], [0, -40])
+  too_far = template_face(-4 + centre[0], 40 + centre[1], 64)  # 4 px > 0.0378 × 64.
+  # Scaled, rotated or off the photo beyond the training faces' spread: aligned by a warp.
+  for other in (too_far, template_face(100 + centre[0], 40 + centre[1], 64, scale=1.2),
+                template_face(100 + centre[0], 40 + centre[1], 64, angle=0.15)):
+    assert align.window_matrix(other.landmarks, TEMPLATE, 64, 160, 200, SPREAD) is None
+
+
+def test_a_photo_at_the_canvas_size_framed_like_the_training_faces_keeps_its_native_fill():
+  """UTKFace's validation faces at 128²: the face's canvas is the photo itself, so the
+  network sees exactly what the native fill saw, and a warp's blur never reaches the fill."""
+  image = astronaut(64, 64)
+  known = np.ones((64, 64, 1), np.float32)
+  known[20:40, 10:50] = 0
+  centre = (TEMPLATE * 64 - 0.5).mean(axis=0)
+  face = template_face(centre[0] + 0.4, centre[1] - 0.3, 64, scale=0.97, angle=-0.02)
+  calls = []
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, SPREAD, 64,
+                                         recording_fills(calls), native_fill)
+  (canvases, canvas_known), = calls
+  assert report.faces_inpainted == 1 and report.upscale == 1.0
+  np.testing.assert_array_equal(canvas_known[0], known)  # No hole widened by resampling.
+  np.testing.assert_array_equal(canvases[0], image * known)  # Every known pixel as it is.
+  # The canvas's fill (0.5) replaces the native fill (0.25) inside the feathered border.
+  np.testing.assert_allclose(composite[30, 32], 0.5, atol=1e-6)
+  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
 
 
 @pytest.fixture(scope='module')
@@ -237,7 +288,7 @@ def test_biharmonic_fill_is_exact_under_its_hole_bound_and_close_beyond():
   np.testing.assert_allclose(coarse[holes], exact[holes], atol=0.01)
 
 
-@pytest.mark.parametrize('eye_distance', [12, 40])
+@pytest.mark.parametrize('eye_distance', [10, 40])
 def test_a_face_larger_than_the_canvas_puts_the_biharmonic_fill_under_its_correction(
     eye_distance):
   image = astronaut(128, 128)
@@ -245,8 +296,8 @@ def test_a_face_larger_than_the_canvas_puts_the_biharmonic_fill_under_its_correc
   known[40:56, 50:80] = 0  # On the face.
   known[110:120, 5:30] = 0  # Outside its canvas: what lies under the corrections shows.
   face = face_at(64, 40, eye_distance)  # Template eyes 12.8 canvas pixels apart.
-  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, 32,
-                                         recording_fills([]), native_fill)
+  composite, report = auto_fit.auto_fill(image, known, lambda _: [face], TEMPLATE, SPREAD,
+                                         32, recording_fills([]), native_fill)
   far = np.s_[110:120, 5:30]
   if eye_distance > 25.6:  # Over twice the canvas's scale: the biharmonic fill alone.
     assert report.upscale > 2

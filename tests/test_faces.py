@@ -278,6 +278,14 @@ def test_template_tool_measures_the_training_split(tmp_path, capsys):
   template = np.array(json.loads(rows), np.float32)
   np.testing.assert_allclose(template, measure_face_template.mirrored(template), atol=2e-4)
   (seen,) = faces.FaceDetector.pretrained()(face)
+  # A face and its mirror image lie equally far from their mean, the level template: each is
+  # turned from it by about the astronaut's head tilt.
+  spread = out.split('FRAMING_SPREAD = ')[1]
+  assert spread.startswith('FramingSpread(log_scale=')
+  log_scale, rotation, shift = (float(v.split('=')[1]) for v in spread.strip()[14:-1].split(','))
+  (eye_dx, eye_dy) = seen.landmarks[1] - seen.landmarks[0]
+  np.testing.assert_allclose(rotation, abs(np.arctan2(eye_dy, eye_dx)), atol=0.02)
+  assert 0 <= log_scale < 0.02 and 0 <= shift < 0.02
   eyes = faces.canvas_fractions(seen.landmarks[:2], 200)
   np.testing.assert_allclose(template[:2, 1], eyes[:, 1].mean(), atol=0.01)
   np.testing.assert_allclose(template[1, 0] - template[0, 0], eyes[1, 0] - eyes[0, 0], atol=0.01)

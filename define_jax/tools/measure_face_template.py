@@ -10,12 +10,16 @@ Training frames each photo as its square crop across the shorter side (the whole
 for UTKFace's 200x200 crops) resized to the canvas, mirrored left-right half of the time;
 the landmarks are measured on that square at the photo's resolution, as fractions of its
 side, and the mean is averaged with its mirror image, as the flips make the model see it.
-Prints the template (faces.FACE_TEMPLATE's values), the spread and how many faces were found.
+Prints the template (faces.FACE_TEMPLATE's values), the spread and how many faces were found,
+then how far the training faces (and their mirror images) sit from the template: the
+similarity transform taking each face's landmarks onto it, its scale, rotation and the shift
+of the landmarks' centre, as percentiles (faces.FRAMING_SPREAD's values).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from define_jax import align
 from define_jax import faces
 from define_jax import image_files
 from define_jax.data import image_folder
@@ -48,6 +53,19 @@ def canvas_landmarks(detector: faces.FaceDetector, image: np.ndarray) -> np.ndar
   if not found:
     return None
   return faces.canvas_fractions(found[0].landmarks, side)
+
+
+def framing_offsets(points: np.ndarray, template: np.ndarray) -> np.ndarray:
+  """[N, 3]: |log scale|, |rotation| (radians) and the largest per-axis shift of the
+  landmarks' centre (fraction of the side) of the similarity transform taking each face's
+  landmarks points [N, 5, 2] (fractions of the canvas) onto the template."""
+  offsets = []
+  for landmarks in points:
+    matrix = align.similarity_transform(landmarks, template)
+    shift = np.abs(template.mean(axis=0) - landmarks.mean(axis=0)).max()
+    offsets.append((abs(math.log(align.scale_of(matrix))),
+                    abs(math.atan2(matrix[1, 0], matrix[0, 0])), shift))
+  return np.array(offsets)
 
 
 def training_files(image_dir: Path, validation_fraction: float, num_images: int) -> list[str]:
@@ -108,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> None:
           f'{spread[k, 1]:6.4f}   {template[k, 0]:.4f}, {template[k, 1]:.4f}')
   rows = ', '.join(f'[{x:.4f}, {y:.4f}]' for x, y in template)
   print(f'\nFACE_TEMPLATE = np.array([{rows}], np.float32)')
+  offsets = framing_offsets(np.concatenate([points, mirrored(points)]), template)
+  print('\nFraming of the training faces against the template (and their mirror images):')
+  print('percentile  |log scale|  |rotation| deg  |centre shift| (fraction of the side)')
+  for q in (50, 90, 95, 99):
+    log_scale, rotation, shift = np.percentile(offsets, q, axis=0)
+    print(f'{q:10d}  {log_scale:11.4f}  {math.degrees(rotation):14.2f}  {shift:.4f}')
+  log_scale, rotation, shift = np.percentile(offsets, faces.FRAMING_PERCENTILE, axis=0)
+  print(f'\nFRAMING_SPREAD = FramingSpread(log_scale={log_scale:.4f}, '
+        f'rotation={rotation:.4f}, shift={shift:.4f})')
 
 
 if __name__ == '__main__':
