@@ -1,13 +1,12 @@
 """The loss study's library, shared by its two command lines (study.py for --configs,
 study_protocol.py for a protocol config): variants trained alike (reused, resumed or
-refused), and their wall time.
+refused).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,35 +64,15 @@ def check_reusable(variant: Variant) -> None:
                      'another --workdir.')
 
 
-WALL_TIME_FILE = 'wall_time.json'
-
-
-def wall_seconds(run_dir: Path) -> float:
-  """Seconds the study spent training this run, over all its sessions."""
-  path = run_dir / WALL_TIME_FILE
-  return json.loads(path.read_text())['seconds'] if path.is_file() else 0.0
-
-
 def train_variants(variants: Sequence[Variant]) -> None:
-  """Trains each variant up to its budget in turn (resuming, or skipping a finished one),
-  adding the time of every session that trained to RUN_DIR/wall_time.json."""
+  """Trains each variant up to its budget in turn (resuming, or skipping a finished one)."""
   from define_jax import train  # pylint: disable=g-import-not-at-top  # After main's TF import.
 
   for variant in variants:
     budget = variant.config.optim.num_train_steps
     print(f'Study: {variant.name} in {variant.run_dir} ({budget} steps).', flush=True)
-    before = _latest_step(variant.run_dir)
-    start = time.time()
     state = train.train_and_evaluate(variant.config, str(variant.run_dir))
-    if int(state.step) > before:
-      seconds = wall_seconds(variant.run_dir) + time.time() - start
-      (variant.run_dir / WALL_TIME_FILE).write_text(json.dumps({'seconds': seconds}))
     if int(state.step) != budget:
       raise StudyInterrupted(f'{variant.name} stopped at step {int(state.step)} of {budget} '
                          '(interrupted); run the same command again to resume.')
 
-
-def _latest_step(run_dir: Path) -> int:
-  if not Path(checkpoints.checkpoint_dir(str(run_dir))).is_dir():
-    return 0
-  return checkpoints.create_manager(str(run_dir), read_only=True).latest_step() or 0

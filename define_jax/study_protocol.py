@@ -88,7 +88,8 @@ def change_sentence(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarr
     mean, error = scoring.paired_change(per_image[before][metric][selected],
                                         per_image[after][metric][selected])
     unit = ' dB' if metric == 'psnr' else ''
-    digits = report_lib.METRIC_DIGITS[metric]
+    # One digit more than the tables: a change between neighbours can be a tenth of theirs.
+    digits = report_lib.METRIC_DIGITS[metric] + 1
     change = scoring.verdict(mean, error, higher_is_better, digits) or 'no clear change'
     parts.append(f'{report_lib.metric_name(metric)} on {where} {mean:+.{digits}f} ± '
                  f'{error:.{digits}f}{unit} ({change})')
@@ -219,7 +220,7 @@ def run_protocol(argv: Sequence[str], protocol: ml_collections.ConfigDict, workd
                     'batch_size': v.config.optim.batch_size,
                     'images_seen': v.config.optim.num_train_steps * v.config.optim.batch_size,
                     'wall_time': str(datetime.timedelta(
-                        seconds=int(study_lib.wall_seconds(v.run_dir)))),
+                        seconds=int(training_curves.training_seconds(v.run_dir)))),
                     'config': study_lib.plain_config(v.config)} for v in variants],
       'descriptions': {v.name: describe_loss(v.config.loss.preset) for v in variants},
       'eval_set': {'images': len(eval_set.images), 'mask_seed': evaluation_set.MASK_SEED,

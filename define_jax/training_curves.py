@@ -36,6 +36,21 @@ def read(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
   return curves
 
 
+def training_seconds(run_dir: Path) -> float:
+  """Wall time the run spent training, over all its sessions: each session's events file
+  spans its first to its last write. Read from the log as written, so a session that was
+  killed still counts up to its last write."""
+  console.import_tensorflow()
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+
+  seconds = 0.0
+  for path in sorted(Path(run_dir).glob('events.out.tfevents.*')):
+    times = [event.wall_time for event in event_file_loader.EventFileLoader(str(path)).Load()]
+    if times:
+      seconds += max(times) - min(times)
+  return seconds
+
+
 def raw_output_l1(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
   """Training L1 of the raw output: the l1 term, or valid + hole (they partition it)."""
   if 'train_l1' in curves:

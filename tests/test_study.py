@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,22 @@ PROTOCOL_TINY = (
     '--config.selection_images=12')
 
 
+def test_training_time_adds_every_session_of_a_run_from_its_events(tmp_path):
+  """Each session's events file counts from its first to its last write, also a session
+  that was killed (nothing written at its end)."""
+  from tensorboard.compat.proto import event_pb2
+  from tensorboard.summary.writer import event_file_writer
+  for session, seconds_after_start in enumerate(((4.0, 10.0), (5.0,))):
+    # The writer's own first event is stamped now, as training's is at its start.
+    writer = event_file_writer.EventFileWriter(str(tmp_path), filename_suffix=f'.{session}')
+    start = time.time()
+    for seconds in seconds_after_start:
+      writer.add_event(event_pb2.Event(wall_time=start + seconds, step=1))
+    writer.close()
+  assert len(list(tmp_path.glob('events.out.tfevents.*'))) == 2
+  assert training_curves.training_seconds(tmp_path) == pytest.approx(15.0, abs=0.5)
+
+
 @pytest.mark.slow
 def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_checkpoint):
   """configs/study_faces128.py on the tiny setting: five variants from one start, the
@@ -151,7 +168,7 @@ def test_protocol_trains_all_variants_from_one_start_and_selects(tmp_path, tiny_
   names = ['v1_l1', 'v2_valid_hole', 'v3_style', 'v4_final', 'v5_adversarial']
   for name in names:
     assert checkpoints.create_manager(str(workdir / name), read_only=True).all_steps()[-1] == 1
-    assert study_lib.wall_seconds(workdir / name) > 0
+    assert training_curves.training_seconds(workdir / name) > 0
   for file in ('study.md', 'study.json', 'readme_section.md', 'curves.png', 'grid.png',
                'astronaut.png'):
     assert (workdir / file).stat().st_size > 0, file
