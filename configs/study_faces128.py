@@ -19,24 +19,20 @@ packaged model's, and the packaged model itself, ship the one with the lowest LP
 over the images with holes from 30 %. Validation images 0-599 (the model card's table)
 give the reported numbers only.
 
-Cost, measured on the 2-core CPU while other jobs kept its load at 10-12 (train step on a
-synthetic batch of 16 at this setting; CPU = process CPU time per step):
-  V1 5.5 img/s (CPU 1.3 s/step), V2 3.9 img/s (1.3 s), V3 0.76 img/s (6.8 s),
-  V4 0.77 img/s (6.8 s), V5 0.59 img/s (12.4 s: the discriminator with its R1 penalty
-  nearly doubled V4's CPU time, because XLA:CPU takes a convolution's second derivative by
-  a slow route). Since the discriminator's convolutions run as patch-matrix matmuls on CPU
-  (kernels.discriminator_conv_general_dilated), V5's step takes 9.0-9.7 s of CPU against
-  16.7-17.1 s before, measured back to back at load 5-7 (`benchmark train --config
-  configs/faces128.py --config.loss.preset=final_adversarial
-  --config.loss.discriminator_features=32 --config.optim.batch_size=16`).
-At the first load 12,000 images take 0.6 h (V1), 0.9 h (V2), 4.4 h (V3), 4.3 h (V4) and
-5.7 h (V5 before the matmuls): about 16 h, plus the evaluations. With the two cores to
-itself, wall time is about 0.7 x the CPU time (the 17 and 3.3 img/s measured for V2 and V4
-at batch 8 on an idle machine), so about 12 min each for V1 and V2, 1.0 h each for V3 and
-V4, at most 1.4 h for V5 (9.7 / 6.8 of V4's): about 3.8 h, plus roughly half an hour of
-evaluations (every 250 steps on 96 images, and the final scoring of 6 models on 1,200
-images). Measured in the run itself, alone on the 2 cores: V3 trained at 1.9-2.4 img/s
-(batch 16), so 1.4-1.75 h for V3 and for V4 and about 2-2.4 h for V5: about 5.5 h in all.
+Cost, measured in the study's own run on the 2-core CPU (training wall time of each variant
+from its training log, 12,000 images each at batch 16): V1 0:51, V2 1:57, V3 2:28, V4 0:50,
+V5 0:57 (h:mm); V2's and V3's first sessions shared the cores with other jobs (V2 was also
+killed once and resumed), V4 and V5 had them to themselves (3.2-4.3 and 3.2-3.6 img/s). Train
+step on a synthetic batch of 16 at this setting, CPU time per step at load 10-12: V1 1.3 s,
+V2 1.3 s, V3 6.8 s, V4 6.8 s, V5 12.4 s before and 9.0-9.7 s after the discriminator's
+convolutions ran as patch-matrix matmuls on CPU (kernels.discriminator_conv_general_dilated;
+XLA:CPU takes a convolution's second derivative, the R1 penalty's, by a slow route), measured
+back to back at load 5-7 (`benchmark train --config configs/faces128.py
+--config.loss.preset=final_adversarial --config.loss.discriminator_features=32
+--config.optim.batch_size=16`). The evaluations add every 250 steps 96 images per variant,
+and the final scoring of 6 models on 1,200 images.
+The study reported in the README started from the step-1,000 packaged model; it chose V2,
+which has been the packaged model since, so the command now starts from that one.
 """
 
 from pathlib import Path
