@@ -11,7 +11,9 @@ the photo, as is, since resampling it only blurs the known pixels and widens the
 Where such a face is larger than the canvas, the native fill gives way
 to the biharmonic fill (by how much the face is upscaled, all of it from 2x): the network
 met that face at the photo's resolution larger than it was trained on, and the smooth fill
-measured better under the corrections (README "Photos of any size"). This is the *base*.
+measured better under the corrections (README "Photos of any size"). Where no face lies on
+a hole of a photo more than twice the canvas's side, the native fill gives way halfway to
+the biharmonic fill (what measured best there). This is the *base*.
 The network fills each face on its canvas, and the difference between that fill and the
 base seen on the same canvas is the face network's *correction*, warped back and added on
 the face (feathered at its canvas border; faces that overlap share by weight).
@@ -128,20 +130,35 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
               native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
   """(composite float32 [H, W, 3], report) of image [H, W, 3] in [0, 1] and known
   [H, W, 1] (1 = known). `detect` finds the faces (each with .landmarks [5, 2] and .box) on
-  the photo with its holes already filled natively: the pixels under a hole are never looked
-  at, by the detector no more than by the network (an evaluation's ground truth stays unseen,
-  and a user's occluder does not steer the alignment)."""
+  the photo with its holes already filled natively (when none lies on a hole: again, with them
+  filled biharmonically): the pixels under a hole are never looked at, by the detector no
+  more than by the network (an evaluation's ground truth stays unseen, and a user's occluder
+  does not steer the alignment)."""
   height, width = known.shape[:2]
   known = (known >= 0.5).astype(np.float32)
   holes = known[..., 0] == 0
   native = native_fill(image, known)
   faces = detect(np.where(known > 0, image, np.clip(native, 0.0, 1.0)))
   on_faces = _faces_on_holes(faces, holes, template, spread, size)
+  biharmonic = None
+  if not on_faces:
+    # Under large holes the native fill can leave a face the detector does not recognise;
+    # on the smooth biharmonic fill it found one more often (README "Photos of any size").
+    biharmonic = biharmonic_fill(image, known)
+    faces = detect(np.where(known > 0, image, np.clip(biharmonic, 0.0, 1.0)))
+    on_faces = _faces_on_holes(faces, holes, template, spread, size)
   upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
   if upscale > 1.0:
     # A face larger than the canvas: the network met it, at the photo's resolution, larger
     # than it was trained on, and the biharmonic fill measured better under the corrections.
-    base = native + min(upscale - 1.0, 1.0) * (biharmonic_fill(image, known) - native)
+    if biharmonic is None:
+      biharmonic = biharmonic_fill(image, known)
+    base = native + min(upscale - 1.0, 1.0) * (biharmonic - native)
+  elif not on_faces and min(height, width) > 2 * size:
+    # No face on the holes of a photo over twice the canvas: the network's native fill there
+    # meets content far larger than its training faces, and its mean with the biharmonic fill
+    # measured best on such photos (README "Photos of any size").
+    base = 0.5 * (native + biharmonic)
   else:
     base = native
   fill = base

@@ -86,16 +86,35 @@ def test_warp_then_inverse_warp_keeps_every_known_pixel_exact():
 
 
 def test_the_detector_never_sees_the_pixels_under_the_holes():
+  """It looks at the photo completed by the native fill and, finding no face on the holes,
+  at the photo completed by the biharmonic fill: never at the ground truth."""
   image = astronaut(100, 120)
   known = np.ones((100, 120, 1), np.float32)
   known[30:50, 20:90] = 0
   seen = []
   auto_fit.auto_fill(image, known, lambda photo: seen.append(photo) or [], TEMPLATE, SPREAD,
                      64, recording_fills([]), native_fill)
-  (photo,) = seen
+  native, smooth = seen
   holes = known[..., 0] == 0
-  np.testing.assert_array_equal(photo[holes], 0.25)  # The native fill, not the ground truth.
-  np.testing.assert_array_equal(photo[~holes], image[~holes])
+  np.testing.assert_array_equal(native[holes], 0.25)  # The native fill, not the ground truth.
+  np.testing.assert_allclose(smooth[holes], auto_fit.biharmonic_fill(image, known)[holes],
+                             atol=1e-6)
+  for photo in seen:
+    np.testing.assert_array_equal(photo[~holes], image[~holes])
+
+
+def test_a_face_found_only_on_the_biharmonic_fill_is_inpainted_through_its_canvas():
+  image = astronaut(100, 120)
+  known = np.ones((100, 120, 1), np.float32)
+  known[30:50, 40:80] = 0
+  face = face_at(60, 40, 30)
+  calls = []
+  # The stand-in detector finds the face only on the second look (the smooth fill).
+  looks = iter([[], [face]])
+  composite, report = auto_fit.auto_fill(image, known, lambda _: next(looks), TEMPLATE,
+                                         SPREAD, 64, recording_fills(calls), native_fill)
+  assert report.faces_found == 1 and report.faces_inpainted == 1 and len(calls) == 1
+  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
 
 
 def test_two_faces_are_each_aligned_on_their_own():
@@ -142,18 +161,26 @@ def test_seam_exact_meets_the_known_pixels_and_keeps_a_fill_that_already_does():
   assert np.abs(corrected[25, 22] - matching[25, 22]).max() < 0.05  # Near the left border.
 
 
-def test_hole_outside_every_face_takes_the_native_path():
-  image = astronaut(128, 128)
-  known = np.ones((128, 128, 1), np.float32)
-  known[110:120, 5:30] = 0
+@pytest.mark.parametrize('side', [64, 65])
+def test_hole_outside_every_face_takes_the_native_path(side):
+  """Up to twice the canvas's side the native fill alone; beyond, halfway to the biharmonic
+  fill."""
+  image = astronaut(side, side)
+  known = np.ones((side, side, 1), np.float32)
+  known[50:60, 5:30] = 0
   calls = []
   composite, report = auto_fit.auto_fill(
-      image, known, lambda _: [face_at(80, 30, 16)], TEMPLATE, SPREAD, 32,
+      image, known, lambda _: [face_at(40, 15, 8)], TEMPLATE, SPREAD, 32,
       recording_fills(calls), native_fill)
   assert report.faces_found == 1 and report.faces_inpainted == 0
-  assert calls == []  # No face canvas: the native fill alone.
-  np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
-  np.testing.assert_array_equal(composite[known[..., 0] == 0], 0.25)
+  assert calls == []  # No face canvas.
+  holes = known[..., 0] == 0
+  np.testing.assert_array_equal(composite[~holes], image[~holes])
+  if side == 64:
+    np.testing.assert_array_equal(composite[holes], 0.25)
+  else:
+    mean = 0.5 * (0.25 + auto_fit.biharmonic_fill(image, known)[holes])
+    np.testing.assert_allclose(composite[holes], mean, atol=1e-6)
 
 
 def test_face_at_the_image_border():
