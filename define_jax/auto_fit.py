@@ -145,8 +145,10 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
     # Under large holes the native fill can leave a face the detector does not recognise;
     # on the smooth biharmonic fill it found one more often (README "Photos of any size").
     biharmonic = biharmonic_fill(image, known)
-    faces = detect(np.where(known > 0, image, np.clip(biharmonic, 0.0, 1.0)))
-    on_faces = _faces_on_holes(faces, holes, template, spread, size)
+    found_again = detect(np.where(known > 0, image, np.clip(biharmonic, 0.0, 1.0)))
+    on_faces_again = _faces_on_holes(found_again, holes, template, spread, size)
+    if on_faces_again:
+      faces, on_faces = found_again, on_faces_again
   upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
   if upscale > 1.0:
     # A face larger than the canvas: the network met it, at the photo's resolution, larger
