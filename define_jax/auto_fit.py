@@ -140,27 +140,29 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   native = native_fill(image, known)
   faces = detect(np.where(known > 0, image, np.clip(native, 0.0, 1.0)))
   on_faces = _faces_on_holes(faces, holes, template, spread, size)
-  biharmonic = None
-  if not on_faces:
+  # The biharmonic fill needs a known pixel (allow_all_hole admits photos without any).
+  can_smooth = bool(known.any())
+  smooth = None  # The biharmonic fill, once needed.
+  if not on_faces and can_smooth:
     # Under large holes the native fill can leave a face the detector does not recognise;
     # on the smooth biharmonic fill it found one more often (README "Photos of any size").
-    biharmonic = biharmonic_fill(image, known)
-    found_again = detect(np.where(known > 0, image, np.clip(biharmonic, 0.0, 1.0)))
+    smooth = biharmonic_fill(image, known)
+    found_again = detect(np.where(known > 0, image, np.clip(smooth, 0.0, 1.0)))
     on_faces_again = _faces_on_holes(found_again, holes, template, spread, size)
     if on_faces_again:
       faces, on_faces = found_again, on_faces_again
   upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
-  if upscale > 1.0:
+  if upscale > 1.0 and can_smooth:
     # A face larger than the canvas: the network met it, at the photo's resolution, larger
     # than it was trained on, and the biharmonic fill measured better under the corrections.
-    if biharmonic is None:
-      biharmonic = biharmonic_fill(image, known)
-    base = native + min(upscale - 1.0, 1.0) * (biharmonic - native)
-  elif not on_faces and min(height, width) > 2 * size:
+    if smooth is None:
+      smooth = biharmonic_fill(image, known)
+    base = native + min(upscale - 1.0, 1.0) * (smooth - native)
+  elif not on_faces and smooth is not None and min(height, width) > 2 * size:
     # No face on the holes of a photo over twice the canvas: the network's native fill there
     # meets content far larger than its training faces, and its mean with the biharmonic fill
     # measured best on such photos (README "Photos of any size").
-    base = 0.5 * (native + biharmonic)
+    base = 0.5 * (native + smooth)
   else:
     base = native
   fill = base

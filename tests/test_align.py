@@ -183,6 +183,21 @@ def test_hole_outside_every_face_takes_the_native_path(side):
     np.testing.assert_allclose(composite[holes], mean, atol=1e-6)
 
 
+@pytest.mark.parametrize('found', [[], [face_at(35, 25, 40)]])
+def test_an_all_hole_photo_needs_no_biharmonic_fill(found):
+  """allow_all_hole admits a photo without a known pixel: there is no biharmonic fill to look
+  at or to put under a face larger than the canvas, so the native fill is the base."""
+  image = astronaut(70, 70)
+  known = np.zeros((70, 70, 1), np.float32)
+  calls = []
+  composite, report = auto_fit.auto_fill(image, known, lambda _: found, TEMPLATE, SPREAD, 32,
+                                         recording_fills(calls), native_fill)
+  assert report.faces_inpainted == len(found) == len(calls)
+  if not found:
+    np.testing.assert_array_equal(composite, 0.25)
+  assert np.isfinite(composite).all()
+
+
 def test_face_at_the_image_border():
   image = astronaut(96, 96)
   known = np.ones((96, 96, 1), np.float32)
