@@ -46,17 +46,22 @@ def scale_of(matrix: np.ndarray) -> float:
   return math.hypot(matrix[0, 0], matrix[1, 0])
 
 
-def window_matrix(landmarks: np.ndarray, template: np.ndarray, size: int, height: int,
-                  width: int, spread: faces.FramingSpread) -> np.ndarray | None:
-  """Photo -> canvas transform that is a whole-pixel shift: the canvas is a size×size
-  window of the photo (no resampling), placed as near as it can be to putting the
-  landmarks' centre on the template's while keeping as much of it inside the photo as
-  possible. Only for a face already framed like the training faces there: its transform
-  onto the template has a scale and rotation within `spread`, and the landmarks' centre
-  lands within spread.shift of the template's; otherwise None."""
-  matrix = face_matrix(landmarks, template, size)
+def rotation_of(matrix: np.ndarray) -> float:
+  """Rotation angle in radians (counter-clockwise in x-right, y-down pixel coordinates)."""
+  return math.atan2(matrix[1, 0], matrix[0, 0])
+
+
+def window_matrix(matrix: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int,
+                  height: int, width: int, spread: faces.FramingSpread) -> np.ndarray | None:
+  """For a face whose photo -> canvas transform (face_matrix) is `matrix`: a transform that
+  is a whole-pixel shift instead, so the canvas is a size×size window of the photo (no
+  resampling), placed as near as it can be to putting the landmarks' centre on the
+  template's while keeping as much of it inside the photo as possible. Only for a face
+  already framed like the training faces there: `matrix` has a scale and rotation within
+  `spread`, and the landmarks' centre lands within spread.shift of the template's;
+  otherwise None."""
   if (abs(math.log(scale_of(matrix))) > spread.log_scale
-      or abs(math.atan2(matrix[1, 0], matrix[0, 0])) > spread.rotation):
+      or abs(rotation_of(matrix)) > spread.rotation):
     return None
   target = faces.canvas_points(np.asarray(template, np.float64), size).mean(axis=0)
   ideal = np.asarray(landmarks, np.float64).mean(axis=0) - target  # Window's top-left (x, y).

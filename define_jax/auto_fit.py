@@ -77,9 +77,10 @@ def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarra
   chosen = []
   for face in faces:
     landmarks = np.asarray(face.landmarks, np.float64)
-    matrix = align.window_matrix(landmarks, template, size, height, width, spread)
-    if matrix is None:
-      matrix = align.face_matrix(landmarks, template, size)
+    matrix = align.face_matrix(landmarks, template, size)
+    window = align.window_matrix(matrix, landmarks, template, size, height, width, spread)
+    if window is not None:
+      matrix = window
     weight = align.canvas_weight(matrix, size, height, width)
     if (weight[holes] > 0).any():
       chosen.append((matrix, weight))
@@ -137,8 +138,10 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   height, width = known.shape[:2]
   known = (known >= 0.5).astype(np.float32)
   holes = known[..., 0] == 0
+  # The detector sees the photo with its holes filled, never what they hide.
+  look = lambda fill: detect(np.where(known > 0, image, np.clip(fill, 0.0, 1.0)))
   native = native_fill(image, known)
-  faces = detect(np.where(known > 0, image, np.clip(native, 0.0, 1.0)))
+  faces = look(native)
   on_faces = _faces_on_holes(faces, holes, template, spread, size)
   # The biharmonic fill needs a known pixel (allow_all_hole admits photos without any).
   can_smooth = bool(known.any())
@@ -147,7 +150,7 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
     # Under large holes the native fill can leave a face the detector does not recognise;
     # on the smooth biharmonic fill it found one more often (README "Photos of any size").
     smooth = biharmonic_fill(image, known)
-    found_again = detect(np.where(known > 0, image, np.clip(smooth, 0.0, 1.0)))
+    found_again = look(smooth)
     on_faces_again = _faces_on_holes(found_again, holes, template, spread, size)
     if on_faces_again:
       faces, on_faces = found_again, on_faces_again

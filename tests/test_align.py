@@ -224,21 +224,26 @@ def template_face(x, y, size, scale=1.0, angle=0.0):
                                landmarks=landmarks.astype(np.float32))
 
 
+def window_of(face, height, width):
+  matrix = align.face_matrix(face.landmarks, TEMPLATE, 64)
+  return align.window_matrix(matrix, face.landmarks, TEMPLATE, 64, height, width, SPREAD)
+
+
 def test_a_face_framed_like_the_training_faces_gets_a_window_of_the_photo_not_a_warp():
   centre = (TEMPLATE * 64 - 0.5).mean(axis=0)
   # In a larger photo: the whole-pixel window that puts the face on the template.
   face = template_face(100.3 + centre[0], 40.8 + centre[1], 64, scale=1.04, angle=0.03)
-  matrix = align.window_matrix(face.landmarks, TEMPLATE, 64, 160, 200, SPREAD)
+  matrix = window_of(face, 160, 200)
   np.testing.assert_array_equal(matrix, [[1, 0, -100], [0, 1, -41]])
   # Near the photo's edge the window stays inside it, as far as the spread allows.
   near_edge = template_face(-1 + centre[0], 40 + centre[1], 64)
   np.testing.assert_array_equal(
-      align.window_matrix(near_edge.landmarks, TEMPLATE, 64, 160, 200, SPREAD)[:, 2], [0, -40])
+      window_of(near_edge, 160, 200)[:, 2], [0, -40])
   too_far = template_face(-4 + centre[0], 40 + centre[1], 64)  # 4 px > 0.0378 × 64.
   # Scaled, rotated or off the photo beyond the training faces' spread: aligned by a warp.
   for other in (too_far, template_face(100 + centre[0], 40 + centre[1], 64, scale=1.2),
                 template_face(100 + centre[0], 40 + centre[1], 64, angle=0.15)):
-    assert align.window_matrix(other.landmarks, TEMPLATE, 64, 160, 200, SPREAD) is None
+    assert window_of(other, 160, 200) is None
 
 
 def test_a_photo_at_the_canvas_size_framed_like_the_training_faces_keeps_its_native_fill():

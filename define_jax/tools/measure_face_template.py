@@ -64,7 +64,7 @@ def framing_offsets(points: np.ndarray, template: np.ndarray) -> np.ndarray:
     matrix = align.similarity_transform(landmarks, template)
     shift = np.abs(template.mean(axis=0) - landmarks.mean(axis=0)).max()
     offsets.append((abs(math.log(align.scale_of(matrix))),
-                    abs(math.atan2(matrix[1, 0], matrix[0, 0])), shift))
+                    abs(align.rotation_of(matrix)), shift))
   return np.array(offsets)
 
 
