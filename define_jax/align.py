@@ -85,6 +85,16 @@ def box_downsample(image: np.ndarray, known: np.ndarray, factor: int
   return blocks(image) / (factor * factor) * coarse_known, coarse_known
 
 
+def box_upsample(coarse: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:
+  """coarse [h, w, C] on box_downsample's grid, interpolated (bilinear) at every pixel of
+  the [height, width] photo it came from."""
+  # Coarse pixel j's centre is photo coordinate factor j + (factor - 1) / 2, as resize has it.
+  photo = cv2.resize(np.asarray(coarse, np.float32),
+                     (coarse.shape[1] * factor, coarse.shape[0] * factor),
+                     interpolation=cv2.INTER_LINEAR)
+  return photo.reshape(photo.shape[0], photo.shape[1], -1)[:height, :width]
+
+
 def warp_to_canvas(image: np.ndarray, known: np.ndarray, matrix: np.ndarray, size: int
                    ) -> tuple[np.ndarray, np.ndarray]:
   """(canvas image [S, S, C], canvas known [S, S, 1]) of float32 image [H, W, C] and known

@@ -33,7 +33,6 @@ import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
-import cv2
 import jax
 import numpy as np
 
@@ -120,9 +119,7 @@ def biharmonic_fill(image: np.ndarray, known: np.ndarray,
     return baselines.biharmonic(image, known)
   coarse_image, coarse_known = align.box_downsample(image, known, factor)
   coarse = biharmonic_fill(coarse_image, coarse_known, max_holes)
-  # Coarse pixel j's centre is photo coordinate factor j + (factor - 1) / 2, as resize has it.
-  fill = cv2.resize(coarse, (coarse.shape[1] * factor, coarse.shape[0] * factor),
-                    interpolation=cv2.INTER_LINEAR)[:height, :width]
+  fill = align.box_upsample(coarse, factor, height, width)
   return np.where(known > 0, image, seam_exact(fill, image, known)).astype(np.float32)
 
 

@@ -354,3 +354,14 @@ def test_a_face_larger_than_the_canvas_puts_the_biharmonic_fill_under_its_correc
     assert report.faces_inpainted == 1 and report.upscale < 1
     np.testing.assert_array_equal(composite[far], 0.25)
   np.testing.assert_array_equal(composite[known[..., 0] == 1], image[known[..., 0] == 1])
+
+
+@pytest.mark.parametrize('factor, height, width', [(2, 64, 64), (3, 31, 40)])
+def test_box_upsample_puts_each_coarse_pixel_back_at_its_blocks_centre(factor, height, width):
+  rows, cols = np.mgrid[:height, :width].astype(np.float32)
+  ramp = np.stack([rows, cols, rows + 2 * cols], axis=-1) / 100  # Bilinear is exact on it.
+  coarse, _ = align.box_downsample(ramp, np.ones((height, width, 1), np.float32), factor)
+  back = align.box_upsample(coarse, factor, height, width)
+  assert back.shape == (height, width, 3)
+  inner = np.s_[factor:(height // factor - 1) * factor, factor:(width // factor - 1) * factor]
+  np.testing.assert_allclose(back[inner], ramp[inner], atol=1e-5)
