@@ -20,10 +20,16 @@ whose inpainting with --fit would need more memory than --max_memory_gb (4 GB by
 about 8.6 megapixels with --fit auto, 9.4 with pad, 29 with resize; define_jax/memory.py),
 are refused from their header, before decoding.
 
+Known pixels are written exactly as they were read in PNG, TIFF, BMP, PPM, TGA and WebP
+(written lossless) files; a lossy format (JPEG, GIF, …, or 8 bits for a 16-bit photo) is
+refused unless --allow_lossy is given, and the closing line says whether the file is exact.
+
 Nothing is lost: an input is never overwritten (not even with --overwrite), an existing
-output needs --overwrite, two inputs that would be written to one output (x.jpg and x.png)
-stop the run before it starts, and results are written atomically and exclusively (of two
-runs into one folder, the later writer of a file skips it). In folder mode a file that fails
+output needs --overwrite, only regular files are replaced (never a FIFO, a device or a
+symbolic link), nothing is written outside --out (not through a symbolic link in it), two
+inputs that would be written to one output (x.jpg and x.png) stop the run before it starts,
+and results are written atomically and exclusively (of two runs into one folder, the later
+writer of a file skips it). In folder mode a file that fails
 is reported with its name and skipped; the run ends with "N written, M skipped (reasons)"
 and exit status 1 if anything was skipped; Ctrl-C or SIGTERM prints that summary too and
 exits with 130, and --skip_existing lets the rerun count finished outputs as done. Errors
@@ -58,6 +64,11 @@ from define_jax.inference import FITS, Inpainter
 
 # Formats that hold 16-bit greys; others get 8-bit results.
 _SIXTEEN_BIT_FORMATS = ('PNG', 'TIFF')
+# Formats whose files keep the result's pixels exactly (WebP is written lossless); others
+# (JPEG, GIF's palette, …) change the known pixels and are written only with --allow_lossy.
+EXACT_FORMATS = ('PNG', 'TIFF', 'BMP', 'PPM', 'TGA', 'WEBP')
+_SAVE_OPTIONS = {'WEBP': {'lossless': True, 'quality': 100}}
+EXACT_SUFFIXES = '.png, .tif, .bmp, .ppm, .tga or .webp'
 
 
 def save_format(out: Path) -> str:
@@ -65,8 +76,43 @@ def save_format(out: Path) -> str:
   image_format = Image.registered_extensions().get(out.suffix.lower())
   if image_format is None or image_format not in Image.SAVE:
     raise InputError(f'--out {out}: "{out.suffix or "no extension"}" is not an image format '
-                     'that can be written; use .png, .jpg, .webp, .tif or .bmp.', 'bad output')
+                     f'that can be written; use {EXACT_SUFFIXES}.', 'bad output')
   return image_format
+
+
+def lossy_reason(image_format: str, mode: str | None = None) -> str | None:
+  """Why a result of an image of `mode` written as `image_format` would not keep the known
+  pixels exactly (None: it keeps them)."""
+  if image_format not in EXACT_FORMATS:
+    return f'{image_format} is lossy (or not known to keep pixels exactly)'
+  if mode in image_files.SIXTEEN_BIT_MODES and image_format not in _SIXTEEN_BIT_FORMATS:
+    return f'{image_format} holds 8 bits per channel and the photo has 16'
+  if mode == 'F':
+    return 'float greys are written with 8 bits'
+  return None
+
+
+def check_exact(out: Path, mode: str | None, allow_lossy: bool) -> str | None:
+  """InputError unless the result written to `out` keeps the known pixels exactly or
+  allow_lossy; returns the reason it does not (None: exact)."""
+  reason = lossy_reason(save_format(out), mode)
+  if reason and not allow_lossy:
+    raise InputError(f'--out {out}: {reason}, so the known pixels would not be the '
+                     f"input's exactly. Write {EXACT_SUFFIXES} (exact), or pass --allow_lossy "
+                     'to accept the loss.', 'lossy output')
+  return reason
+
+
+def outside_folder(out: Path, folder: Path) -> Path | None:
+  """The symbolic link under `folder` through which `out` would be written outside it
+  (None: `out`'s folder lies inside `folder`)."""
+  root = folder.resolve()
+  if out.parent.resolve().is_relative_to(root):
+    return None
+  inner = out.parent
+  while inner != folder and not inner.is_symlink():
+    inner = inner.parent
+  return inner
 
 
 def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
@@ -85,32 +131,56 @@ def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
         out.resolve() == source.resolve()):
       raise InputError(f'--out {out} is the input {source}; choose another output name '
                        '(inputs are never overwritten).', 'would overwrite input')
+  kind = output_files.non_regular_kind(out)
+  if kind:
+    raise InputError(f'{out} is {kind}, not a regular file: it is never replaced, not even '
+                     'with --overwrite.', 'bad output')
   if out.exists() and not overwrite:
     raise InputError(f'{out} exists; pass --overwrite to replace it.', 'output exists')
 
 
-def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
+def write_atomically(image: Image.Image, out: Path, replace: bool,
+                     inside: Path | None = None) -> None:
   """Saves `image` to `out` with output_files.write_file: atomically, never replacing a
-  file unless `replace`, even one another run wrote meanwhile (InputError 'output exists')."""
+  file unless `replace`, even one another run wrote meanwhile (InputError 'output exists'),
+  never replacing anything but a regular file, and (given `inside`) never through a
+  symbolic link that leads out of that folder."""
   image_format = save_format(out)
   if image_format not in _SIXTEEN_BIT_FORMATS:
     image = image_input.to_8bit(image)
   if image.mode == 'F':
     image = image_input.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
-  out.parent.mkdir(parents=True, exist_ok=True)
+  for _ in range(2):  # Before the folders are made, and after (a link made meanwhile).
+    if inside is not None:
+      check_inside(out, inside)
+    out.parent.mkdir(parents=True, exist_ok=True)
+  save = lambda file: image.save(file, format=image_format,
+                                 **_SAVE_OPTIONS.get(image_format, {}))
   try:
-    output_files.write_file(out, lambda file: image.save(file, format=image_format),
-                            replace=replace)
+    output_files.write_file(out, save, replace=replace)
   except output_files.OutputExistsError:
     raise InputError(f'{out} exists (written meanwhile by another run); pass --overwrite to '
                      'replace it.', 'output exists') from None
+  except output_files.NotRegularFileError as error:
+    raise InputError(f'{out} {error.strerror}: it is never replaced, not even with '
+                     '--overwrite.', 'bad output') from None
+
+
+def check_inside(out: Path, folder: Path) -> None:
+  link = outside_folder(out, folder)
+  if link is not None:
+    raise InputError(f'{out} would be written outside --out {folder}, through the symbolic '
+                     f'link {link}; nothing is written outside --out.', 'outside --out')
 
 
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
-                 options: argparse.Namespace) -> None:
+                 options: argparse.Namespace) -> str | None:
+  """Inpaints one photo into out_path; returns why the file does not keep the known pixels
+  exactly (lossy_reason; None: it keeps them)."""
   check_output(out_path, (image_path, mask_path), options.overwrite)
   inpainter.check_memory(image_path, str(image_path), options.fit, options.max_memory_gb)
   image = image_files.open_image(image_path, max_pixels=options.max_pixels)
+  lossy = check_exact(out_path, image.mode, options.allow_lossy)
   mask = image_files.open_image(mask_path, max_pixels=options.max_pixels)
   if image.size != mask.size and not options.resize_mask:
     raise InputError(f'{mask_path} is {mask.width}×{mask.height} but {image_path} is '
@@ -128,9 +198,11 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
     if str(mask_path) not in message and str(image_path) not in message:
       message = f'{image_path} with mask {mask_path}: {message}'
     raise InputError(message, error.reason) from error
-  write_atomically(result, out_path, options.overwrite)
+  write_atomically(result, out_path, options.overwrite,
+                   Path(options.out) if options.images else None)
   if options.fit == 'auto':  # Which faces went through their aligned crop; any upscaling.
     tqdm.write(f'{image_path}: {inpainter.last_fit_reports[0].describe()}', file=sys.stderr)
+  return lossy
 
 
 def pair_with_masks(images_dir: str, masks_dir: str) -> list[tuple[str, str]]:
@@ -176,6 +248,7 @@ def plan_folder(options: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
     if out.resolve() in inputs:
       raise InputError(f'--out {options.out} would overwrite the input {inputs[out.resolve()]}; '
                        'choose another output folder.', 'would overwrite input')
+    check_inside(out, Path(options.out))
   return plan
 
 
@@ -193,7 +266,9 @@ def inpaint_folder(inpainter: Inpainter, plan: list[tuple[Path, Path, Path]],
         if options.skip_existing and out.exists():
           already_done += 1
           continue
-        inpaint_file(inpainter, image, mask, out, options)
+        lossy = inpaint_file(inpainter, image, mask, out, options)
+        if lossy:
+          tqdm.write(f'{out}: not exact ({lossy}).', file=sys.stderr)
         written += 1
       except InputError as error:
         if options.skip_existing and error.reason == 'output exists':
@@ -233,7 +308,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--mask', help="The photo's mask.")
   parser.add_argument('--images', help='A folder of photos (searched recursively).')
   parser.add_argument('--masks', help='A folder of masks named like the photos.')
-  parser.add_argument('--out', required=True, help='Output file (one photo) or folder.')
+  parser.add_argument('--out', required=True,
+                      help=f'Output file (one photo) or folder (PNG files). {EXACT_SUFFIXES} '
+                      "keep the known pixels exactly the input's (WebP is written lossless); "
+                      'lossy formats (.jpg, .gif, …) need --allow_lossy.')
+  parser.add_argument('--allow_lossy', action='store_true',
+                      help='Write a format that changes the known pixels (JPEG, GIF, 8-bit '
+                      'files of 16-bit photos) instead of refusing it.')
   parser.add_argument('--polarity', required=True, choices=['hole_white', 'keep_white'],
                       help='hole_white: white mask pixels are holes; keep_white: they are kept.')
   parser.add_argument('--passes', type=positive_int, default=1,
@@ -298,18 +379,20 @@ def run(options: argparse.Namespace) -> int:
     else:
       out = Path(options.out)
       check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
-      save_format(out)
+      check_exact(out, None, options.allow_lossy)
     inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
     if options.images:
       return inpaint_folder(inpainter, plan, options)
-    inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out), options)
+    lossy = inpaint_file(inpainter, Path(options.image), Path(options.mask), Path(options.out),
+                         options)
   except (FileNotFoundError, ValueError) as error:
     print(console.error_line(error), file=sys.stderr)
     return console.ERROR_STATUS
   except OSError as error:  # Writing the result failed (permissions, disk full).
     print(f'error: cannot write {options.out}: {error}', file=sys.stderr)
     return console.ERROR_STATUS
-  print(f'Wrote {options.out}', file=sys.stderr)
+  exactness = f'not exact: {lossy}' if lossy else "the known pixels exactly the input's"
+  print(f'Wrote {options.out} ({exactness}).', file=sys.stderr)
   return 0
 
 

@@ -4,7 +4,8 @@ the permissions a user expects, and no temporary file left behind on errors or S
 Each file is written to a hidden temporary file in its folder and then moved into place:
   - a new file is linked into place, which fails if another process created it meanwhile
     (two runs into one folder: the loser gets OutputExistsError instead of replacing it);
-  - with replace=True, an existing file is replaced atomically and keeps its mode.
+  - with replace=True, an existing file is replaced atomically and keeps its mode; only a
+    regular file is ever replaced (never a FIFO, a device or a symbolic link).
 New files get the usual permissions (0666 less the umask), like files written by `open`.
 """
 
@@ -24,6 +25,27 @@ class OutputExistsError(FileExistsError):
   """The output file exists (possibly written meanwhile by another run)."""
 
 
+class NotRegularFileError(FileExistsError):
+  """The output's name is taken by something that is not a regular file (a FIFO, a device, a
+  symbolic link, a socket): it is never replaced."""
+
+
+_KINDS = ((stat.S_ISLNK, 'a symbolic link'), (stat.S_ISFIFO, 'a FIFO'),
+          (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
+          (stat.S_ISSOCK, 'a socket'), (stat.S_ISDIR, 'a directory'))
+
+
+def non_regular_kind(path: str | os.PathLike) -> str | None:
+  """'a FIFO', 'a symbolic link', … when `path` exists and is not a regular file, else None
+  (the link itself is looked at, not what it points to)."""
+  try:
+    mode = os.lstat(path).st_mode
+  except FileNotFoundError:
+    return None
+  return next((kind for test, kind in _KINDS if test(mode)),
+              None if stat.S_ISREG(mode) else 'not a regular file')
+
+
 def _temporary_path(out: Path) -> Path:
   return out.with_name(f'.{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp')
 
@@ -35,11 +57,14 @@ def write_file(out: str | os.PathLike, write: Callable[[BinaryIO], None], *,
   Raises OutputExistsError when `out` exists and replace is False (checked atomically at
   the end, so a concurrent writer's file is never replaced), IsADirectoryError when it is
   a directory, and OSError (e.g. PermissionError, FileNotFoundError for a missing folder)
-  naming `out`'s folder. The temporary file is removed whatever happens.
+  naming `out`'s folder, and NotRegularFileError when `out` is a FIFO, a device, a symbolic
+  link or anything but a regular file (checked again just before replacing it). The
+  temporary file is removed whatever happens.
   """
   out = Path(out)
   if out.is_dir():
     raise IsADirectoryError(errno.EISDIR, 'is a directory', str(out))
+  _check_replaceable(out)
   temporary = _temporary_path(out)
   try:
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -49,14 +74,21 @@ def write_file(out: str | os.PathLike, write: Callable[[BinaryIO], None], *,
     with os.fdopen(descriptor, 'wb') as file:
       write(file)
     if replace:
+      _check_replaceable(out)
       with contextlib.suppress(FileNotFoundError):
-        os.chmod(temporary, stat.S_IMODE(os.stat(out).st_mode))
+        os.chmod(temporary, stat.S_IMODE(os.lstat(out).st_mode))
       os.replace(temporary, out)
     else:
       _link_exclusively(temporary, out)
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(temporary)
+
+
+def _check_replaceable(out: Path) -> None:
+  kind = non_regular_kind(out)
+  if kind:
+    raise NotRegularFileError(errno.EEXIST, f'is {kind}, not a regular file', str(out))
 
 
 def _link_exclusively(temporary: Path, out: Path) -> None:

@@ -1,0 +1,134 @@
+"""Issue 35, hostile input part four: each test is one case of the issue and failed on the
+code before its fix (lossy outputs, writes outside --out, benchmark flags, the demo's
+files, flat regions, batches, many faces and thin strips). The compilation cache's cases
+are in test_compilation_cache.py."""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from define_jax import inpaint
+from define_jax import output_files
+from define_jax.inference import Inpainter
+
+from test_hostile_input import block_holes, cli_args, folder_args, photo, run_cli, write_pair
+
+
+@pytest.fixture(scope='module')
+def inpainter(tiny_checkpoint) -> Inpainter:
+  return Inpainter.from_checkpoint(tiny_checkpoint)
+
+
+def photo_and_mask(directory, pixels=None):
+  face, mask = directory / 'face.png', directory / 'mask.png'
+  Image.fromarray(photo() if pixels is None else pixels).save(face)
+  Image.fromarray(np.where(block_holes(), 255, 0).astype(np.uint8)).save(mask)
+  return face, mask
+
+
+# --- Case 5: lossy output formats ----------------------------------------------------------
+
+@pytest.mark.parametrize('suffix', ['.jpg', '.gif', '.jpeg'])
+def test_lossy_output_is_refused_unless_allowed_and_the_message_says_so(inpainter, tmp_path,
+                                                                       suffix):
+  face, mask = photo_and_mask(tmp_path)
+  out = tmp_path / f'out{suffix}'
+  status, err = run_cli(cli_args(face, mask, out), inpainter)
+  assert status == 2 and not out.exists()
+  (line,) = err.strip().splitlines()
+  assert line.startswith(f'error: --out {out}: ') and 'lossy' in line
+  assert '--allow_lossy' in line and ".png" in line and '.jpg' not in line.split('Write')[1]
+  status, err = run_cli(cli_args(face, mask, out, '--allow_lossy'), inpainter)
+  assert status == 0 and out.exists()
+  assert f'Wrote {out} (not exact: ' in err and 'lossy' in err
+
+
+@pytest.mark.parametrize('suffix', ['.png', '.tif', '.bmp', '.ppm', '.tga', '.webp'])
+def test_exact_formats_keep_every_known_pixel(inpainter, tmp_path, suffix):
+  pixels = photo()
+  face, mask = photo_and_mask(tmp_path, pixels)
+  out = tmp_path / f'out{suffix}'
+  status, err = run_cli(cli_args(face, mask, out), inpainter)
+  assert status == 0, err
+  assert f"Wrote {out} (the known pixels exactly the input's)." in err
+  written = np.asarray(Image.open(out).convert('RGB'))
+  np.testing.assert_array_equal(written[~block_holes()], pixels[~block_holes()])
+
+
+def test_sixteen_bit_photo_into_an_eight_bit_format_is_lossy(inpainter, tmp_path):
+  _, mask = photo_and_mask(tmp_path)
+  grey16 = tmp_path / 'grey16.png'
+  Image.fromarray((photo()[..., 0].astype(np.uint16) * 257 + 3)).save(grey16)
+  status, err = run_cli(cli_args(grey16, mask, tmp_path / 'out.bmp'), inpainter)
+  assert status == 2 and 'holds 8 bits per channel and the photo has 16' in err
+  status, err = run_cli(cli_args(grey16, mask, tmp_path / 'out.png'), inpainter)
+  assert status == 0 and 'exactly' in err
+
+
+def test_help_suggests_exact_formats_only(capsys):
+  with pytest.raises(SystemExit):
+    inpaint.parse_args(['--help'])
+  text = ' '.join(capsys.readouterr().out.split())
+  assert '--allow_lossy' in text and 'WebP is written lossless' in text
+  suggested = text.split('--out OUT Output file')[1].split('lossy formats')[0]
+  assert '.png' in suggested and '.jpg' not in suggested
+
+
+# --- Case 7: writes outside --out --------------------------------------------------------
+
+def test_folder_mode_never_writes_through_a_symbolic_link_out_of_out(inpainter, tmp_path):
+  images, masks, out, elsewhere = (tmp_path / name for name in
+                                   ('images', 'masks', 'out', 'elsewhere'))
+  write_pair(images / 'sub', masks / 'sub', 'a')
+  write_pair(images, masks, 'b')
+  elsewhere.mkdir()
+  (elsewhere / 'a.png').write_bytes(b'precious')
+  out.mkdir()
+  (out / 'sub').symlink_to(elsewhere, target_is_directory=True)
+  for extra in ([], ['--overwrite']):
+    status, err = run_cli(folder_args(images, masks, out, *extra), inpainter)
+    assert status == 2 and f'through the symbolic link {out / "sub"}' in err, err
+    assert 'nothing is written outside --out' in err
+  assert (elsewhere / 'a.png').read_bytes() == b'precious'
+  assert sorted(os.listdir(out)) == ['sub']  # Refused before writing anything.
+  (out / 'sub').unlink()
+  (out / 'sub').symlink_to(out / 'inside', target_is_directory=True)  # Within --out: fine.
+  (out / 'inside').mkdir()
+  status, err = run_cli(folder_args(images, masks, out), inpainter)
+  assert status == 0 and (out / 'inside' / 'a.png').exists(), err
+
+
+def test_a_link_made_after_planning_is_caught_before_writing(tmp_path):
+  out, elsewhere = tmp_path / 'out', tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  out.mkdir()
+  (out / 'sub').symlink_to(elsewhere, target_is_directory=True)
+  with pytest.raises(inpaint.InputError, match='outside --out'):
+    inpaint.write_atomically(Image.new('RGB', (4, 4)), out / 'sub' / 'a.png', False, out)
+  assert not os.listdir(elsewhere)
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'symlink'])
+def test_overwrite_replaces_only_regular_files(inpainter, tmp_path, kind):
+  face, mask = photo_and_mask(tmp_path)
+  out = tmp_path / 'out.png'
+  target = tmp_path / 'target.png'
+  if kind == 'fifo':
+    os.mkfifo(out)
+  else:
+    target.write_bytes(b'precious')
+    out.symlink_to(target)
+  for extra in ([], ['--overwrite']):
+    status, err = run_cli(cli_args(face, mask, out, *extra), inpainter)
+    assert status == 2 and 'not a regular file: it is never replaced' in err, err
+  mode = os.lstat(out).st_mode
+  assert stat.S_ISFIFO(mode) if kind == 'fifo' else stat.S_ISLNK(mode)
+  if kind == 'symlink':
+    assert target.read_bytes() == b'precious'
+  # The last check, just before the rename: a FIFO made after the first check.
+  with pytest.raises(output_files.NotRegularFileError, match='not a regular file'):
+    output_files.write_file(out, lambda file: file.write(b'x'), replace=True)
+  assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
