@@ -396,15 +396,48 @@ def build_parser() -> argparse.ArgumentParser:
                      help='side of the square astronaut photo without --photo (default 1024)')
   faces.add_argument('--steps', type=int, default=5, help='timed calls after the first')
   memory = subcommands.add_parser('memory', help='peak RAM of inference per photo size')
-  memory.add_argument('--sides', type=int, nargs='+', default=[512, 1024, 2048, 3000],
-                      help='photo sides to measure (square photos)')
+  memory.add_argument('--sides', type=photo_side, nargs='+', default=[512, 1024, 2048, 3000],
+                      help=f'photo sides to measure (square photos, {MIN_SIDE} to {MAX_SIDE})')
   paths = ['decode', 'resize', 'pad', 'auto', 'demo']  # memory.COSTS
   memory.add_argument('--paths', nargs='+', default=paths, choices=paths,
                       help='what to measure (default: all)')
-  memory.add_argument('--at_limit', type=float, metavar='GB',
+  memory.add_argument('--at_limit', type=positive_gb, metavar='GB',
                       help="instead: each path at its largest photo under this bound "
                       "(memory.py's model), to check that the peak stays under it")
   return parser
+
+
+# Sides `benchmark memory` measures: from a few canvases' worth to the default pixel limit.
+MIN_SIDE, MAX_SIDE = 64, 7071
+
+
+def photo_side(text: str) -> int:
+  value = int(text)
+  if not MIN_SIDE <= value <= MAX_SIDE:
+    raise argparse.ArgumentTypeError(f'{value} is not a side from {MIN_SIDE} to {MAX_SIDE} '
+                                     'pixels')
+  return value
+
+
+def positive_gb(text: str) -> float:
+  from define_jax import memory  # pylint: disable=g-import-not-at-top
+  return memory.positive_gb(text)
+
+
+def check_at_limit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """A usage error unless --at_limit fits in this machine's memory and every path's largest
+  photo under it is at least MIN_SIDE²."""
+  from define_jax import memory_measurement  # pylint: disable=g-import-not-at-top
+
+  installed_gb = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
+  if args.at_limit > installed_gb:
+    parser.error(f'--at_limit {args.at_limit:g}: over the {installed_gb:.3g} GB this machine '
+                 'has; a peak at that bound cannot be measured here.')
+  for path, (side,) in memory_measurement.limit_sides(args.paths, args.at_limit).items():
+    if side < MIN_SIDE:
+      parser.error(f'--at_limit {args.at_limit:g}: under {args.at_limit:g} GB memory.py allows '
+                   f'{path} a {side}² photo at most, too small to measure (at least '
+                   f'{MIN_SIDE}²); choose a larger bound.')
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -417,6 +450,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   args.overrides = args.config_overrides
   if args.overrides and args.subcommand in ('env', 'faces'):
     parser.error(f'{args.subcommand} reads no config: {" ".join(args.overrides)}')
+  if args.subcommand == 'memory' and args.at_limit is not None:
+    check_at_limit(parser, args)
   return args
 
 

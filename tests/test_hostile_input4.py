@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from define_jax import benchmark
 from define_jax import inpaint
 from define_jax import output_files
 from define_jax.inference import Inpainter
@@ -132,3 +133,18 @@ def test_overwrite_replaces_only_regular_files(inpainter, tmp_path, kind):
   with pytest.raises(output_files.NotRegularFileError, match='not a regular file'):
     output_files.write_file(out, lambda file: file.write(b'x'), replace=True)
   assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+
+
+# --- Case 8: benchmark memory's flags -------------------------------------------------------
+
+@pytest.mark.parametrize('flag,value', [('--sides', '-5'), ('--sides', '0'),
+                                        ('--sides', '99999999'), ('--at_limit', '-1'),
+                                        ('--at_limit', '0.01'), ('--at_limit', 'nan'),
+                                        ('--at_limit', '1e9')])
+def test_benchmark_memory_flags_are_one_line_errors_naming_the_flag(capsys, flag, value):
+  with pytest.raises(SystemExit) as stopped:
+    benchmark.main(['memory', flag, value])
+  assert stopped.value.code == 2
+  err = capsys.readouterr().err
+  last = err.strip().splitlines()[-1]
+  assert 'error: ' in last and flag in last and 'Traceback' not in err
