@@ -24,10 +24,13 @@ Safety and resources:
     photos whose inpainting would need more than --max_memory_gb (4 GB by default;
     memory.py's 'demo' line), are refused from their header before decoding, with a message
     in the page;
-  - uploaded and result files are deleted from Gradio's cache --keep_files_s after they
-    arrive (and all of them when the server stops, on Ctrl-C or SIGTERM), and so is the
-    temporary folder of examples, the only folder whose files are served (--examples
-    photos are copied there: nothing else below that folder is reachable);
+  - uploads, results and examples live in a private folder of this process (0700, files
+    0600, never a shared /tmp/gradio); a file there is deleted --keep_files_s after it was
+    last written, an upload cut off by its client at once, and the whole folder when the
+    server stops (Ctrl-C or SIGTERM);
+  - the examples' folder is the only one whose files are served besides Gradio's own
+    uploads and results (--examples photos are copied there: nothing else below that folder
+    is reachable);
   - a queue runs one inpainting at a time and makes concurrent requests wait;
   - bad input is a message in the page; other errors show a short message and the
     traceback goes to the server log only.
@@ -41,15 +44,18 @@ os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'  # Read when gradio is imported
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
+from gradio import route_utils
 import numpy as np
 from PIL import Image
 
@@ -341,14 +347,100 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.debug('Loading failed', exc_info=True)
     print(f'error: cannot load {what}: {type(error).__name__}: {error}', file=sys.stderr)
     return console.ERROR_STATUS
-  examples_dir = Path(tempfile.mkdtemp(prefix='define_jax_demo_examples_'))
   try:
-    with output_files.terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C.
+    with private_files() as folder, output_files.terminate_as_interrupt():  # SIGTERM too.
+      examples_dir = Path(tempfile.mkdtemp(prefix='define_jax_demo_examples_', dir=folder))
       return serve(inpainter, options, examples_dir)
   except KeyboardInterrupt:
     return 0
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[Path]:
+  """A new folder (0700) that holds every file the server writes: Gradio's uploads and
+  results (GRADIO_TEMP_DIR), other temporary files and the examples; files are created
+  0600 and folders 0700 (umask 077). The folder is deleted on leaving, the settings
+  restored."""
+  folder = Path(tempfile.mkdtemp(prefix='define_jax_demo_'))
+  umask = os.umask(0o077)
+  saved = os.environ.get('GRADIO_TEMP_DIR'), tempfile.tempdir
+  os.environ['GRADIO_TEMP_DIR'], tempfile.tempdir = str(folder / 'gradio'), str(folder)
+  try:
+    yield folder
   finally:
-    shutil.rmtree(examples_dir, ignore_errors=True)
+    if saved[0] is None:
+      os.environ.pop('GRADIO_TEMP_DIR', None)
+    else:
+      os.environ['GRADIO_TEMP_DIR'] = saved[0]
+    tempfile.tempdir = saved[1]
+    os.umask(umask)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def delete_old_files(folder: Path, age_s: float, keep: Callable[[str], bool]) -> None:
+  """Deletes the files below `folder` last written more than age_s ago but those `keep`
+  says to keep (uploads Gradio does not track, such as those cut off mid-way, go too),
+  then the empty folders below it."""
+  now = time.time()
+  old = lambda path: now - os.lstat(path).st_mtime > age_s
+  for directory, _, names in os.walk(folder, topdown=False):
+    old_folder = False
+    with contextlib.suppress(OSError):
+      old_folder = Path(directory) != folder and old(directory)  # Not one just made.
+    for name in names:
+      path = os.path.join(directory, name)
+      with contextlib.suppress(OSError):
+        if old(path) and not keep(path):
+          os.unlink(path)
+    with contextlib.suppress(OSError):
+      if old_folder:
+        os.rmdir(directory)  # Only if empty.
+
+
+@contextlib.contextmanager
+def deleting_old_files(folder: Path, age_s: float, keep: Callable[[str], bool]
+                       ) -> Iterator[None]:
+  """delete_old_files every age_s / 2 seconds in a background thread inside the block."""
+  stop = threading.Event()
+
+  def sweep() -> None:
+    while not stop.wait(max(1.0, age_s / 2)):
+      delete_old_files(folder, age_s, keep)
+
+  thread = threading.Thread(target=sweep, name='define_jax-demo-cleanup', daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+
+
+def kept_file(app: gr.Blocks, examples_dir: Path, path: str) -> bool:
+  """Whether `path` is an example or a file Gradio keeps in its cache (the examples' copies)."""
+  if Path(path).parent == examples_dir:
+    return True
+  return any(path in getattr(block, 'keep_in_cache', ()) for block in app.blocks.values())
+
+
+def remove_cut_off_uploads() -> None:
+  """Makes Gradio delete an upload's temporary file when its client stops sending it (Gradio
+  6.31 deletes it only when the upload is refused, e.g. for its size)."""
+  parse = route_utils.GradioMultiPartParser.parse
+  if getattr(parse, 'removes_cut_off_uploads', False):
+    return
+
+  async def parse_or_remove(parser):
+    try:
+      return await parse(parser)
+    except BaseException:
+      for file in parser._files_to_close_on_error:  # pylint: disable=protected-access
+        with contextlib.suppress(OSError):
+          file.close()
+          os.unlink(file.name)
+      raise
+
+  parse_or_remove.removes_cut_off_uploads = True
+  route_utils.GradioMultiPartParser.parse = parse_or_remove
 
 
 def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path) -> int:
@@ -359,6 +451,7 @@ def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path)
               max_memory_gb=options.max_memory_gb,
               keep_files_s=options.keep_files_s)
   port = local_only.free_port(options.host) if options.port == 0 else options.port
+  remove_cut_off_uploads()
   bound_anywhere = options.host in ('0.0.0.0', '::', '')
   hosts = (None if bound_anywhere else
            sorted({*local_only.LOCAL_NAMES, options.host.strip('[]').lower()}))
@@ -376,14 +469,16 @@ def serve(inpainter: Inpainter, options: argparse.Namespace, examples_dir: Path)
   shown_host = f'[{options.host}]' if ':' in options.host else options.host
   print(f'DeFINe demo running at http://{shown_host}:{port}/ (Ctrl+C to stop)', flush=True)
   try:
-    app.block_thread()
+    with deleting_old_files(examples_dir.parent, options.keep_files_s,
+                            lambda path: kept_file(app, examples_dir, path)):
+      app.block_thread()
   except KeyboardInterrupt:
     pass
   finally:
     app.close()
     # Gradio deletes its cached uploads and results in the server thread's shutdown, which
-    # a SIGTERM-ed process may not live to see: delete them here.
-    from gradio import route_utils
+    # a SIGTERM-ed process may not live to see: delete them here (private_files then
+    # deletes the rest of the folder).
     route_utils.delete_files_created_by_app(app, age=None)
   return 0
 

@@ -3,19 +3,33 @@ code before its fix (lossy outputs, writes outside --out, benchmark flags, the d
 files, flat regions, batches, many faces and thin strips). The compilation cache's cases
 are in test_compilation_cache.py."""
 
+import asyncio
+import contextlib
+import io
+import math
 import os
+import signal
 import stat
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio import processing_utils
+from gradio import route_utils
 from PIL import Image
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from define_jax import benchmark
+from define_jax import demo
 from define_jax import inpaint
 from define_jax import output_files
 from define_jax.inference import Inpainter
 
 from test_hostile_input import block_holes, cli_args, folder_args, photo, run_cli, write_pair
+from test_hostile_input3 import sigterm_to_self_is_safe
 
 
 @pytest.fixture(scope='module')
@@ -148,3 +162,75 @@ def test_benchmark_memory_flags_are_one_line_errors_naming_the_flag(capsys, flag
   err = capsys.readouterr().err
   last = err.strip().splitlines()[-1]
   assert 'error: ' in last and flag in last and 'Traceback' not in err
+
+
+# --- Case 6: the demo's files --------------------------------------------------------------
+
+def test_demo_files_are_private_and_gone_after_sigterm(inpainter, monkeypatch):
+  sigterm_to_self_is_safe()
+  monkeypatch.setattr(demo, 'configure_logging', lambda verbose: None)
+  monkeypatch.delenv('GRADIO_TEMP_DIR', raising=False)
+  umask = os.umask(0o022)
+  os.umask(umask)
+  seen = {}
+
+  def block_thread(app):
+    del app
+    cache = Path(os.environ['GRADIO_TEMP_DIR'])
+    result = processing_utils.save_pil_to_cache(Image.new('RGB', (8, 8)), str(cache))
+    seen['root'] = cache.parent
+    seen['modes'] = [stat.S_IMODE(os.stat(p).st_mode) for p in
+                     (cache.parent, cache, Path(result).parent, result)]
+    aborted = cache / 'tmpcutoff'  # What a cut-off upload leaves behind.
+    aborted.write_bytes(b'part of an upload')
+    seen['stray'] = Path(tempfile.mkstemp()[1])  # Any other temporary file of the server.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # The handler interrupts this.
+
+  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path, **_: inpainter))
+  monkeypatch.setattr(demo.gr.Blocks, 'launch', lambda app, **kwargs: None)
+  monkeypatch.setattr(demo.gr.Blocks, 'block_thread', block_thread)
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    assert demo.main(['--port', '8']) == 0
+  assert seen['modes'] == [0o700, 0o700, 0o700, 0o600]
+  assert seen['root'].name.startswith('define_jax_demo_') and seen['root'].parent == Path(
+      tempfile.gettempdir())
+  assert not seen['root'].exists() and not seen['stray'].exists()
+  assert 'GRADIO_TEMP_DIR' not in os.environ and os.umask(umask) == umask  # Restored.
+
+
+def test_demo_deletes_files_keep_files_s_after_they_were_written(tmp_path):
+  examples = tmp_path / 'examples'
+  examples.mkdir()
+  old = time.time() - 100
+  files = {name: tmp_path / name for name in
+           ('gradio/hash1/tmpcutoff', 'gradio/hash2/result.webp', 'gradio/fresh/upload.png',
+            'examples/astronaut.png', 'gradio/kept/example_copy.png')}
+  for name, path in files.items():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'x')
+    if 'fresh' not in name:
+      os.utime(path, (old, old))
+  for folder in ('gradio/hash1', 'gradio/hash2', 'gradio/kept'):
+    os.utime(tmp_path / folder, (old, old))
+  kept = {str(files['gradio/kept/example_copy.png'])}
+  demo.delete_old_files(tmp_path, 60, lambda path: path in kept or 'examples' in path)
+  assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*') if p.is_file()) == [
+      'examples/astronaut.png', 'gradio/fresh/upload.png', 'gradio/kept/example_copy.png']
+  assert not (tmp_path / 'gradio' / 'hash1').exists()  # Empty old folders go too.
+
+
+def test_a_cut_off_upload_leaves_no_temporary_file(tmp_path):
+  demo.remove_cut_off_uploads()
+  headers = Headers({'content-type': 'multipart/form-data; boundary=xyz'})
+
+  async def stream():
+    yield (b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+           b'Content-Type: image/png\r\n\r\n' + bytes(100_000))
+    raise ClientDisconnect()
+
+  parser = route_utils.GradioMultiPartParser(headers, stream(), upload_dir=str(tmp_path),
+                                             max_file_size=math.inf)
+  with pytest.raises(ClientDisconnect):
+    asyncio.run(parser.parse())
+  assert not list(tmp_path.iterdir())
