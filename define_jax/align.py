@@ -95,15 +95,47 @@ def box_upsample(coarse: np.ndarray, factor: int, height: int, width: int) -> np
   return photo.reshape(photo.shape[0], photo.shape[1], -1)[:height, :width]
 
 
+def footprint(matrix: np.ndarray, size: int, height: int, width: int, margin: int = 2,
+              multiple: int = 1) -> tuple[slice, slice] | None:
+  """(rows, columns) of the height×width photo that the size×size canvas of `matrix` covers,
+  widened by `margin` pixels and starting at multiples of `multiple`; None when the canvas
+  lies wholly outside the photo. The work of one face is confined to it, so it grows with
+  the face, not with the photo."""
+  inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+  corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5],
+                      [size - 0.5, size - 0.5]])
+  photo = corners @ inverse[:, :2].T + inverse[:, 2]
+  starts = np.floor(photo.min(axis=0)).astype(int) - margin
+  stops = np.ceil(photo.max(axis=0)).astype(int) + margin + 1
+  (x0, y0), (x1, y1) = np.maximum(starts, 0), np.minimum(stops, (width, height))
+  if x0 >= x1 or y0 >= y1:
+    return None
+  return slice(y0 - y0 % multiple, y1), slice(x0 - x0 % multiple, x1)
+
+
+def shifted(matrix: np.ndarray, rows: slice, columns: slice) -> np.ndarray:
+  """The photo -> canvas transform of the crop photo[rows, columns]."""
+  origin = np.array([columns.start, rows.start], np.float64)
+  return np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2] @ origin)[:, None]],
+                        axis=1)
+
+
 def warp_to_canvas(image: np.ndarray, known: np.ndarray, matrix: np.ndarray, size: int
                    ) -> tuple[np.ndarray, np.ndarray]:
   """(canvas image [S, S, C], canvas known [S, S, 1]) of float32 image [H, W, C] and known
   [H, W, 1] (1 = known). A canvas pixel is known only if every photo pixel it is
   interpolated from is known and inside the photo, so hole content never reaches it.
-  Shrinking by 2× or more first averages factor×factor blocks (no aliasing)."""
-  image = np.asarray(image, np.float32)
-  known = (np.asarray(known, np.float32) >= 0.5).astype(np.float32)
+  Shrinking by 2× or more first averages factor×factor blocks (no aliasing). Only the
+  canvas's footprint of the photo is read (with a margin of whole blocks, so the blocks
+  are those of the whole photo)."""
   factor = max(1, math.floor(1.0 / scale_of(matrix) + 1e-6))
+  box = footprint(matrix, size, *known.shape[:2], margin=2 * factor + 2, multiple=factor)
+  if box is None:  # Nothing of the photo on the canvas: all hole.
+    return (np.zeros((size, size, image.shape[-1]), np.float32),
+            np.zeros((size, size, 1), np.float32))
+  image = np.asarray(image[box], np.float32)
+  known = (np.asarray(known[box], np.float32) >= 0.5).astype(np.float32)
+  matrix = shifted(matrix, *box)
   if factor > 1:
     image, known = box_downsample(image, known, factor)
     # Coarse pixel j's centre is photo coordinate factor j + (factor - 1) / 2.

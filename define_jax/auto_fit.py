@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from define_jax import align
+from define_jax import memory
 from define_jax import prefill
 from define_jax.eval import baselines
 from define_jax.faces import FramingSpread
@@ -69,9 +70,20 @@ class FitReport:
     return faces + upscaled
 
 
+# A face's canvas with its footprint in the photo: (matrix, (rows, columns)).
+FaceCanvas = tuple[np.ndarray, tuple[slice, slice]]
+
+
+def _weight(face: FaceCanvas, size: int) -> np.ndarray:
+  """canvas_weight of a face on its footprint only."""
+  matrix, (rows, columns) = face
+  return align.canvas_weight(align.shifted(matrix, rows, columns), size,
+                             rows.stop - rows.start, columns.stop - columns.start)
+
+
 def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarray,
-                    spread: FramingSpread, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-  """(matrix, weight [H, W]) of each face whose canvas covers a hole pixel."""
+                    spread: FramingSpread, size: int) -> list[FaceCanvas]:
+  """The canvas of each face that covers a hole pixel."""
   height, width = holes.shape
   chosen = []
   for face in faces:
@@ -80,10 +92,48 @@ def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarra
     window = align.window_matrix(matrix, landmarks, template, size, height, width, spread)
     if window is not None:
       matrix = window
-    weight = align.canvas_weight(matrix, size, height, width)
-    if (weight[holes] > 0).any():
-      chosen.append((matrix, weight))
+    box = align.footprint(matrix, size, height, width)
+    if box is not None and (_weight((matrix, box), size)[holes[box]] > 0).any():
+      chosen.append((matrix, box))
   return chosen
+
+
+def _network_fills(canvas_fills: CanvasFills, images: np.ndarray, known: np.ndarray
+                   ) -> np.ndarray:
+  """canvas_fills of up to memory.FACE_BATCH canvases, the batch padded to a power of two
+  (at most four programs are compiled)."""
+  padded = 2 ** math.ceil(math.log2(len(images)))
+  repeat = lambda x: np.concatenate([x, np.repeat(x[-1:], padded - len(x), axis=0)])
+  return canvas_fills(repeat(images), repeat(known))[:len(images)]
+
+
+def _with_face_corrections(base: np.ndarray, image: np.ndarray, known: np.ndarray,
+                           on_faces: list[FaceCanvas], size: int, canvas_fills: CanvasFills
+                           ) -> np.ndarray:
+  """base [H, W, 3] plus each face network's correction, warped back and feathered on its
+  footprint (overlapping faces share by weight). memory.FACE_BATCH faces at a time, each
+  confined to its footprint: time grows with the faces' area, memory not with their
+  number (memory.py counts one batch of canvases)."""
+  total = np.zeros(known.shape[:2], np.float32)
+  for face in on_faces:
+    total[face[1]] += _weight(face, size)
+  share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
+  del total
+  fill, everywhere = base.copy(), np.ones_like(known)
+  for start in range(0, len(on_faces), memory.FACE_BATCH):
+    batch = on_faces[start:start + memory.FACE_BATCH]
+    warped = [align.warp_to_canvas(image, known, matrix, size) for matrix, _ in batch]
+    network = _network_fills(canvas_fills, np.stack([i for i, _ in warped]),
+                             np.stack([k for _, k in warped]))
+    for (matrix, (rows, columns)), face_fill in zip(batch, network):
+      # Against the base, not the running sum: overlapping faces add their shares.
+      base_on_canvas, _ = align.warp_to_canvas(base, everywhere, matrix, size)
+      correction = align.warp_from_canvas(face_fill - base_on_canvas,
+                                          align.shifted(matrix, rows, columns),
+                                          rows.stop - rows.start, columns.stop - columns.start)
+      weight = _weight((matrix, (rows, columns)), size) * share[rows, columns]
+      fill[rows, columns] += weight[..., None] * correction
+  return fill
 
 
 _harmonic_fill = jax.jit(prefill.harmonic_fill)
@@ -167,16 +217,7 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
     base = native
   fill = base
   if on_faces:
-    warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
-    canvas_known = np.stack([k for _, k in warped])
-    network = canvas_fills(np.stack([i for i, _ in warped]), canvas_known)
-    total = sum(w for _, w in on_faces)[..., None]
-    share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
-    for (matrix, weight), face_fill in zip(on_faces, network):
-      # Against the base, not the running sum: overlapping faces add their shares.
-      base_on_canvas, _ = align.warp_to_canvas(base, np.ones_like(known), matrix, size)
-      fill = fill + weight[..., None] * share * align.warp_from_canvas(
-          face_fill - base_on_canvas, matrix, height, width)
+    fill = _with_face_corrections(base, image, known, on_faces, size, canvas_fills)
     fill = seam_exact(fill, image, known)
   composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
   report = FitReport(len(faces), len(on_faces), upscale,

@@ -221,7 +221,7 @@ def run(argv: Sequence[str]) -> dict:
                      f'{MIN_IMAGE_SIZE} pixels (its network halves the size four times).')
   per_call = 1 if options.fit == 'auto' else options.batch_size  # 'auto': image by image.
   memory.check(options.fit, size, size, f'--image_size {size}', options.max_memory_gb,
-               count=per_call, base_features=inpainter.config.model.base_features)
+               count=per_call, network=inpainter.memory_network)
   create_report_dir(out_dir)  # Only once nothing refuses the run.
   eval_set = build_eval_set(options, inpainter.config, size)
   methods, titles = _methods(inpainter, options.baselines, options.fit)

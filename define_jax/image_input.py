@@ -55,16 +55,22 @@ def open_input(item: Any, name: str, max_pixels: int | None) -> Any:
   return item
 
 
-def stack(items: Sequence[np.ndarray], what: str) -> np.ndarray:
-  """One batch from a list of equally shaped arrays; InputError naming the misfits."""
-  if not items:
-    raise InputError(f'An empty list of {what}s: nothing to inpaint.', 'empty')
-  shapes = [item.shape for item in items]
+def check_one_shape(shapes: Sequence[Any], what: str, first: int = 0) -> None:
+  """InputError naming the first item whose shape differs from item 0's (items numbered
+  from `first`, the batch's index of item 0)."""
   if any(shape != shapes[0] for shape in shapes):
     odd = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
-    raise InputError(f'The {what}s of a batch must share one shape: {what} 0 is {shapes[0]}, '
-                     f'{what} {odd} is {shapes[odd]}. Inpaint them one call per size.',
-                     'ragged batch')
+    raise InputError(f'The {what}s of a batch must share one shape: {what} {first} is '
+                     f'{shapes[0]}, {what} {first + odd} is {shapes[odd]}. Inpaint them one '
+                     'call per size.', 'ragged batch')
+
+
+def stack(items: Sequence[np.ndarray], what: str, first: int = 0) -> np.ndarray:
+  """One batch from a list of equally shaped arrays (numbered from `first`); InputError
+  naming the misfits."""
+  if not items:
+    raise InputError(f'An empty list of {what}s: nothing to inpaint.', 'empty')
+  check_one_shape([item.shape for item in items], what, first)
   dtypes = {item.dtype for item in items}
   if len(dtypes) > 1:
     raise InputError(f'The {what}s of a batch must share one dtype; got '
@@ -72,12 +78,13 @@ def stack(items: Sequence[np.ndarray], what: str) -> np.ndarray:
   return np.stack(items)
 
 
-def image_array(image: Any, max_pixels: int | None) -> np.ndarray:
-  """[H, W, 3] or [N, H, W, 3] pixels of an image, a path, a PIL image or a list of them."""
+def image_array(image: Any, max_pixels: int | None, first: int = 0) -> np.ndarray:
+  """[H, W, 3] or [N, H, W, 3] pixels of an image, a path, a PIL image or a list of them
+  (numbered from `first` in messages: a part of a larger batch)."""
   if isinstance(image, (list, tuple)):
     return stack([image_array(open_input(item, image_files.source_name(item, f'Image {i}'),
                                          max_pixels), None)
-                  for i, item in enumerate(image)], 'image')
+                  for i, item in enumerate(image, start=first)], 'image', first)
   name = image_files.source_name(image, 'The image')
   image = open_input(image, name, max_pixels)
   if isinstance(image, Image.Image):
@@ -93,12 +100,14 @@ def image_array(image: Any, max_pixels: int | None) -> np.ndarray:
   return image
 
 
-def mask_array(mask: Any, batched: bool, max_pixels: int | None) -> np.ndarray:
-  """The mask as [N, H, W] or [N, H, W, C] (a channel axis is kept if given)."""
+def mask_array(mask: Any, batched: bool, max_pixels: int | None, first: int = 0
+               ) -> np.ndarray:
+  """The mask as [N, H, W] or [N, H, W, C] (a channel axis is kept if given; numbered from
+  `first` in messages)."""
   if isinstance(mask, (list, tuple)):
     if not batched:
       raise InputError(f'A list of {len(mask)} masks for a single image.', 'ragged batch')
-    return stack([mask_array(item, False, max_pixels)[0] for item in mask], 'mask')
+    return stack([mask_array(item, False, max_pixels)[0] for item in mask], 'mask', first)
   name = image_files.source_name(mask, 'The mask')
   mask = open_input(mask, name, max_pixels)
   if isinstance(mask, Image.Image):

@@ -18,7 +18,6 @@ the result are exactly the input's, at the input's resolution.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
@@ -81,8 +80,7 @@ def _network_canvas(height: int, width: int, size: int, multiple: int, fit: Fit
   if fit == 'resize':
     scale = size / max(height, width)
     return (max(1, round(height * scale)), max(1, round(width * scale))), (size, size)
-  canvas = tuple(max(size, math.ceil(side / multiple) * multiple) for side in (height, width))
-  return (height, width), canvas
+  return (height, width), memory.padded_canvas(height, width, size, multiple)
 
 
 def _to_canvas(image: jax.Array, known: jax.Array, content: tuple[int, int],
@@ -178,6 +176,9 @@ class Inpainter:
     self.step = step  # The training step of the checkpoint, when restored from one.
     self.image_size: int = config.model.image_size
     self._size_multiple = 2 ** config.model.layers
+    # What this network's canvases cost in memory.py's model.
+    self.memory_network = memory.Network(self.image_size, self._size_multiple,
+                                         config.model.base_features)
     self._apply = steps.create_model(config.model).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
@@ -242,11 +243,11 @@ class Inpainter:
     return masking.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
   def check_memory(self, photo: Any, name: str, path: memory.Path,
-                   max_memory_gb: float | None) -> None:
-    """InputError naming the photo when `path` (a fit, or 'demo') would take it over
-    max_memory_gb, read from a file's header before decoding (memory.check_input)."""
-    memory.check_input(path, photo, name, max_memory_gb,
-                       base_features=self.config.model.base_features)
+                   max_memory_gb: float | None) -> int | None:
+    """InputError naming the photo when `path` (a fit, or 'demo') would take one photo over
+    max_memory_gb, read from a file's header before decoding; else how many photos of a
+    batch to inpaint at once (None: all of them; memory.check_input)."""
+    return memory.check_input(path, photo, name, max_memory_gb, network=self.memory_network)
 
   @property
   def detector(self) -> Callable[[np.ndarray], list[Any]]:
@@ -329,9 +330,11 @@ class Inpainter:
         has nothing to condition on) instead of raising InputError.
       max_pixels: largest accepted image or mask (height × width), checked from the header
         of files before decoding; default self.max_pixels (image_files.DEFAULT_MAX_PIXELS).
-      max_memory_gb: refuse an image (or batch) whose inpainting with `fit` would peak over
-        this many GB by memory.py's measured model, checked from a file's header before
-        decoding; default self.max_memory_gb (4).
+      max_memory_gb: refuse an image whose inpainting with `fit` would peak over this many
+        GB by memory.py's measured model, checked from a file's header before decoding;
+        a batch that would is inpainted a part at a time (each part decoded when its turn
+        comes), so that only a single photo too large is refused; default
+        self.max_memory_gb (4).
       mask_threshold: grey level (fraction of white) above which a mask pixel is white.
 
     Returns:
@@ -341,19 +344,52 @@ class Inpainter:
     Raises:
       InputError (a ValueError) naming the file or argument for anything unusable.
     """
-    limit = self.max_pixels if max_pixels is None else max_pixels
     _check_fit(fit)
-    self.check_memory(image, image_files.source_name(image, 'The image'), fit,
-                      self.max_memory_gb if max_memory_gb is None else max_memory_gb)
+    at_once = self.check_memory(image, image_files.source_name(image, 'The image'), fit,
+                                self.max_memory_gb if max_memory_gb is None else max_memory_gb)
+    inpaint = functools.partial(
+        self._inpaint, polarity=polarity, passes=passes, fit=fit, resize_mask=resize_mask,
+        allow_all_hole=allow_all_hole,
+        max_pixels=self.max_pixels if max_pixels is None else max_pixels,
+        mask_threshold=mask_threshold)
+    if at_once is None:
+      return inpaint(image, mask)
+    return self._in_parts(inpaint, image, mask, at_once)
+
+  def _in_parts(self, inpaint: Callable[..., np.ndarray], images: Sequence[ImageInput],
+                masks: Any, at_once: int) -> np.ndarray:
+    """inpaint(images, masks, first) on `at_once` photos at a time; the batch of results."""
+    if not isinstance(masks, (list, tuple, np.ndarray)) or len(masks) != len(images):
+      count = len(masks) if isinstance(masks, (list, tuple, np.ndarray)) else 1
+      raise InputError(f'{len(images)} images but {count} masks.', 'ragged batch')
+    if isinstance(images, (list, tuple)):  # From the headers, before a part is inpainted.
+      sizes = [memory.photo_size(item) for item in images]
+      # (height, width); a header that cannot be read is left to its reader to report.
+      image_input.check_one_shape([(size or sizes[0])[1::-1] for size in sizes], 'image')
+    results, reports = [], []
+    for first in range(0, len(images), at_once):
+      part = slice(first, first + at_once)
+      results.append(inpaint(images[part], masks[part], first=first))
+      reports += self.last_fit_reports
+    self.last_fit_reports = reports
+    return np.concatenate(results)
+
+  def _inpaint(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
+               polarity: Polarity, passes: int, fit: Fit, resize_mask: bool,
+               allow_all_hole: bool, max_pixels: int | None, mask_threshold: float,
+               first: int = 0) -> np.ndarray | Image.Image:
+    """__call__ after the memory check, on a batch's photos from index `first`."""
+    limit = max_pixels
     source = image
     if isinstance(source, (str, os.PathLike)):
       source = image_input.open_input(source, os.fspath(source), limit)
-    pixels = image_input.image_array(source, limit)
+    pixels = image_input.image_array(source, limit, first)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
     mask_name = image_files.source_name(mask, 'The mask')
-    known = image_files.known_pixels(image_input.mask_array(mask, batched, limit), polarity,
-                                     mask_threshold, mask_name)[..., None].astype(np.float32)
+    known = image_files.known_pixels(image_input.mask_array(mask, batched, limit, first),
+                                     polarity, mask_threshold,
+                                     mask_name)[..., None].astype(np.float32)
     if known.shape[0] != images.shape[0]:
       raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
     height, width = images.shape[1:3]
@@ -367,7 +403,7 @@ class Inpainter:
     if not allow_all_hole:
       all_hole = np.flatnonzero(known.reshape(len(known), -1).max(axis=1) == 0)
       if all_hole.size:
-        which = f' (image {all_hole[0]} of the batch)' if batched else ''
+        which = f' (image {first + all_hole[0]} of the batch)' if batched else ''
         raise InputError(
             f'{mask_name}{which} marks every pixel as a hole: the network would have nothing to '
             'condition on. Check the polarity, or pass allow_all_hole=True (--allow_all_hole) '

@@ -12,12 +12,11 @@ The photo is the public-domain astronaut scaled to the size, its face partly a h
 fit='auto' finds a face and fills it through its aligned crop. A least-squares line
 per path, peak = baseline + bytes per pixel × pixels, is the model; memory.py holds its
 rounded-up coefficients. With --at_limit GB each path runs once at its largest square photo
-under that bound (memory.max_pixels), which checks the model where it matters.
+under that bound (memory.max_side), which checks the model where it matters.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import subprocess
@@ -135,7 +134,7 @@ def measure(sides_by_path: dict[str, Sequence[int]]) -> dict[str, dict[int, int]
 
 def limit_sides(paths: Sequence[str], max_memory_gb: float) -> dict[str, list[int]]:
   """Each path's largest square photo under the bound, by memory.py's model."""
-  return {path: [math.isqrt(memory.max_pixels(path, max_memory_gb))] for path in paths}
+  return {path: [memory.max_side(path, max_memory_gb)] for path in paths}
 
 
 def limit_report(peaks: dict[str, dict[int, int]], max_memory_gb: float) -> str:
@@ -144,7 +143,7 @@ def limit_report(peaks: dict[str, dict[int, int]], max_memory_gb: float) -> str:
            '| path | photo | estimated peak (GB) | measured peak (GB) |', '|---|---|---|---|']
   for path, by_side in peaks.items():
     for side, peak in by_side.items():
-      lines.append(f'| {path} | {side}² | {memory.peak_bytes(path, side * side) / memory.GB:.2f}'
+      lines.append(f'| {path} | {side}² | {memory.peak_bytes(path, side, side) / memory.GB:.2f}'
                    f' | {peak / memory.GB:.2f} |')
   return '\n'.join(lines)
 

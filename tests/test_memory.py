@@ -4,6 +4,8 @@ demo. No test allocates a large photo: big sizes exist only as headers."""
 
 import contextlib
 import io
+import tracemalloc
+from unittest import mock
 
 import gradio as gr
 import numpy as np
@@ -25,9 +27,10 @@ def inpainter(tiny_checkpoint) -> Inpainter:
   return Inpainter.from_checkpoint(tiny_checkpoint)
 
 
-def bound_at(path: str, pixels: int) -> float:
-  """The bound (GB) that `path`'s estimate for `pixels` pixels just meets."""
-  return memory.peak_bytes(path, pixels) / memory.GB
+def bound_at(inpainter: Inpainter, path: str, side: int, less_bytes: float = 0.0) -> float:
+  """The bound (GB) that `path`'s estimate for a side×side photo less `less_bytes` meets."""
+  peak = memory.peak_bytes(path, side, side, network=inpainter.memory_network)
+  return (peak - less_bytes) / memory.GB
 
 
 def write_pair(directory, side=256):
@@ -44,7 +47,7 @@ def test_photo_over_the_bound_is_refused_before_decoding_and_the_flag_raises_it(
     inpainter, tmp_path, fit):
   photo, mask = write_pair(tmp_path)
   out = tmp_path / 'out.png'
-  bound = bound_at(fit, 256 * 256 - 100)
+  bound = bound_at(inpainter, fit, 256, less_bytes=1000)
   with decoding_forbidden():
     status, err = run_cli(cli_args(photo, mask, out, '--fit', fit, '--max_memory_gb', bound),
                           inpainter)
@@ -58,7 +61,7 @@ def test_photo_over_the_bound_is_refused_before_decoding_and_the_flag_raises_it(
               polarity='hole_white', fit=fit, max_memory_gb=bound)
   if fit == 'resize':  # The cheapest to run: a raised bound lets the photo through.
     status, err = run_cli(cli_args(photo, mask, out, '--fit', fit, '--max_memory_gb',
-                                   bound_at(fit, 256 * 256 + 100)), inpainter)
+                                   bound_at(inpainter, fit, 256, less_bytes=-1000)), inpainter)
     assert status == 0 and out.exists(), err
 
 
@@ -77,21 +80,143 @@ def test_the_7000_pixel_square_bomb_is_refused_by_the_default_bound_for_every_fi
 
 def test_estimates_grow_with_pixels_and_limits_with_the_bound():
   for path in memory.COSTS:
-    estimates = [memory.peak_bytes(path, pixels) for pixels in (0, 1, 10**6, 10**7, 10**8)]
+    estimates = [memory.peak_bytes(path, side, side) for side in (1, 200, 1000, 3000, 10**4)]
     assert estimates == sorted(estimates) and len(set(estimates)) == len(estimates)
     limits = [memory.max_pixels(path, gb) for gb in (1, 2, 4, 8, 16)]
     assert limits == sorted(limits) and limits[-1] > limits[0]
-    for gb in (2, 4, 8):  # The limit is the largest size whose estimate fits the bound.
-      limit = memory.max_pixels(path, gb)
-      assert memory.peak_bytes(path, limit) <= gb * memory.GB < memory.peak_bytes(path,
-                                                                                  limit + 1)
+    for gb in (2, 4, 8):  # The limit is the largest square whose estimate fits the bound.
+      side = memory.max_side(path, gb)
+      assert memory.peak_bytes(path, side, side) <= gb * memory.GB < memory.peak_bytes(
+          path, side + 1, side + 1)
   # 'resize' runs the network on the model's canvas only, so it takes larger photos; 'auto'
   # does a 'pad' pass and more, the demo 'auto' and more.
   limit = {path: memory.max_pixels(path, 4) for path in memory.COSTS}
   assert limit['decode'] > limit['resize'] > limit['pad'] >= limit['auto'] >= limit['demo']
-  # A wider network costs more per pixel where it runs at the photo's resolution.
-  assert memory.max_pixels('pad', 4, base_features=64) < limit['pad']
-  assert memory.max_pixels('resize', 4, base_features=64) == limit['resize']
+  # A wider network costs more per canvas pixel, and a larger canvas costs more.
+  wide, large = memory.Network(base_features=64), memory.Network(size=512, multiple=512)
+  assert memory.max_pixels('pad', 4, wide) < limit['pad']
+  assert memory.max_pixels('resize', 4, wide) < limit['resize']
+  assert memory.max_pixels('resize', 4, large) < memory.max_pixels('resize', 4, wide)
+
+
+# --- Issue 35, case 1: every canvas a photo needs is counted -------------------------------
+
+@pytest.mark.parametrize('path', ['resize', 'pad', 'auto', 'demo'])
+def test_the_estimate_is_the_model_s_formula_over_the_canvases_a_photo_needs(path):
+  cost, size = memory.COSTS[path], 128
+  for height, width in ((1, 150_000), (300, 200), (2900, 2900)):
+    canvas = {'resize': size * size,
+              'pad': max(size, -(-height // 128) * 128) * max(size, -(-width // 128) * 128)}
+    canvas['auto'] = canvas['demo'] = canvas['pad'] + memory.FACE_BATCH * size * size
+    expected = (cost.baseline_gb * memory.GB + cost.bytes_per_pixel * height * width
+                + cost.network_bytes_per_pixel * canvas[path])
+    assert memory.peak_bytes(path, height, width) == pytest.approx(expected)
+    assert memory.peak_bytes(path, height, width, count=3) == pytest.approx(
+        expected + 2 * (expected - cost.baseline_gb * memory.GB))
+
+
+def test_a_thin_strip_is_refused_for_its_padded_canvas_from_the_header(inpainter, tmp_path):
+  # 1×150,000 photo pixels, but a 128×150,016 canvas: over 4 GB with 'pad' and 'auto'.
+  assert memory.peak_bytes('auto', 1, 150_000) > 5 * memory.GB
+  strip = tmp_path / 'strip.png'
+  strip.write_bytes(png_header_only(150_000, 1))
+  with decoding_forbidden(), pytest.raises(InputError) as refused:
+    memory.check_input('auto', str(strip), 'strip.png', 4.0)
+  peak = memory.peak_bytes('auto', 1, 150_000) / memory.GB
+  assert str(refused.value).startswith(
+      'strip.png is 150000×1 (150,000 pixels), padded to a 150016×128 network canvas (19.2 '
+      f"megapixels): inpainting it with fit='auto' would peak at about {peak:.3g} GB, over the "
+      'bound of 4 GB')
+  # The tiny test model pads to its own canvas: the CLI refuses the strip before decoding.
+  assert inpainter.memory_network.size == inpainter.image_size
+  _, mask = write_pair(tmp_path, 16)
+  bound = bound_at(inpainter, 'pad', 40) + 1e-6
+  tall = tmp_path / 'tall.png'
+  tall.write_bytes(png_header_only(1, 40 * 40))  # Fewer pixels than 40², a far larger canvas.
+  with decoding_forbidden():
+    status, err = run_cli(cli_args(tall, mask, tmp_path / 'out.png', '--fit', 'pad',
+                                   '--max_memory_gb', bound), inpainter)
+  assert status == 2 and 'tall.png is 1×1600 (1,600 pixels), padded to a' in err, err
+
+
+def test_many_faces_cost_no_more_memory_than_one(monkeypatch):
+  """auto_fill's peak of NumPy allocations with 64 faces on holes is that of one face plus
+  a little (before: a weight plane of the whole photo per face, 64 planes)."""
+  from test_align import SPREAD, TEMPLATE, face_at, native_fill
+  from define_jax import auto_fit
+
+  height = width = 256
+  image = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
+  known = np.ones((height, width, 1), np.float32)
+  grid = [(x, y) for y in range(16, 256, 32) for x in range(16, 256, 32)]
+  for x, y in grid:
+    known[y:y + 8, x - 6:x + 6] = 0.0
+  calls = []
+
+  def canvas_fills(images, known):
+    calls.append(len(images))
+    return np.where(known > 0, images, 0.5).astype(np.float32)
+
+  def peak(found):
+    tracemalloc.start()
+    try:
+      auto_fit.auto_fill(image, known, lambda _: found, TEMPLATE, SPREAD, 32, canvas_fills,
+                         native_fill)
+      return tracemalloc.get_traced_memory()[1]
+    finally:
+      tracemalloc.stop()
+
+  peak([face_at(*grid[0], 10)])  # The first call also allocates what is made once.
+  one = peak([face_at(*grid[0], 10)])
+  calls.clear()
+  many = peak([face_at(x, y, 10) for x, y in grid])
+  assert calls == [memory.FACE_BATCH] * (64 // memory.FACE_BATCH)  # Batch by batch.
+  plane = height * width * 4
+  assert many - one < plane, (one / plane, many / plane)
+
+
+# --- Issue 35, case 11: a batch is split into parts that fit ------------------------------
+
+def test_a_batch_over_the_bound_is_inpainted_in_parts_and_only_a_lone_photo_refused(
+    inpainter, tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (10, 48, 40, 3), dtype=np.uint8)
+  holes = np.zeros((10, 48, 40), bool)
+  holes[:, 10:30, 8:30] = True
+  holes[3] = False
+  holes[3, :4] = True
+  network = inpainter.memory_network
+  one = memory.peak_bytes('pad', 48, 40, 1, network)
+  per_photo = one - memory.COSTS['pad'].baseline_gb * memory.GB
+  kept = 10 * 48 * 40 * memory.RESULT_BYTES_PER_PIXEL
+  bound = (one + 2 * per_photo + kept + 1) / memory.GB  # Three photos at once.
+  with pytest.raises(InputError, match='10 photos of 40×48'):
+    memory.check('pad', 40, 48, 'The image', bound, count=10, network=network)
+  parts = []
+  inpaint = inpainter._inpaint  # pylint: disable=protected-access
+  with mock.patch.object(inpainter, '_inpaint',
+                         side_effect=lambda i, m, **kw: parts.append(len(i)) or inpaint(i, m, **kw)):
+    whole = inpainter(images, holes, polarity='hole_white', fit='pad', max_memory_gb=bound)
+    files = []
+    for k, image in enumerate(images):
+      files.append(tmp_path / f'{k}.png')
+      Image.fromarray(image).save(files[-1])
+    listed = inpainter(files, list(holes), polarity='hole_white', fit='pad',
+                       max_memory_gb=bound)
+    assert parts == [3, 3, 3, 1] * 2
+    Image.fromarray(images[7][:40]).save(files[7])  # A misfit is named before any part runs.
+    with pytest.raises(InputError, match=r'image 0 is \(48, 40\), image 7 is \(40, 40\)'):
+      inpainter(files, list(holes), polarity='hole_white', fit='pad', max_memory_gb=bound)
+    assert len(parts) == 8
+  one_by_one = np.stack([inpainter(image, hole, polarity='hole_white', fit='pad')
+                         for image, hole in zip(images, holes)])
+  np.testing.assert_array_equal(whole, one_by_one)
+  np.testing.assert_array_equal(listed, one_by_one)
+  with pytest.raises(InputError, match=r'image 3 of the batch\) marks every pixel'):
+    holes[3] = True
+    inpainter(images, holes, polarity='hole_white', fit='pad', max_memory_gb=bound)
+  with pytest.raises(InputError, match='The image is 40×48 .* would peak at about'):
+    inpainter(images, holes, polarity='hole_white', fit='pad', max_memory_gb=one / memory.GB / 2)
 
 
 def test_evaluate_image_size_over_the_bound_is_refused_before_anything_is_written(
@@ -107,7 +232,7 @@ def test_evaluate_image_size_over_the_bound_is_refused_before_anything_is_writte
 
 
 def test_demo_shows_the_memory_error_in_the_page(inpainter):
-  too_small = bound_at('demo', 256 * 256 - 100)
+  too_small = bound_at(inpainter, 'demo', 256, less_bytes=1000)
   page = demo.Demo(inpainter, max_memory_gb=too_small)
   editor = demo.hole_editor(None, page.check_memory)
   upload = io.BytesIO()
