@@ -232,7 +232,8 @@ class Inpainter:
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
-    inpaint = functools.partial(steps.inpaint, self._apply, variables)
+    inpaint = functools.partial(steps.inpaint, self._apply, variables,
+                                contrast_cell=self.image_size // 4)
     fill = inpaint(net_image, net_known)
     # Later passes show the network the previous result as known everywhere (with the original
     # mask the partial convolutions would ignore the fill and repeat the first pass); the

@@ -211,6 +211,8 @@ class InpaintingUNet(nn.Module):
                               dtype=self.dtype)
     x, x_mask, base = _network_input(
         image, mask, self.mask_channel or self.convolution == 'plain', self.prefill)
+    if self.prefill != 'none':  # The fill the output corrects (steps.inpaint reads it).
+      self.sow('intermediates', 'prefill', base)
 
     skips = [(x, x_mask)]
     for level in range(1, self.layers + 1):

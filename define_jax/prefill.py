@@ -16,6 +16,8 @@ Pure JAX, no parameters, no gradient (the fill depends only on the input).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -103,6 +105,36 @@ def biharmonic_fill(image: jax.Array, mask: jax.Array,
 
 
 FILLS = {'harmonic': harmonic_fill, 'biharmonic': biharmonic_fill}
+
+
+def known_contrast(image: jax.Array, mask: jax.Array, cell: int) -> jax.Array:
+  """[N, H, W, 1] standard deviation of the known pixels (mask >= KNOWN_THRESHOLD) around
+  each pixel, at the scale of `cell` pixels (rounded to a power of two): known-weighted
+  means of the pixels and of their squares over cell×cell blocks, blocks without a known
+  pixel filled from the coarser ones around them (the push-pull of harmonic_fill),
+  upsampled bilinearly; the channels' variances averaged. 0 where the known pixels around
+  are all one colour; infinite in an image without a known pixel (nothing says it is
+  flat)."""
+  image = jax.lax.stop_gradient(image.astype(jnp.float32))
+  known = jnp.min(jax.lax.stop_gradient(mask.astype(jnp.float32)), axis=-1, keepdims=True)
+  known = (known >= masking.KNOWN_THRESHOLD).astype(jnp.float32)
+  count = jnp.sum(known, axis=(1, 2), keepdims=True)
+  # Centred on each image's mean known colour, so that E[x²] - E[x]² keeps its precision.
+  centred = image - jnp.sum(image * known, axis=(1, 2), keepdims=True) / jnp.maximum(count, 1)
+  values, weight = jnp.concatenate([centred, centred * centred], axis=-1), known
+  levels = max(0, round(math.log2(max(cell, 1))))
+  for _ in range(levels):
+    sums, weight = _masked_downsample(values, weight)
+    values = sums / jnp.maximum(weight, 1e-8)
+  values = _push_pull(values, (weight > 0).astype(jnp.float32))
+  channels = image.shape[-1]
+  mean, mean_square = values[..., :channels], values[..., channels:]
+  deviation = jnp.sqrt(jnp.mean(jnp.maximum(mean_square - mean * mean, 0.0), axis=-1,
+                                keepdims=True))
+  n, height, width, _ = image.shape
+  deviation = jax.image.resize(deviation, (n, deviation.shape[1] * 2**levels,
+                                           deviation.shape[2] * 2**levels, 1), 'linear')
+  return jnp.where(count > 0, deviation[:, :height, :width], jnp.inf)
 
 
 def fill_holes(method: str, image: jax.Array, mask: jax.Array) -> jax.Array:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
+import skimage.transform
 from gradio import processing_utils
 from gradio import route_utils
 from PIL import Image
@@ -26,6 +28,8 @@ from define_jax import benchmark
 from define_jax import demo
 from define_jax import inpaint
 from define_jax import output_files
+from define_jax import prefill
+from define_jax import steps
 from define_jax.inference import Inpainter
 
 from test_hostile_input import block_holes, cli_args, folder_args, photo, run_cli, write_pair
@@ -234,3 +238,47 @@ def test_a_cut_off_upload_leaves_no_temporary_file(tmp_path):
   with pytest.raises(ClientDisconnect):
     asyncio.run(parser.parse())
   assert not list(tmp_path.iterdir())
+
+
+# --- Case 10: flat regions come back flat ----------------------------------------------
+
+@pytest.fixture(scope='module')
+def packaged():
+  return Inpainter.pretrained(detector=lambda image: [])  # A flat photo has no face.
+
+
+@pytest.mark.parametrize('fit', ['auto', 'pad', 'resize'])
+def test_a_flat_photo_comes_back_flat(packaged, fit):
+  image = np.full((256, 256, 3), 128, np.uint8)
+  holes = np.zeros((256, 256), bool)
+  holes[78:178, 78:178] = True
+  result = packaged(image, holes, polarity='hole_white', fit=fit).astype(int)
+  assert np.abs(result - 128).max() <= 1, (result[holes].min(), result[holes].max())
+
+
+def test_a_flat_region_beside_texture_comes_back_flat_and_faces_keep_their_correction(
+    packaged):
+  image = np.full((256, 256, 3), 100, np.uint8)
+  image[:, 128:] = skimage.data.astronaut()[:256, 128:256]
+  holes = np.zeros((256, 256), bool)
+  holes[100:160, 20:70] = True  # In the flat half, 58 pixels from the texture.
+  result = packaged(image, holes, polarity='hole_white', fit='pad').astype(int)
+  assert np.abs(result[holes] - 100).max() <= 1
+  # On a face the correction is whole: its known pixels vary far beyond FLAT_CONTRAST.
+  face = skimage.transform.resize(skimage.data.astronaut()[0:256, 96:352], (128, 128))
+  known = np.ones((1, 128, 128, 1), np.float32)
+  known[:, 60:90, 40:90] = 0.0
+  fade = np.asarray(steps.flat_fade(face[None].astype(np.float32), known, 32))
+  assert fade.min() == 1.0
+
+
+def test_known_contrast_is_zero_on_flat_known_pixels_and_infinite_without_any():
+  flat = np.full((2, 64, 64, 3), 0.5, np.float32)
+  known = np.ones((2, 64, 64, 1), np.float32)
+  known[0, 20:40, 20:40] = 0.0
+  known[1] = 0.0  # No known pixel: nothing says the photo is flat.
+  contrast = np.asarray(prefill.known_contrast(flat, known, 16))
+  assert np.all(contrast[0] < 1e-6) and np.all(np.isinf(contrast[1]))
+  noisy = flat + np.random.default_rng(0).normal(0, 0.05, flat.shape).astype(np.float32)
+  contrast = np.asarray(prefill.known_contrast(noisy, known, 16))[0]
+  np.testing.assert_allclose(contrast[known[0] == 0], 0.05, rtol=0.15)
