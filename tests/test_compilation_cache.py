@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from define_jax import compilation_cache
+from define_jax.runtime import compilation_cache
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ from PIL import Image
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 
-from define_jax import benchmark
-from define_jax import demo
 from define_jax import inpaint
-from define_jax import output_files
-from define_jax import prefill
-from define_jax import steps
+from define_jax.benchmark import benchmark
+from define_jax.demo import demo
+from define_jax.files import output_files
 from define_jax.inference import Inpainter
+from define_jax.model import prefill
+from define_jax.model import steps
 
 from test_hostile_input import block_holes, cli_args, folder_args, photo, run_cli, write_pair
 from test_hostile_input3 import sigterm_to_self_is_safe

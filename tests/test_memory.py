@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from define_jax import demo
 from define_jax import evaluate
-from define_jax import memory
-from define_jax.image_files import InputError
+from define_jax.demo import demo
+from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
+from define_jax.inference import memory
 
 from conftest import png_header_only
 from test_hostile_input import cli_args, decoding_forbidden, run_cli
@@ -143,7 +143,7 @@ def test_many_faces_cost_no_more_memory_than_one(monkeypatch):
   """auto_fill's peak of NumPy allocations with 64 faces on holes is that of one face plus
   a little (before: a weight plane of the whole photo per face, 64 planes)."""
   from test_align import SPREAD, TEMPLATE, face_at, native_fill
-  from define_jax import auto_fit
+  from define_jax.inference import auto_fit
 
   height = width = 256
   image = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
@@ -248,7 +248,7 @@ def test_demo_shows_the_memory_error_in_the_page(inpainter):
 
 
 def test_measurement_counts_the_child_s_own_memory_and_fits_its_line(tmp_path):
-  from define_jax import memory_measurement
+  from define_jax.benchmark import memory_measurement
 
   ballast = np.ones(300 * 2**20 // 8)  # The parent's 300 MB must not count for the child.
   photo, mask = memory_measurement.write_photo(tmp_path, 64)
