@@ -509,7 +509,7 @@ def test_without_checkpoint_the_packaged_model_is_loaded(capsys, monkeypatch):
 def test_demo_uses_the_one_inference_core():
   """No second copy of the canvas / resize / paste-back logic in the demo."""
   source = open(demo.__file__, encoding='utf-8').read()
-  for duplicated in ('def to_canvas', 'checkpoints.load_model', 'steps.create_model',
+  for duplicated in ('def to_canvas', 'checkpoints.load_model', 'network.create_model',
                      'jax.jit', 'http.server'):
     assert duplicated not in source
   assert 'Inpainter' in source

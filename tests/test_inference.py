@@ -17,9 +17,10 @@ from configs import tiny
 from define_jax import inpaint
 from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
+from define_jax.model import network
 from define_jax.model import prefill
-from define_jax.model import steps
 from define_jax.runtime.data_parallel import DataParallel
+from define_jax.training import steps
 
 from conftest import REPO_ROOT, TRAIN_STEPS, astronaut, save_checkpoint
 
@@ -146,7 +147,7 @@ def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(mon
   it runs in the first pass only."""
   config = tiny.get_config()
   config.model.prefill, config.model.mask_channel = 'biharmonic', True
-  variables = steps.init_variables(config.model, jax.random.key(0))
+  variables = network.init_variables(config.model, jax.random.key(0))
   fill_runs = []
 
   def counted_fill(image, mask):
@@ -168,8 +169,8 @@ def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(mon
   # The passes spelled out: the network sees the previous fill as known everywhere, with
   # the pre-fill run on every pass.
   monkeypatch.setitem(prefill.FILLS, 'biharmonic', prefill.biharmonic_fill)
-  apply = steps.create_model(config.model).apply
-  fill = steps.inpaint(apply, variables, images * known, known)
+  apply = network.create_model(config.model).apply
+  fill = network.inpaint(apply, variables, images * known, known)
   for _ in range(2):
     refined = apply(variables, fill, np.ones_like(known), train=False)
     fill = known * images + (1 - known) * refined

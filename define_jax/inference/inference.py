@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from define_jax.config import config_lib
 from define_jax.data import masks
 from define_jax.faces import faces
 from define_jax.files import image_files
@@ -40,7 +39,7 @@ from define_jax.inference.image_input import ImageInput
 from define_jax.model import checkpoints
 from define_jax.model import masking
 from define_jax.model import model_file
-from define_jax.model import steps
+from define_jax.model import network
 from define_jax.model import weight_checks
 from define_jax.runtime import data_parallel
 
@@ -178,7 +177,7 @@ class Inpainter:
     self.step = step  # The training step of the checkpoint, when restored from one.
     self.image_size: int = config.model.image_size
     self._size_multiple = 2 ** config.model.layers
-    self._apply = steps.create_model(config.model).apply
+    self._apply = network.create_model(config.model).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes runs the one compiled program of a shape.
@@ -204,7 +203,7 @@ class Inpainter:
     weights do not match the checkpoint's own config.
     """
     variables, stored_config, restored_step = checkpoints.load_model(path, step)
-    config = config_lib.model_config(stored_config, path, overrides)
+    config = network.model_config(stored_config, path, overrides)
     model_file.check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
@@ -231,7 +230,7 @@ class Inpainter:
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
-    inpaint = functools.partial(steps.inpaint, self._apply, variables)
+    inpaint = functools.partial(network.inpaint, self._apply, variables)
     fill = inpaint(net_image, net_known)
     # Later passes show the network the previous result as known everywhere (with the original
     # mask the partial convolutions would ignore the fill and repeat the first pass); the
