@@ -250,6 +250,28 @@ def test_inference_imports_neither_tensorflow_nor_clu():
   assert result.stdout.strip() == '[]'
 
 
+# What loading the packaged model and inpainting must not import: training (optax, the
+# losses, the train step, Orbax's checkpoints), evaluation, the PyTorch reference, TensorFlow.
+NOT_FOR_INFERENCE = ('optax', 'orbax', 'tensorflow', 'torch', 'clu', 'define_jax.training',
+                     'define_jax.eval', 'define_jax.benchmark', 'define_jax.study')
+
+
+def test_packaged_model_inpaints_without_training_evaluation_or_tensorflow_modules():
+  code = ('import sys, numpy as np\n'
+          'from define_jax.inference import Inpainter\n'
+          'image = np.random.default_rng(0).random((40, 48, 3), np.float32)\n'
+          'known = np.ones((40, 48, 1), np.float32); known[10:20, 12:30] = 0\n'
+          'fill = Inpainter.pretrained()(image, known, polarity="keep_white")\n'
+          'assert fill.shape == image.shape and np.isfinite(fill).all()\n'
+          f'found = sorted(m for m in sys.modules for p in {NOT_FOR_INFERENCE!r}\n'
+          '               if m == p or m.startswith(p + "."))\n'
+          'print(found)\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == '[]'
+
+
 def write_photo_and_mask(directory, name, size=(80, 60)):
   directory.mkdir(parents=True, exist_ok=True)
   width, height = size

@@ -36,7 +36,6 @@ from define_jax.inference import auto_fit
 from define_jax.inference import image_input
 from define_jax.inference import memory
 from define_jax.inference.image_input import ImageInput
-from define_jax.model import checkpoints
 from define_jax.model import masking
 from define_jax.model import model_file
 from define_jax.model import network
@@ -202,7 +201,12 @@ class Inpainter:
     FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
     weights do not match the checkpoint's own config.
     """
-    variables, stored_config, restored_step = checkpoints.load_model(path, step)
+    if model_file.is_model_file(path):  # The packaged model and exported files: no Orbax.
+      variables, stored_config, restored_step = model_file.read_model_file(path)
+    else:
+      # Orbax (about 230 modules) only for a training run's checkpoints.
+      from define_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
+      variables, stored_config, restored_step = checkpoints.load_model(path, step)
     config = network.model_config(stored_config, path, overrides)
     model_file.check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
