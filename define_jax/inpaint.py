@@ -69,7 +69,7 @@ def save_format(out: Path) -> str:
   return image_format
 
 
-def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+def check_image_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
   """InputError unless `out` can be written without destroying anything."""
   if out.is_dir():
     raise InputError(f'--out {out} is a directory; give a file name, e.g. {out / "filled.png"}.',
@@ -108,7 +108,7 @@ def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
 
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
                  options: argparse.Namespace) -> None:
-  check_output(out_path, (image_path, mask_path), options.overwrite)
+  check_image_out(out_path, (image_path, mask_path), options.overwrite)
   inpainter.check_memory(image_path, str(image_path), options.fit, options.max_memory_gb)
   image = image_files.open_image(image_path, max_pixels=options.max_pixels)
   mask = image_files.open_image(mask_path, max_pixels=options.max_pixels)
@@ -297,7 +297,7 @@ def run(options: argparse.Namespace) -> int:
       plan = plan_folder(options)
     else:
       out = Path(options.out)
-      check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
+      check_image_out(out, (Path(options.image), Path(options.mask)), options.overwrite)
       save_format(out)
     inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
     if options.images:

@@ -301,7 +301,7 @@ class Inpainter:
     if fit == 'pad':
       result = result[crop]
     if self.refuse_non_finite:
-      weight_checks.check_output(result)
+      weight_checks.check_finite_result(result)
     return result
 
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
