@@ -50,7 +50,6 @@ from define_jax.files import image_files
 from define_jax.files import output_files
 from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
-from define_jax.inference import image_input
 from define_jax.inference import inference
 from define_jax.inference import memory
 from define_jax.runtime import compilation_cache
@@ -94,9 +93,9 @@ def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
   file unless `replace`, even one another run wrote meanwhile (InputError 'output exists')."""
   image_format = save_format(out)
   if image_format not in _SIXTEEN_BIT_FORMATS:
-    image = image_input.to_8bit(image)
+    image = image_files.to_8bit(image)
   if image.mode == 'F':
-    image = image_input.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
+    image = image_files.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
   out.parent.mkdir(parents=True, exist_ok=True)
   try:
     output_files.write_file(out, lambda file: image.save(file, format=image_format),

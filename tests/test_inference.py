@@ -8,15 +8,11 @@ import sys
 import jax
 import numpy as np
 import pytest
-import skimage.data
-import skimage.transform
-from flax import jax_utils
 from PIL import Image
 
 from configs import tiny
 from define_jax import inpaint
 from define_jax.inference import Inpainter
-from define_jax.model import checkpoints
 from define_jax.model import network
 from define_jax.model import prefill
 from define_jax.runtime.data_parallel import DataParallel

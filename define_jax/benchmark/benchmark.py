@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 
 def run_pipeline(args: argparse.Namespace) -> dict:
   """Training batches per second, counted as the training loop consumes them."""
-  from define_jax.model import network
   from define_jax.config import config_lib
   from define_jax.runtime import console
 
@@ -155,8 +154,6 @@ def run_train(args: argparse.Namespace) -> dict:
   from flax import jax_utils
   from define_jax.training import steps
 
-  from define_jax.config import config_lib
-
   config = core_config(args)
   vgg_source = use_available_vgg_weights(config)
   steps.validate(config)
@@ -219,7 +216,7 @@ def run_infer(args: argparse.Namespace) -> dict:
   the network alone is timed and the row says why."""
   import jax
   import numpy as np
-  from define_jax.config import config_lib
+  from define_jax.model import network
   from define_jax.training import steps
 
   config = core_config(args)
@@ -229,14 +226,14 @@ def run_infer(args: argparse.Namespace) -> dict:
   load_before = os.getloadavg()[0]
 
   model = network.create_model(config.model)
-  network = jax.jit(lambda v, image, mask: network.inpaint(model.apply, v, image, mask))
+  network_only = jax.jit(lambda v, image, mask: network.inpaint(model.apply, v, image, mask))
   start = time.perf_counter()
-  network = network.lower(variables, batch['image'], batch['mask']).compile()
+  network_only = network_only.lower(variables, batch['image'], batch['mask']).compile()
   network_compile_s = time.perf_counter() - start
   on_device = jax.device_put((variables, batch['image'], batch['mask']))
-  measurement.timed_calls(lambda: network(*on_device), args.warmup)
-  network_wall, network_cpu = measurement.timed_calls(lambda: network(*on_device), args.steps)
-  flops, _ = measurement.cost_analysis(network)
+  measurement.timed_calls(lambda: network_only(*on_device), args.warmup)
+  network_wall, network_cpu = measurement.timed_calls(lambda: network_only(*on_device), args.steps)
+  flops, _ = measurement.cost_analysis(network_only)
   network_timing = measurement.timing_summary('call', network_wall, network_cpu,
                                               config.optim.batch_size)
   row = {
@@ -272,8 +269,8 @@ def run_infer(args: argparse.Namespace) -> dict:
 def run_torch(args: argparse.Namespace) -> dict:
   """The naoto0804-style PyTorch train step (torch_reference.time_train_step) at the settings
   `train` would use, on CUDA when available; bfloat16 means autocast."""
-  from define_jax.config import config_lib
   from define_jax.benchmark import torch_reference
+  from define_jax.training import steps
 
   config = core_config(args)
   steps.validate(config, device_count=1)

@@ -20,7 +20,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from define_jax.benchmark import measurement
-from define_jax.model import network
 from define_jax.model import vgg
 from define_jax.training import losses
 

@@ -31,11 +31,10 @@ from PIL import Image
 from define_jax.data import masks
 from define_jax.faces import faces
 from define_jax.files import image_files
+from define_jax.files.image_files import ImageInput
 from define_jax.files.image_files import InputError
 from define_jax.inference import auto_fit
-from define_jax.inference import image_input
 from define_jax.inference import memory
-from define_jax.inference.image_input import ImageInput
 from define_jax.model import masking
 from define_jax.model import model_file
 from define_jax.model import network
@@ -350,12 +349,12 @@ class Inpainter:
                       self.max_memory_gb if max_memory_gb is None else max_memory_gb)
     source = image
     if isinstance(source, (str, os.PathLike)):
-      source = image_input.open_input(source, os.fspath(source), limit)
-    pixels = image_input.image_array(source, limit)
+      source = image_files.open_input(source, os.fspath(source), limit)
+    pixels = image_files.image_array(source, limit)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
     mask_name = image_files.source_name(mask, 'The mask')
-    known = image_files.known_pixels(image_input.mask_array(mask, batched, limit), polarity,
+    known = image_files.known_pixels(image_files.mask_array(mask, batched, limit), polarity,
                                      mask_threshold, mask_name)[..., None].astype(np.float32)
     if known.shape[0] != images.shape[0]:
       raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
@@ -378,5 +377,5 @@ class Inpainter:
     result = self.inpaint_arrays(images, known, passes=passes, fit=fit)
     result = _restore_dtype(result if batched else result[0], pixels.dtype)
     if isinstance(source, Image.Image):
-      return image_input.result_image(result, source)
+      return image_files.result_image(result, source)
     return result
