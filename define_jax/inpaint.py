@@ -56,7 +56,6 @@ from define_jax.files import image_files
 from define_jax.files import output_files
 from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
-from define_jax.inference import image_input
 from define_jax.inference import inference
 from define_jax.inference import memory
 from define_jax.runtime import compilation_cache
@@ -115,7 +114,7 @@ def outside_folder(out: Path, folder: Path) -> Path | None:
   return inner
 
 
-def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+def check_image_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
   """InputError unless `out` can be written without destroying anything."""
   if out.is_dir():
     raise InputError(f'--out {out} is a directory; give a file name, e.g. {out / "filled.png"}.',
@@ -147,9 +146,9 @@ def write_atomically(image: Image.Image, out: Path, replace: bool,
   symbolic link that leads out of that folder."""
   image_format = save_format(out)
   if image_format not in _SIXTEEN_BIT_FORMATS:
-    image = image_input.to_8bit(image)
+    image = image_files.to_8bit(image)
   if image.mode == 'F':
-    image = image_input.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
+    image = image_files.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
   for _ in range(2):  # Before the folders are made, and after (a link made meanwhile).
     if inside is not None:
       check_inside(out, inside)
@@ -177,7 +176,7 @@ def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_pa
                  options: argparse.Namespace) -> str | None:
   """Inpaints one photo into out_path; returns why the file does not keep the known pixels
   exactly (lossy_reason; None: it keeps them)."""
-  check_output(out_path, (image_path, mask_path), options.overwrite)
+  check_image_out(out_path, (image_path, mask_path), options.overwrite)
   inpainter.check_memory(image_path, str(image_path), options.fit, options.max_memory_gb)
   image = image_files.open_image(image_path, max_pixels=options.max_pixels)
   lossy = check_exact(out_path, image.mode, options.allow_lossy)
@@ -378,7 +377,7 @@ def run(options: argparse.Namespace) -> int:
       plan = plan_folder(options)
     else:
       out = Path(options.out)
-      check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
+      check_image_out(out, (Path(options.image), Path(options.mask)), options.overwrite)
       check_exact(out, None, options.allow_lossy)
     inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
     if options.images:

@@ -29,8 +29,8 @@ from define_jax.benchmark import benchmark
 from define_jax.demo import demo
 from define_jax.files import output_files
 from define_jax.inference import Inpainter
+from define_jax.model import network
 from define_jax.model import prefill
-from define_jax.model import steps
 
 from test_hostile_input import block_holes, cli_args, folder_args, photo, run_cli, write_pair
 from test_hostile_input3 import sigterm_to_self_is_safe
@@ -268,7 +268,7 @@ def test_a_flat_region_beside_texture_comes_back_flat_and_faces_keep_their_corre
   face = skimage.transform.resize(skimage.data.astronaut()[0:256, 96:352], (128, 128))
   known = np.ones((1, 128, 128, 1), np.float32)
   known[:, 60:90, 40:90] = 0.0
-  fade = np.asarray(steps.flat_fade(face[None].astype(np.float32), known, 32))
+  fade = np.asarray(network.flat_fade(face[None].astype(np.float32), known, 32))
   assert fade.min() == 1.0
 
 

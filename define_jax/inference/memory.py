@@ -77,7 +77,7 @@ PACKAGED = Network()
 # accelerator keeps the network's activations in its own memory instead. At their limits
 # under 4 GB (`benchmark memory --at_limit 4`) the paths peaked at 3.42 to 3.48 GB. 'auto'
 # with the biharmonic base under a face larger than the canvas (its sparse solve bounded by
-# auto_fit.EXACT_BIHARMONIC_HOLES) was re-checked with a 46 % hole, a face found on it: 0.79
+# baselines.EXACT_BIHARMONIC_HOLES) was re-checked with a 46 % hole, a face found on it: 0.79
 # GB at 512² and 1.27 GB at 1024², under this model's 1.09 and 1.37 GB. Photos with many
 # faces and thin strips: see README "Memory".
 COSTS: dict[str, Cost] = {

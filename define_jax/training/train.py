@@ -38,7 +38,8 @@ from define_jax.eval import grids
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
-from define_jax.model import steps
+from define_jax.model import network
+from define_jax.training import steps
 from define_jax.training import workdir_lock
 
 
@@ -76,7 +77,7 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
   if not init_from:
     return None
   variables, source_config, step = checkpoints.load_model(init_from)
-  config_lib.check_same_architecture(config.model, source_config['model'],
+  network.check_same_architecture(config.model, source_config['model'],
                                      f'config.optim.init_from={init_from!r}')
   report(f'Initialised from {init_from} at step {step}.')
   return variables
@@ -169,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   ValueError (before anything is built) for an invalid config, a workdir that is a file or
   is in use by another run (see workdir_lock), or checkpoints of another architecture.
   """
-  config_lib.validate(config)
+  steps.validate(config)
   workdir = checkpoints.resolve_workdir(workdir)
   if '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a directory.')
