@@ -508,7 +508,9 @@ def test_anti_aliased_brush_masks_are_accepted_soft_masks_are_not():
 def test_mask_holes_only_in_alpha_are_used_and_mask_threshold_is_a_cli_option(
     inpainter, tmp_path):
   image = tmp_path / 'image.png'
-  Image.fromarray(np.full((24, 20, 3), 90, np.uint8)).save(image)
+  # Textured: a flat photo's hole would come back flat, the same as before the fill.
+  pixels = np.random.default_rng(0).integers(0, 256, (24, 20, 3), np.uint8)
+  Image.fromarray(pixels).save(image)
   rgba = np.zeros((24, 20, 4), np.uint8)  # Transparent black,
   rgba[5:12, 4:15] = (255, 0, 255, 255)  # with opaque magenta strokes painted on it.
   Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
@@ -516,8 +518,8 @@ def test_mask_holes_only_in_alpha_are_used_and_mask_threshold_is_a_cli_option(
   assert run_inpaint(inpainter, '--image', image, '--mask', tmp_path / 'alpha.png',
                      '--polarity', 'hole_white', '--out', out)[0] == 0
   result = np.asarray(Image.open(out))
-  assert not np.array_equal(result[5:12, 4:15], np.full((7, 11, 3), 90))  # Filled.
-  np.testing.assert_array_equal(result[15:], 90)
+  assert not np.array_equal(result[5:12, 4:15], pixels[5:12, 4:15])  # Filled.
+  np.testing.assert_array_equal(result[15:], pixels[15:])
   # --mask_threshold: where anti-aliased edges are cut, checked before anything runs.
   with pytest.raises(SystemExit, match='2'), contextlib.redirect_stderr(io.StringIO()) as err:
     inpaint.parse_args(['--image', 'i.png', '--mask', 'm.png', '--polarity', 'hole_white',
