@@ -232,6 +232,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     if loss.r1_gamma < 0:
       raise ValueError(f'config.loss.r1_gamma={loss.r1_gamma} must be >= 0 (0 = no R1 '
                        'penalty).')
+  for field in ('eval_every_steps', 'image_every_steps'):
+    if config.eval[field] < 0:
+      raise ValueError(f'config.eval.{field}={config.eval[field]} must be >= 0 (0 = never).')
   if optim.init_from is None:
     raise ValueError(
         'config.optim.init_from is required by this config: pass the stage-one workdir, '

@@ -34,6 +34,7 @@ from define_jax import checkpoints
 from define_jax import config_lib
 from define_jax import steps
 from define_jax import workdir_lock
+from define_jax.data import images
 from define_jax.data import pipeline
 from define_jax.data import skips
 from define_jax.eval import evaluation_set
@@ -143,6 +144,18 @@ def write_before_after(workdir: str, inpainter: Inpainter, state, starting_varia
   return path
 
 
+def evaluation_images(config: ml_collections.ConfigDict) -> tuple[evaluation_set.EvalSet, bool]:
+  """The fixed evaluation set and whether to score it (config.eval.eval_every_steps > 0). A
+  dataset without validation images (a partial FFHQ download of one file, an image folder
+  with validation_fraction=0) trains without scores, its grids showing training images."""
+  try:
+    return evaluation_set.for_training(config), config.eval.eval_every_steps > 0
+  except images.EmptySplitError as error:
+    report(f'warning: {error}: training without evaluation; the image grids show training '
+           'images.')
+    return evaluation_set.for_training(config, 'train'), False
+
+
 def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
   stacked = jax.device_get(device_metrics)
   # Every value was pmean-ed, so device 0 holds the cross-device mean.
@@ -213,7 +226,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
   train_dataset = pipeline.create_train_dataset(config, start_step=start_step)
   train_iter = jax_utils.prefetch_to_device(numpy_batches(train_dataset), 2)
-  eval_set = evaluation_set.for_training(config)
+  eval_set, scoring = evaluation_images(config)
   # Scores on this process's devices with the current variables (see evaluate).
   inpainter = Inpainter(starting_variables, config)
   inpainter.refuse_non_finite = False  # NaN scores are logged; the non-finite guard stops.
@@ -270,13 +283,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
               f'checkpoint in {checkpoints.checkpoint_dir(workdir)} is kept. Lower '
               'config.optim.learning_rate or try config.model.dtype=float32.')
 
-      if step % config.eval.eval_every_steps == 0 or last_step:
+      if scoring and (step % config.eval.eval_every_steps == 0 or last_step):
         with hooks[0].timed('eval'):
           scores = evaluate(inpainter, state, eval_set, eval_batch_size)
         writer.write_scalars(step, scores)
         report(_eval_line(step, scores))
 
-      if is_chief and (step % config.eval.image_every_steps == 0 or last_step):
+      image_every = config.eval.image_every_steps
+      if is_chief and image_every and (step % image_every == 0 or last_step):
         picture = sample_grid(inpainter, state, *sample_images)
         writer.write_images(step, {'samples': picture[None]})
         grids.save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from flax import jax_utils
+from PIL import Image
 
 from configs import tiny
 from define_jax import checkpoints
@@ -18,7 +19,7 @@ from define_jax.eval import evaluation_set
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 
-from conftest import REPO_ROOT, synthetic_batch
+from conftest import REPO_ROOT, astronaut, synthetic_batch
 
 
 def run_steps(config, state, num_steps):
@@ -227,3 +228,30 @@ def test_adversarial_run_resumes_exactly_with_its_discriminator(tmp_path):
   initial = steps.create_train_state(config, jax.random.key(config.seed)).disc_params
   assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 0
              for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(resumed.disc_params)))
+
+
+def quiet_tiny_config(num_train_steps):
+  """The tiny config (L1 loss) without evaluation or grids: only the train step compiles."""
+  config = tiny.get_config()
+  config.loss.preset = 'l1'
+  config.optim.num_train_steps = num_train_steps
+  config.eval.eval_every_steps = config.eval.image_every_steps = 0
+  config.log.checkpoint_every_steps = 100
+  return config
+
+
+def test_training_without_validation_images_runs_unscored(tmp_path, capsys):
+  faces = tmp_path / 'faces'
+  faces.mkdir()
+  for index in range(3):
+    Image.fromarray((astronaut(80, 64) * 255).astype(np.uint8)[:, ::(-1) ** index]).save(
+        faces / f'{index}.png')
+  config = quiet_tiny_config(2)
+  config.input.dataset, config.input.image_dir = 'image_folder', str(faces)
+  config.input.validation_fraction = 0.0
+  config.eval.eval_every_steps = 1
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  out = capsys.readouterr().out
+  assert 'warning: the validation split of' in out and 'training without evaluation' in out
+  assert 'eval at step' not in out
+  assert os.path.exists(tmp_path / 'run' / 'before_after.png')  # Grids of training images.
