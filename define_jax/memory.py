@@ -1,4 +1,5 @@
-"""Peak memory of inference per photo size (measured), and the photo limit it implies.
+"""Peak memory of inference per photo size (measured) and the photo limit it implies; and
+the train step's memory per device (XLA's analysis), with the batch each card holds.
 
 A photo costs memory in proportion to its pixels: the decoded photo and mask, their float32
 copies, resize buffers, and, where the network runs at the photo's own resolution ('pad',
@@ -11,6 +12,11 @@ demo, which also keeps the editor's layers and runs OpenCV's Telea) is modelled 
 fitted to measured peak resident memory and rounded up. A path's photo limit is where its
 line meets the bound (--max_memory_gb, default 4 GB); it is checked from the file's
 header before anything is decoded, so a small file claiming a huge size never allocates.
+
+The train step's peak per device is XLA's memory analysis of the compiled step
+(`step_peak_bytes`); `python -m define_jax.benchmark memory --train --config FILE` tables it
+with the largest batch per device that CARD_GB cards hold at JAX's default memory fraction
+(docs/memory.md), and training warns before its first step when a device would not hold it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from define_jax.image_files import InputError, pixel_count
 Path = Literal['decode', 'resize', 'pad', 'auto', 'demo']
 GB = 1e9
 DEFAULT_MAX_MEMORY_GB = 4.0
+# Accelerator memory (GB) of the cards the train step's batch is tabled for, and the share
+# of it JAX takes by default (XLA_PYTHON_CLIENT_MEM_FRACTION; launch/ raises it to 0.90).
+CARD_GB = (16, 24, 40, 80)
+JAX_MEMORY_FRACTION = 0.75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,3 +179,25 @@ def add_argument(parser: argparse.ArgumentParser,
       "estimated from the size in the file's header before decoding (default "
       f'{DEFAULT_MAX_MEMORY_GB:g}: {limits_text(DEFAULT_MAX_MEMORY_GB, paths)}; '
       'define_jax/memory.py).')
+
+
+def step_peak_bytes(compiled: Any) -> int:
+  """Peak memory per device of a compiled (pmapped) step by XLA's memory analysis: its
+  arguments and temporaries, and the outputs not written over donated arguments."""
+  stats = compiled.memory_analysis()
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def device_memory_limit() -> int | None:
+  """The bytes JAX may use of the first local device (on GPU and TPU: its allocator's limit,
+  XLA_PYTHON_CLIENT_MEM_FRACTION of the card); None where unknown (CPU)."""
+  import jax  # pylint: disable=g-import-not-at-top  # Only training asks.
+
+  stats = jax.local_devices()[0].memory_stats()
+  return stats.get('bytes_limit') if stats else None
+
+
+def largest_batch(fixed_bytes: float, bytes_per_image: float, budget_bytes: float) -> int:
+  """The most images per device whose step stays within the budget (0: not even one)."""
+  return max(0, math.floor((budget_bytes - fixed_bytes) / bytes_per_image))

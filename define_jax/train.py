@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 
 from define_jax import checkpoints
 from define_jax import config_lib
+from define_jax import memory
 from define_jax import steps
 from define_jax import workdir_lock
 from define_jax.data import images
@@ -156,6 +157,26 @@ def evaluation_images(config: ml_collections.ConfigDict) -> tuple[evaluation_set
     return evaluation_set.for_training(config, 'train'), False
 
 
+def check_step_memory(p_train_step, *arguments) -> None:
+  """Warns before the first step when the compiled train step needs more memory per device,
+  by XLA's memory analysis, than JAX may use of a device (known on GPU and TPU). Compiling
+  ahead costs nothing: the step's first call runs the program compiled here."""
+  limit = memory.device_memory_limit()
+  if limit is None:
+    return
+  peak = memory.step_peak_bytes(p_train_step.lower(*arguments).compile())
+  logging.info('Train step: %.2f GB per device (XLA memory analysis); devices allow %.2f GB.',
+               peak / memory.GB, limit / memory.GB)
+  if peak > limit:
+    report(f'warning: the train step needs {peak / memory.GB:.1f} GB per device by XLA\'s '
+           f'memory analysis, more than the {limit / memory.GB:.1f} GB JAX may use of '
+           f'{jax.local_devices()[0].device_kind}: expect an out-of-memory error. Lower '
+           'config.optim.batch_size, use config.model.dtype=bfloat16 or raise '
+           'XLA_PYTHON_CLIENT_MEM_FRACTION; '
+           '`python -m define_jax.benchmark memory --train --config FILE` gives the largest '
+           'batch per card.')
+
+
 def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
   stacked = jax.device_get(device_metrics)
   # Every value was pmean-ed, so device 0 holds the cross-device mean.
@@ -255,6 +276,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
           logging.info('First local batch checksum (process %d, step %d): %.8f',
                        jax.process_index(), step,
                        np.sum(jax.device_get(batch['image']), dtype=np.float64))
+          check_step_memory(p_train_step, state, batch, vgg_params)
         state, metrics = p_train_step(state, batch, vgg_params)
       train_metrics.append(metrics)
       step += 1
