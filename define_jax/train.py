@@ -241,7 +241,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
            f'{optim.num_train_steps}.')
     return state
 
-  state = jax_utils.replicate(state)
+  state = steps.replicate(state)  # Placed as the step's outputs: one compile (steps.replicate).
   vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   p_train_step = steps.make_p_train_step(config)
 

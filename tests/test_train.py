@@ -230,6 +230,55 @@ def test_adversarial_run_resumes_exactly_with_its_discriminator(tmp_path):
              for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(resumed.disc_params)))
 
 
+class CompileCounter:
+  """XLA compilations (jax.monitoring's backend-compile events, also on a persistent-cache
+  hit) during each call of the pmapped train steps that steps.make_p_train_step makes, and
+  ahead of them (check_step_memory's lowering)."""
+
+  EVENT = '/jax/core/compile/backend_compile_duration'
+
+  def __init__(self, monkeypatch):
+    self.events, self.per_call, self.ahead = [], [], 0
+    make = steps.make_p_train_step
+
+    def counting_make(config):
+      p_train_step = make(config)
+
+      def call(*arguments):
+        before = len(self.events)
+        result = p_train_step(*arguments)
+        self.per_call.append(len(self.events) - before)
+        return result
+
+      def lower(*arguments):
+        counter = self
+
+        class Lowered:  # Counts the compile of train.check_step_memory's lowering.
+          def __init__(self):
+            self.lowered = p_train_step.lower(*arguments)
+
+          def compile(self):
+            before = len(counter.events)
+            compiled = self.lowered.compile()
+            counter.ahead += len(counter.events) - before
+            return compiled
+
+        return Lowered()
+
+      call.lower = lower
+      return call
+
+    monkeypatch.setattr(steps, 'make_p_train_step', counting_make)
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+  def _listen(self, event, duration, **kwargs):  # pylint: disable=unused-argument
+    if event == self.EVENT:
+      self.events.append(event)
+
+  def close(self):
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
 def quiet_tiny_config(num_train_steps):
   """The tiny config (L1 loss) without evaluation or grids: only the train step compiles."""
   config = tiny.get_config()
@@ -238,6 +287,23 @@ def quiet_tiny_config(num_train_steps):
   config.eval.eval_every_steps = config.eval.image_every_steps = 0
   config.log.checkpoint_every_steps = 100
   return config
+
+
+def test_train_step_compiles_once_per_run_and_per_resume(tmp_path, monkeypatch, capsys):
+  counter = CompileCounter(monkeypatch)
+  try:
+    train.train_and_evaluate(quiet_tiny_config(4), str(tmp_path))
+    first_run, counter.per_call = counter.per_call, []
+    # The resume, where a device's memory is known (as on a GPU) and too small for the step:
+    # the memory check compiles the step ahead, and the steps reuse that program.
+    monkeypatch.setattr(train.memory, 'device_memory_limit', lambda: 1000)
+    train.train_and_evaluate(quiet_tiny_config(7), str(tmp_path))
+  finally:
+    counter.close()
+  assert first_run[0] >= 1 and first_run[1:] == [0, 0, 0], first_run
+  assert counter.ahead >= 1 and counter.per_call == [0, 0, 0], (counter.ahead, counter.per_call)
+  out = capsys.readouterr().out
+  assert "warning: the train step needs" in out and 'more than the 0.0 GB JAX may use' in out
 
 
 def test_training_without_validation_images_runs_unscored(tmp_path, capsys):
