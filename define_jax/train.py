@@ -210,12 +210,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # Process 0 holds the lock for a multi-host run; buckets cannot hold one.
   if '://' in workdir or jax.process_index() != 0:
-    return _train_and_evaluate(config, workdir)
-  with workdir_lock.held(workdir):
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, None)
+  with workdir_lock.held(workdir) as lease:
+    return _train_and_evaluate(config, workdir, lease)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        lease: workdir_lock.Lease | None) -> Any:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   config_dict = config.to_dict()
@@ -280,6 +281,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         state, metrics = p_train_step(state, batch, vgg_params)
       train_metrics.append(metrics)
       step += 1
+      if lease is not None:  # Stops before writing anything if another run took the workdir.
+        lease.check()
       for hook in hooks:
         hook(step)
       last_step = step == optim.num_train_steps

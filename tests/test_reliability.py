@@ -1,7 +1,12 @@
-"""Preemption, exact resume after SIGKILL, and runs that go non-finite."""
+"""Preemption, exact resume after SIGKILL, requeue on another host (the workdir's lease lock,
+the rehearsal of a partial FFHQ run), and runs that go non-finite."""
 
+import json
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +18,7 @@ import pytest
 from configs import tiny
 from define_jax import checkpoints
 from define_jax import train
+from define_jax import workdir_lock
 
 from conftest import REPO_ROOT
 
@@ -115,3 +121,71 @@ def test_consecutive_nonfinite_steps_stop_training_and_keep_checkpoint(tmp_path)
   assert step == 2
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(good[0])):
     np.testing.assert_array_equal(a, b)
+
+
+TWO_HOURS = 2 * 3600
+
+
+def write_foreign_lock(workdir, *, recorded_age, file_age, with_renewal=True):
+  """The lock of a run on another host (node-17, PID 4242): its recorded renewal (or, in the
+  format before leases, its start) `recorded_age` and its file's mtime `file_age` seconds
+  old."""
+  now = time.time()
+  holder = {'pid': 4242, 'host': 'node-17', 'token': 'theirs',
+            'started': time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now - recorded_age))}
+  if with_renewal:
+    holder['renewed'] = now - recorded_age
+  path = os.path.join(workdir, workdir_lock.LOCK_NAME)
+  with open(path, 'w', encoding='utf-8') as file:
+    json.dump(holder, file)
+  os.utime(path, (now - file_age, now - file_age))
+  return path
+
+
+@pytest.mark.parametrize('recorded_age, file_age, with_renewal', [
+    (TWO_HOURS, TWO_HOURS, True),  # A node that failed two hours ago.
+    (TWO_HOURS, 0, True),  # Copied or touched since: the recorded renewal is old.
+    (0, TWO_HOURS, True),  # A clock that lags: the file's time is old.
+    (TWO_HOURS, 0, False),  # Written before leases: started two hours ago.
+])
+def test_lock_two_hours_old_from_another_host_is_taken_over_with_a_warning(
+    tmp_path, caplog, recorded_age, file_age, with_renewal):
+  write_foreign_lock(tmp_path, recorded_age=recorded_age, file_age=file_age,
+                     with_renewal=with_renewal)
+  caplog.set_level(logging.WARNING)
+  with workdir_lock.held(str(tmp_path)) as lease:
+    holder = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+    assert (holder['pid'], holder['host'], holder['token']) == (
+        os.getpid(), socket.gethostname(), lease.record['token'])
+  assert 'Taking over the lock of' in caplog.text
+  assert re.search(r'from PID 4242, whose lease was last renewed 720\d s ago on node-17',
+                   caplog.text)
+  assert not (tmp_path / workdir_lock.LOCK_NAME).exists()  # Released.
+
+
+def test_dead_lease_of_another_host_is_taken_over_when_it_expires(tmp_path, monkeypatch, caplog):
+  monkeypatch.setattr(workdir_lock, '_WATCH_S', 0.05)
+  write_foreign_lock(tmp_path, recorded_age=0, file_age=0)
+  caplog.set_level(logging.WARNING)
+  start = time.time()
+  lease = workdir_lock.acquire(str(tmp_path), lease_s=1.0)  # Nobody renews it.
+  assert time.time() - start >= 0.9
+  lease.release()
+  assert 'is locked by PID 4242 on node-17' in caplog.text  # While it waited.
+  assert 'from PID 4242, whose lease was last renewed 1 s ago on node-17' in caplog.text
+
+
+def test_holder_renews_its_lease_and_notices_a_takeover(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'RENEW_S', 0.05)
+  path = tmp_path / workdir_lock.LOCK_NAME
+  with workdir_lock.held(str(tmp_path)) as lease:
+    first = json.loads(path.read_text())['renewed']
+    time.sleep(0.3)
+    assert json.loads(path.read_text())['renewed'] > first
+    lease.check()  # Still ours.
+    write_foreign_lock(tmp_path, recorded_age=0, file_age=0)
+    time.sleep(0.3)
+    with pytest.raises(workdir_lock.WorkdirInUseError, match='taken over by PID 4242 on '
+                       'node-17'):
+      lease.check()
+  assert json.loads(path.read_text())['token'] == 'theirs'  # Not removed by the old holder.

@@ -1,9 +1,11 @@
 """Training system on CPU with 4 simulated devices: pmap steps, checkpoints, resume, fine-tuning."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -15,6 +17,7 @@ from configs import tiny
 from define_jax import checkpoints
 from define_jax import steps
 from define_jax import train
+from define_jax import workdir_lock
 from define_jax.eval import evaluation_set
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
@@ -304,6 +307,34 @@ def test_train_step_compiles_once_per_run_and_per_resume(tmp_path, monkeypatch, 
   assert counter.ahead >= 1 and counter.per_call == [0, 0, 0], (counter.ahead, counter.per_call)
   out = capsys.readouterr().out
   assert "warning: the train step needs" in out and 'more than the 0.0 GB JAX may use' in out
+
+
+def test_training_stops_when_another_run_takes_its_workdir_over(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'RENEW_S', 0.05)
+  make = steps.make_p_train_step
+
+  def taken_over_after_the_first_step(config):
+    p_train_step = make(config)
+    calls = []
+
+    def call(*arguments):
+      calls.append(1)
+      if len(calls) == 2:  # Another run has taken the lock over meanwhile.
+        (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
+            {'pid': 4242, 'host': 'node-17', 'started': 'now', 'token': 'theirs'}))
+        time.sleep(0.5)  # A renewal finds it.
+      return p_train_step(*arguments)
+
+    call.lower = p_train_step.lower
+    return call
+
+  monkeypatch.setattr(steps, 'make_p_train_step', taken_over_after_the_first_step)
+  config = quiet_tiny_config(6)
+  config.log.checkpoint_every_steps = 1
+  with pytest.raises(workdir_lock.WorkdirInUseError, match='taken over by PID 4242 on node-17'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert max(checkpoints.create_manager(str(tmp_path)).all_steps(), default=0) <= 1
+  assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['token'] == 'theirs'
 
 
 def test_training_without_validation_images_runs_unscored(tmp_path, capsys):
