@@ -636,7 +636,9 @@ def test_any_number_of_passes_runs_one_compiled_program(tiny_checkpoint):
   holes[10:25, 8:30] = True
   results = [inpainter(image, holes, polarity='hole_white', passes=passes)
              for passes in (1, 2, 3, inference.MAX_PASSES)]
-  assert len(inpainter.compiled_shapes) == 1, inpainter.compiled_shapes
+  # One program without the refinement loop (passes=1), one for every larger count.
+  assert [refine for _, _, refine in inpainter.compiled_shapes] == [False, True], \
+      inpainter.compiled_shapes
   assert not np.array_equal(results[0], results[1])
   assert not np.array_equal(results[1], results[2])
   with pytest.raises(ValueError, match=f'need 1 to {inference.MAX_PASSES} passes'):
