@@ -183,11 +183,19 @@ def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.mean([m[k][0] for m in stacked])) for k in stacked[0]}
 
 
+def _rate(images_per_sec: float) -> str:
+  """Images per second, readable also for slow steps (one 512² image takes seconds on a CPU,
+  which one decimal showed as '0.0 img/s')."""
+  if images_per_sec >= 1 or images_per_sec <= 0:
+    return f'{images_per_sec:.1f} img/s'
+  return f'{images_per_sec:.2g} img/s ({1 / images_per_sec:.1f} s/img)'
+
+
 def _progress_line(step: int, total: int, loss: float, images_per_sec: float, start: float,
                    start_step: int) -> str:
   done = step - start_step
   eta = (time.time() - start) / max(done, 1) * (total - step)
-  return (f'step {step}/{total} | loss {loss:.4f} | {images_per_sec:.1f} img/s | '
+  return (f'step {step}/{total} | loss {loss:.4f} | {_rate(images_per_sec)} | '
           f'ETA {datetime.timedelta(seconds=int(eta))}')
 
 

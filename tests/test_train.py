@@ -352,3 +352,10 @@ def test_training_without_validation_images_runs_unscored(tmp_path, capsys):
   assert 'warning: the validation split of' in out and 'training without evaluation' in out
   assert 'eval at step' not in out
   assert os.path.exists(tmp_path / 'run' / 'before_after.png')  # Grids of training images.
+
+
+@pytest.mark.parametrize('images_per_sec, shown', [
+    (35.24, '35.2 img/s'), (0.05, '0.05 img/s (20.0 s/img)'), (0.0123, '0.012 img/s (81.3 s/img)')])
+def test_progress_line_shows_slow_rates(images_per_sec, shown):
+  line = train._progress_line(4, 10, 0.5, images_per_sec, time.time(), 0)
+  assert f'| {shown} |' in line
