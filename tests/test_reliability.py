@@ -14,11 +14,13 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import tiny
 from define_jax import checkpoints
 from define_jax import train
 from define_jax import workdir_lock
+from define_jax.datasets import prepare
 
 from conftest import REPO_ROOT
 
@@ -189,3 +191,53 @@ def test_holder_renews_its_lease_and_notices_a_takeover(tmp_path, monkeypatch):
                        'node-17'):
       lease.check()
   assert json.loads(path.read_text())['token'] == 'theirs'  # Not removed by the old holder.
+
+
+def write_partial_ffhq(manual_dir, count, side=48):
+  """`count` small faces in FFHQ's layout, images1024x1024/00000/00000.png ..."""
+  folder = manual_dir / 'images1024x1024' / '00000'
+  folder.mkdir(parents=True)
+  base = (tiny_face(side) * 255).astype(np.uint8)
+  for number in range(count):
+    Image.fromarray(np.roll(base, 3 * number, axis=1)).save(folder / f'{number:05d}.png')
+
+
+def tiny_face(side):
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  import skimage.transform  # pylint: disable=import-outside-toplevel
+  return skimage.transform.resize(skimage.data.astronaut()[:300, 100:400], (side, side))
+
+
+@pytest.mark.slow
+def test_rehearsal_partial_ffhq_killed_and_requeued_on_another_host_resumes(tmp_path):
+  """The researcher's path at test size (scripts/rehearse_ffhq.sh runs it at 256²): 10 files
+  in FFHQ's layout -> prepare -> training with the final loss -> SIGKILL -> requeued on
+  another host (the lock left behind names a host that cannot be checked, renewed two hours
+  ago) -> the same command resumes."""
+  write_partial_ffhq(tmp_path / 'ffhq', 10)
+  tfds_dir = str(tmp_path / 'tfds')
+  prepare.main(['--dataset', 'ffhq/256', '--manual_dir', str(tmp_path / 'ffhq'),
+                '--data_dir', tfds_dir])
+  workdir, first_log = str(tmp_path / 'run'), str(tmp_path / 'first.log')
+  flags = ['--config.input.dataset=ffhq', '--config.input.ffhq_config=ffhq/256',
+           f'--config.input.data_dir={tfds_dir}', '--config.loss.preset=final',
+           '--config.log.checkpoint_every_steps=2']
+  process = start_training(workdir, first_log, *flags)
+  wait_for(lambda: saved_steps(workdir) and saved_steps(workdir)[-1] >= 2, process)
+  process.kill()
+  process.wait()
+  killed_at = saved_steps(workdir)[-1]
+  write_foreign_lock(workdir, recorded_age=TWO_HOURS, file_age=TWO_HOURS)  # Requeued elsewhere.
+
+  command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
+             '--workdir', workdir, f'--config.optim.num_train_steps={killed_at + 2}',
+             '--config.log.log_every_steps=1', f'--config.eval.eval_every_steps={killed_at + 2}',
+             f'--config.eval.image_every_steps={NEVER}', *flags]
+  resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                           check=False)
+  assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+  assert 'from PID 4242, whose lease was last renewed' in resumed.stderr
+  assert f'Resuming pconv_unet (64², loss \'final\') at step {killed_at}' in resumed.stdout
+  assert f'eval at step {killed_at + 2}' in resumed.stdout  # On the held-out validation file.
+  assert saved_steps(workdir)[-1] == killed_at + 2
+  assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))
