@@ -6,7 +6,7 @@ The launch scripts run it before they allocate machines or start training, so th
 that cannot be split (DeFINe's 6 over 16 GPUs) is found in a second, not after the queue.
 Exit status 0 when it splits, 2 (with one line naming the numbers and the fix) when not. It
 needs Python and this repository only: the config file loads through
-define_jax/config_fallback.py, without JAX or ml_collections. Of FLAG, the
+define_jax/config/config_fallback.py, without JAX or ml_collections. Of FLAG, the
 --config.SECTION.FIELD=VALUE (or --config.SECTION.FIELD VALUE) overrides are applied; other
 flags of define_jax.main are ignored.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from define_jax import config_fallback  # pylint: disable=wrong-import-position
+from define_jax.config import config_fallback  # pylint: disable=wrong-import-position
 
 
 def config_overrides(flags: list[str]) -> list[str]:

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import train
-from define_jax import workdir_lock
 from define_jax.datasets import prepare
+from define_jax.model import checkpoints
+from define_jax.training import train
+from define_jax.training import workdir_lock
 
 from conftest import REPO_ROOT
 

@@ -14,13 +14,13 @@ from flax import jax_utils
 from PIL import Image
 
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import steps
-from define_jax import train
-from define_jax import workdir_lock
 from define_jax.eval import evaluation_set
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
+from define_jax.model import checkpoints
+from define_jax.model import steps
+from define_jax.training import train
+from define_jax.training import workdir_lock
 
 from conftest import REPO_ROOT, astronaut, synthetic_batch
 
