@@ -198,7 +198,7 @@ def train_step_bytes(config: Any, per_device_batch: int) -> int:
   import jax  # pylint: disable=g-import-not-at-top  # The inference table needs no JAX here.
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from define_jax.model import kernels  # pylint: disable=g-import-not-at-top
-  from define_jax.model import steps  # pylint: disable=g-import-not-at-top
+  from define_jax.training import steps  # pylint: disable=g-import-not-at-top
 
   config = type(config)(config.to_dict())  # A copy, of ml_collections' or config_fallback's.
   config.optim.batch_size = per_device_batch

@@ -31,7 +31,7 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from define_jax.config import config_lib
-from define_jax.data import images
+from define_jax.data import image_sources
 from define_jax.data import pipeline
 from define_jax.data import skips
 from define_jax.eval import evaluation_set
@@ -40,7 +40,8 @@ from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 from define_jax.inference import memory
 from define_jax.model import checkpoints
-from define_jax.model import steps
+from define_jax.model import network
+from define_jax.training import steps
 from define_jax.training import workdir_lock
 
 
@@ -78,7 +79,7 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
   if not init_from:
     return None
   variables, source_config, step = checkpoints.load_model(init_from)
-  config_lib.check_same_architecture(config.model, source_config['model'],
+  network.check_same_architecture(config.model, source_config['model'],
                                      f'config.optim.init_from={init_from!r}')
   report(f'Initialised from {init_from} at step {step}.')
   return variables
@@ -151,7 +152,7 @@ def evaluation_images(config: ml_collections.ConfigDict) -> tuple[evaluation_set
   with validation_fraction=0) trains without scores, its grids showing training images."""
   try:
     return evaluation_set.for_training(config), config.eval.eval_every_steps > 0
-  except images.EmptySplitError as error:
+  except image_sources.EmptySplitError as error:
     report(f'warning: {error}: training without evaluation; the image grids show training '
            'images.')
     return evaluation_set.for_training(config, 'train'), False
@@ -211,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   ValueError (before anything is built) for an invalid config, a workdir that is a file or
   is in use by another run (see workdir_lock), or checkpoints of another architecture.
   """
-  config_lib.validate(config)
+  steps.validate(config)
   workdir = checkpoints.resolve_workdir(workdir)
   if '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a directory.')
