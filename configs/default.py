@@ -125,9 +125,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Size of the fixed evaluation set: validation images (cycled if fewer) with masks of
   # input.masks balanced over the hole-ratio bands, the same at every evaluation.
   evaluation.num_eval_images = 120
-  # Score L1/PSNR/SSIM/LPIPS on the fixed evaluation set every N steps (as `evaluate` does).
+  # Score L1/PSNR/SSIM/LPIPS on the fixed evaluation set every N steps (as `evaluate` does);
+  # 0 = never. A dataset without validation images trains without scores (with a warning).
   evaluation.eval_every_steps = 5000
-  # Write an image grid (masked | mask | output | composite | ground truth) every N steps.
+  # Write an image grid (masked | mask | output | composite | ground truth) every N steps;
+  # 0 = never.
   evaluation.image_every_steps = 2000
 
   # --- Logging and checkpoints ---------------------------------------------------

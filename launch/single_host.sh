@@ -8,6 +8,10 @@
 #   OVERRIDE  further flags of define_jax.main, e.g. --config.optim.batch_size=48
 #
 # config.optim.batch_size is the global batch: a multiple of the number of GPUs, split evenly.
+# The script checks that before it starts. Without CUDA_VISIBLE_DEVICES it trains on all
+# GPUs, or, when the batch does not split over them (the paper's 6 on 4 or 8 GPUs), on the
+# most GPUs it splits over (says which); a CUDA_VISIBLE_DEVICES the batch does not split over
+# is refused.
 #
 # Environment:
 #   PYTHON                          Python with define_jax installed (default: python3)
@@ -30,7 +34,29 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # mean in the caller's directory.
 export PYTHONPATH="${repo_root}${PYTHONPATH:+:${PYTHONPATH}}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.90}"
+python=${PYTHON:-python3}
+# check_batch DEVICES FLAG...: exit status 2 (and why) if the batch does not split over them.
+check_batch() {
+  local devices=$1
+  shift
+  "$python" "$repo_root/launch/check_batch.py" "$devices" "$config" "$@"
+}
+
+if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
+  IFS=, read -ra visible <<<"$CUDA_VISIBLE_DEVICES"
+  check_batch "${#visible[@]}" "$@" || exit 2
+elif gpus=$(nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU') && ((gpus > 0)); then
+  used=$gpus
+  while ((used > 1)) && ! check_batch "$used" "$@" 2>/dev/null; do used=$((used - 1)); done
+  check_batch "$used" "$@" || exit 2  # A config that does not load is named here.
+  if ((used < gpus)); then
+    echo "The batch does not split over this machine's $gpus GPUs: training on GPUs" \
+      "0-$((used - 1)); set CUDA_VISIBLE_DEVICES or --config.optim.batch_size to choose." >&2
+    CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((used - 1)))
+    export CUDA_VISIBLE_DEVICES
+  fi
+fi
 
 # --nomulti_process: one process even inside a multi-task SLURM allocation.
-exec "${PYTHON:-python3}" -m define_jax.main --config "$config" --workdir "$workdir" \
+exec "$python" -m define_jax.main --config "$config" --workdir "$workdir" \
   --nomulti_process "$@"

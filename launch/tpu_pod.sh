@@ -17,7 +17,10 @@
 #   OVERRIDE          further flags of define_jax.main, e.g. --config.optim.batch_size=64
 #                     --config.input.data_dir=gs://BUCKET/tensorflow_datasets (data every worker reads)
 #
-# config.optim.batch_size is the global batch over all chips of the slice (a multiple of their count).
+# config.optim.batch_size is the global batch over all JAX devices of the slice (a multiple of
+# their count: the chips, e.g. 16 on a v4-32, whose suffix counts TensorCores, two per chip;
+# 16 on a v5e-16 or v6e-16; the cores on v2/v3). The script checks that before it creates or
+# touches a TPU VM, e.g. the paper's batch of 6 needs --config.optim.batch_size=48 on a v4-32.
 #
 # Environment:
 #   PROJECT          gcloud project (default: gcloud's configured project)
@@ -55,6 +58,19 @@ case $workdir in
 esac
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# JAX devices of the slice: TensorCores / 2 where a chip has two (v4, v5p: megacore).
+cores=${accelerator_type##*-}
+if [[ ! $cores =~ ^[0-9]+$ ]]; then
+  echo "ACCELERATOR_TYPE must be TYPE-SIZE, e.g. v4-32: $accelerator_type" >&2
+  exit 2
+fi
+case $accelerator_type in
+  v4-* | v5p-*) devices=$((cores / 2)) ;;
+  *) devices=$cores ;;
+esac
+"${PYTHON:-python3}" "$repo_root/launch/check_batch.py" "$devices" "$repo_root/$config" "$@" ||
+  exit 2
+
 tpu_vm=(gcloud compute tpus tpu-vm)
 where=(--zone="$zone")
 if [[ -n ${PROJECT:-} ]]; then

@@ -313,7 +313,7 @@ def test_faces_of_any_photo_size_share_one_canvas_compilation(inpainter):
     holes[15:25, 15:35] = True
     inpainter(astronaut(height, width), holes, polarity='hole_white')
     assert inpainter.last_fit_reports[0].faces_inpainted == 1
-  canvases = {shape[1:] for shape, fit in inpainter.compiled_shapes if fit == 'resize'}
+  canvases = {shape[1:] for shape, fit, _ in inpainter.compiled_shapes if fit == 'resize'}
   assert canvases == {(64, 64, 3)}
 
 

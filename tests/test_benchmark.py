@@ -44,8 +44,11 @@ def smoke_environment(tmp_path):
       'import sys\n'
       f'for name in {ABSENT_ON_ACCELERATOR_HOSTS!r}:\n'
       '  sys.modules[name] = None  # import raises ImportError, find_spec gives None\n')
-  return {**os.environ, 'PYTHONPATH': str(blocker), 'PYTHON': sys.executable,
-          'XLA_FLAGS': f'--xla_force_host_platform_device_count={SMOKE_DEVICES}'}
+  environment = {**os.environ, 'PYTHONPATH': str(blocker), 'PYTHON': sys.executable,
+                 'XLA_FLAGS': f'--xla_force_host_platform_device_count={SMOKE_DEVICES}',
+                 'XDG_CACHE_HOME': str(tmp_path / 'cache')}
+  environment.pop('JAX_COMPILATION_CACHE_DIR', None)  # The script's own choice is tested.
+  return environment
 
 
 def test_accelerator_script_smoke_run_without_tensorflow_clu_or_ml_collections(tmp_path):
@@ -54,6 +57,9 @@ def test_accelerator_script_smoke_run_without_tensorflow_clu_or_ml_collections(t
                           env=smoke_environment(tmp_path), capture_output=True, text=True,
                           timeout=1500, check=False)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  # Compiled programs are cached outside the checkout, which stays clean.
+  assert os.listdir(tmp_path / 'cache' / 'define_jax' / 'jax_cache')
+  assert not os.path.exists(os.path.join(REPO_ROOT, '.jax_cache'))
   lines = (out / 'accelerator_benchmarks.jsonl').read_text().splitlines()
   assert result.stdout.splitlines() == lines  # Every row is shown as it is measured.
   rows = {row['label']: row for row in map(json.loads, lines)}

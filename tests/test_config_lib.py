@@ -87,6 +87,8 @@ def test_flat_fields_name_every_field_of_the_sections_once():
     ('loss.discriminator_features', 0, 'loss.discriminator_features'),
     ('loss.discriminator_learning_rate', -1e-4, 'loss.discriminator_learning_rate'),
     ('loss.r1_gamma', -1.0, 'loss.r1_gamma'),
+    ('eval.eval_every_steps', -1, 'eval.eval_every_steps'),
+    ('eval.image_every_steps', -5, 'eval.image_every_steps'),
 ])
 def test_invalid_settings_name_the_field(field, value, message):
   config = tiny.get_config()

@@ -78,6 +78,56 @@ def test_ffhq_source_dir_and_file_discovery(tmp_path):
   assert sorted(ffhq.find_image_files(tmp_path / 'images1024x1024')) == [0, 1, 2, 60000]
 
 
+def write_partial_ffhq(manual_dir, numbers, side=32):
+  """FFHQ's layout (images1024x1024/NN000/NNNNN.png) holding only the given file numbers."""
+  for number in numbers:
+    folder = manual_dir / 'images1024x1024' / f'{number // 1000 * 1000:05d}'
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(random_rgb(side, side, number)).save(folder / f'{number:05d}.png')
+  return manual_dir
+
+
+def test_partial_ffhq_split_holds_out_a_stable_fraction_without_validation_files():
+  assert ffhq.split_numbers([3, 5, 60001, 69999]) == ([3, 5], [60001, 69999])  # Official.
+  train, validation = ffhq.split_numbers(range(10))
+  assert len(validation) == 1 and sorted(train + validation) == list(range(10))
+  assert ffhq.split_numbers([7]) == ([7], [])  # Nothing to hold out of one file.
+  # 10 % by file name: adding files never moves one between the splits.
+  _, held_out = ffhq.split_numbers(range(2000))
+  assert 150 < len(held_out) < 250
+  _, held_out_of_more = ffhq.split_numbers(range(4000))
+  assert set(held_out_of_more) & set(range(2000)) == set(held_out)
+
+
+def test_prepare_partial_ffhq_reports_what_is_present_and_holds_out_validation(tmp_path, capsys):
+  manual_dir = write_partial_ffhq(tmp_path / 'manual', range(10))
+  builder = prepare.prepare_dataset('ffhq/256', manual_dir, tmp_path / 'tfds')
+  out = capsys.readouterr().out
+  assert ("10 of FFHQ's 70,000 images present (10 of 60,000 training files 00000-59999, 0 of "
+          '10,000 validation files 60000-69999); validation: 1 of them held out') in out
+  train, validation = ffhq.split_numbers(range(10))
+  assert {name: split.num_examples for name, split in builder.info.splits.items()} == {
+      'train': len(train), 'validation': len(validation)}
+  assert [int(x['image_number']) for x in builder.as_data_source('validation')] == validation
+
+
+def test_prepare_rebuilds_ffhq_when_its_files_change(tmp_path, capsys):
+  manual_dir = write_partial_ffhq(tmp_path / 'manual', [0, 1, 2])
+  prepare.prepare_dataset('ffhq/256', manual_dir, tmp_path / 'tfds')
+  again = prepare.prepare_dataset('ffhq/256', manual_dir, tmp_path / 'tfds')
+  assert 'Rebuilding' not in capsys.readouterr().out  # Same files: kept as it is.
+  assert again.info.splits['train'].num_examples + again.info.splits['validation'].num_examples == 3
+
+  write_partial_ffhq(manual_dir, [3, 60000])  # Added: now the official validation split too.
+  rebuilt = prepare.prepare_dataset('ffhq/256', manual_dir, tmp_path / 'tfds')
+  assert 'Rebuilding ffhq/256: the files in' in capsys.readouterr().out
+  assert {name: split.num_examples for name, split in rebuilt.info.splits.items()} == {
+      'train': 4, 'validation': 1}
+  reread = prepare.make_builder('ffhq/256', tmp_path / 'tfds')
+  assert sorted(int(x['image_number']) for x in reread.as_data_source('train')) == [0, 1, 2, 3]
+  assert not list((tmp_path / 'tfds' / 'ffhq' / '256').glob('*.outdated'))
+
+
 def write_mask(path, white_square):
   """512-wide mask with a white square at rows/cols [100:300]; white means whatever the set says."""
   pixels = np.zeros((512, 512), np.uint8)

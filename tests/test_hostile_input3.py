@@ -87,16 +87,32 @@ def test_lock_of_a_killed_unreaped_run_is_stale(tmp_path):
   time.sleep(0.5)  # Dead, but a zombie until waited for.
   try:
     write_lock(tmp_path, killed.pid)
-    workdir_lock.release(workdir_lock.acquire(str(tmp_path)))
+    workdir_lock.acquire(str(tmp_path)).release()
   finally:
     killed.wait()
 
 
-def test_lock_of_another_host_is_refused_with_how_to_remove_it(tmp_path):
-  write_lock(tmp_path, 1, host='elsewhere')
-  with pytest.raises(workdir_lock.WorkdirInUseError, match='on elsewhere.*if that run is no '
-                     'longer running, delete'):
-    workdir_lock.acquire(str(tmp_path))
+def test_live_lease_of_another_host_is_refused(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, '_WATCH_S', 0.05)
+  stop = threading.Event()
+
+  def renew():  # A live run on another host renews its lease.
+    while not stop.wait(0.05):
+      (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
+          {'pid': 1, 'host': 'elsewhere', 'started': '2026-01-01 00:00:00',
+           'renewed': time.time(), 'token': 'theirs'}))
+
+  renew_thread = threading.Thread(target=renew)
+  renew_thread.start()
+  try:
+    time.sleep(0.2)
+    with pytest.raises(workdir_lock.WorkdirInUseError,
+                       match=r'in use by another training run \(PID 1 on elsewhere.*lease '
+                       r'renewed 0 s ago'):
+      workdir_lock.acquire(str(tmp_path))
+  finally:
+    stop.set()
+    renew_thread.join()
 
 
 def test_resuming_a_workdir_of_another_architecture_is_refused(tmp_path):
@@ -622,7 +638,9 @@ def test_any_number_of_passes_runs_one_compiled_program(tiny_checkpoint):
   holes[10:25, 8:30] = True
   results = [inpainter(image, holes, polarity='hole_white', passes=passes)
              for passes in (1, 2, 3, inference.MAX_PASSES)]
-  assert len(inpainter.compiled_shapes) == 1, inpainter.compiled_shapes
+  # One program without the refinement loop (passes=1), one for every larger count.
+  assert [refine for _, _, refine in inpainter.compiled_shapes] == [False, True], \
+      inpainter.compiled_shapes
   assert not np.array_equal(results[0], results[1])
   assert not np.array_equal(results[1], results[2])
   with pytest.raises(ValueError, match=f'need 1 to {inference.MAX_PASSES} passes'):

@@ -108,7 +108,7 @@ def test_batches_match_single_calls_and_compile_once_per_shape(tiny_checkpoint):
   inpainter(astronaut(32, 32), hole_mask(32, 32), polarity='hole_white', fit='pad')
   assert len(inpainter.compiled_shapes) == 1, inpainter.compiled_shapes
   inpainter(astronaut(80, 40), hole_mask(80, 40), polarity='hole_white', fit='pad')
-  assert [shape for shape, _ in inpainter.compiled_shapes] == [(4, 64, 64, 3), (4, 80, 64, 3)]
+  assert [shape for shape, _, _ in inpainter.compiled_shapes] == [(4, 64, 64, 3), (4, 80, 64, 3)]
 
 
 def test_data_parallel_splits_padded_batches_across_devices():

@@ -3,6 +3,7 @@
 demo. No test allocates a large photo: big sizes exist only as headers."""
 
 import contextlib
+import json
 import io
 import tracemalloc
 from unittest import mock
@@ -259,3 +260,24 @@ def test_measurement_counts_the_child_s_own_memory_and_fits_its_line(tmp_path):
   table, model = memory_measurement.report(peaks)
   assert model == {'pad': {'baseline_gb': 0.6, 'bytes_per_pixel': 300.0}}
   assert '| pad | 0.68 | 0.91 | 1.86 | 0.60 | 300 |' in table
+
+
+def test_train_memory_tool_tables_the_largest_batch_per_card(capsys):
+  from define_jax.benchmark import benchmark
+
+  benchmark.main(['memory', '--train', '--config', 'configs/tiny.py',
+                  '--config.optim.batch_size=3'])
+  out = capsys.readouterr().out
+  row = json.loads(out.splitlines()[-1])
+  assert row['benchmark'] == 'memory_train' and set(row['peak_gb']) == {'1', '3'}
+  fixed, per_image = row['fixed_gb'], row['per_image_gb']
+  assert fixed > 0 and per_image > 0
+  for card, cell in row['cards_gb'].items():
+    budget = int(card) * memory.JAX_MEMORY_FRACTION
+    largest = cell['largest_batch']
+    # The JSON's figures are rounded: within 0.1 %.
+    assert fixed + largest * per_image <= budget * 1.001
+    assert fixed + (largest + 1) * per_image > budget * 0.999
+    assert f'| {card} GB | {budget:.1f} GB | {largest} |' in out
+  with pytest.raises(SystemExit, match='for --train'):
+    benchmark.main(['memory', '--config', 'configs/tiny.py'])

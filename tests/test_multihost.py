@@ -123,3 +123,44 @@ def test_two_processes_train_in_lockstep_and_resume(tmp_path):
   assert event_file_pids(workdir) == {first[0][0], second[0][0]}
   variables, _, step = checkpoints.load_model(workdir)
   assert step == 3 and train.parameter_fingerprint(variables) == resumed[0][1]
+
+
+def run_launch(command, tmp_path):
+  """Runs a launch script with fake sbatch and gcloud on PATH that record their arguments."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir(exist_ok=True)
+  for tool in ('sbatch', 'gcloud'):
+    (bin_dir / tool).write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/{tool}.args\n')
+    (bin_dir / tool).chmod(0o755)
+  environment = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}',
+                 'PYTHON': sys.executable}
+  environment.pop('SLURM_JOB_ID', None)
+  return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True,
+                        text=True, timeout=60, check=False)
+
+
+def test_launch_scripts_check_the_batch_before_they_allocate(tmp_path):
+  check = ['python3', 'launch/check_batch.py']
+  assert run_launch([*check, '2', 'configs/default.py'], tmp_path).returncode == 0
+  refused = run_launch([*check, '16', 'configs/default.py'], tmp_path)
+  assert refused.returncode == 2 and (
+      'config.optim.batch_size=6 (configs/default.py) does not split over 16 devices: pass '
+      '--config.optim.batch_size=N with N a multiple of 16 (e.g. 48)') in refused.stderr
+  assert run_launch([*check, '16', 'configs/default.py', '--config.optim.batch_size', '48',
+                     '--nomulti_process'], tmp_path).returncode == 0
+
+  # slurm.sbatch run directly: its defaults (2 nodes x 1 GPU) split the batch and submit.
+  submitted = run_launch(['bash', 'launch/slurm.sbatch', 'configs/default.py', 'runs/a'], tmp_path)
+  assert submitted.returncode == 0, submitted.stderr
+  assert (tmp_path / 'sbatch.args').read_text().split() == [
+      'launch/slurm.sbatch', 'configs/default.py', 'runs/a']
+  (tmp_path / 'sbatch.args').unlink()
+  refused = run_launch(['bash', 'launch/slurm.sbatch', '--gpus-per-node=8', 'configs/default.py',
+                        'runs/a'], tmp_path)
+  assert refused.returncode == 2 and 'does not split over 16 devices' in refused.stderr
+  assert not (tmp_path / 'sbatch.args').exists()  # Nothing allocated.
+
+  refused = run_launch(['bash', 'launch/tpu_pod.sh', 'tpu', 'zone', 'v4-32', 'configs/default.py',
+                        '/mnt/runs/a'], tmp_path)
+  assert refused.returncode == 2 and 'does not split over 16 devices' in refused.stderr
+  assert not (tmp_path / 'gcloud.args').exists()  # No TPU VM created or touched.

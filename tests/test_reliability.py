@@ -1,7 +1,12 @@
-"""Preemption, exact resume after SIGKILL, and runs that go non-finite."""
+"""Preemption, exact resume after SIGKILL, requeue on another host (the workdir's lease lock,
+the rehearsal of a partial FFHQ run), and runs that go non-finite."""
 
+import json
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,10 +14,13 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import tiny
+from define_jax.datasets import prepare
 from define_jax.model import checkpoints
 from define_jax.training import train
+from define_jax.training import workdir_lock
 
 from conftest import REPO_ROOT
 
@@ -115,3 +123,121 @@ def test_consecutive_nonfinite_steps_stop_training_and_keep_checkpoint(tmp_path)
   assert step == 2
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(good[0])):
     np.testing.assert_array_equal(a, b)
+
+
+TWO_HOURS = 2 * 3600
+
+
+def write_foreign_lock(workdir, *, recorded_age, file_age, with_renewal=True):
+  """The lock of a run on another host (node-17, PID 4242): its recorded renewal (or, in the
+  format before leases, its start) `recorded_age` and its file's mtime `file_age` seconds
+  old."""
+  now = time.time()
+  holder = {'pid': 4242, 'host': 'node-17', 'token': 'theirs',
+            'started': time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now - recorded_age))}
+  if with_renewal:
+    holder['renewed'] = now - recorded_age
+  path = os.path.join(workdir, workdir_lock.LOCK_NAME)
+  with open(path, 'w', encoding='utf-8') as file:
+    json.dump(holder, file)
+  os.utime(path, (now - file_age, now - file_age))
+  return path
+
+
+@pytest.mark.parametrize('recorded_age, file_age, with_renewal', [
+    (TWO_HOURS, TWO_HOURS, True),  # A node that failed two hours ago.
+    (TWO_HOURS, 0, True),  # Copied or touched since: the recorded renewal is old.
+    (0, TWO_HOURS, True),  # A clock that lags: the file's time is old.
+    (TWO_HOURS, 0, False),  # Written before leases: started two hours ago.
+])
+def test_lock_two_hours_old_from_another_host_is_taken_over_with_a_warning(
+    tmp_path, caplog, recorded_age, file_age, with_renewal):
+  write_foreign_lock(tmp_path, recorded_age=recorded_age, file_age=file_age,
+                     with_renewal=with_renewal)
+  caplog.set_level(logging.WARNING)
+  with workdir_lock.held(str(tmp_path)) as lease:
+    holder = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+    assert (holder['pid'], holder['host'], holder['token']) == (
+        os.getpid(), socket.gethostname(), lease.record['token'])
+  assert 'Taking over the lock of' in caplog.text
+  assert re.search(r'from PID 4242, whose lease was last renewed 720\d s ago on node-17',
+                   caplog.text)
+  assert not (tmp_path / workdir_lock.LOCK_NAME).exists()  # Released.
+
+
+def test_dead_lease_of_another_host_is_taken_over_when_it_expires(tmp_path, monkeypatch, caplog):
+  monkeypatch.setattr(workdir_lock, '_WATCH_S', 0.05)
+  write_foreign_lock(tmp_path, recorded_age=0, file_age=0)
+  caplog.set_level(logging.WARNING)
+  start = time.time()
+  lease = workdir_lock.acquire(str(tmp_path), lease_s=1.0)  # Nobody renews it.
+  assert time.time() - start >= 0.9
+  lease.release()
+  assert 'is locked by PID 4242 on node-17' in caplog.text  # While it waited.
+  assert 'from PID 4242, whose lease was last renewed 1 s ago on node-17' in caplog.text
+
+
+def test_holder_renews_its_lease_and_notices_a_takeover(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'RENEW_S', 0.05)
+  path = tmp_path / workdir_lock.LOCK_NAME
+  with workdir_lock.held(str(tmp_path)) as lease:
+    first = json.loads(path.read_text())['renewed']
+    time.sleep(0.3)
+    assert json.loads(path.read_text())['renewed'] > first
+    lease.check()  # Still ours.
+    write_foreign_lock(tmp_path, recorded_age=0, file_age=0)
+    time.sleep(0.3)
+    with pytest.raises(workdir_lock.WorkdirInUseError, match='taken over by PID 4242 on '
+                       'node-17'):
+      lease.check()
+  assert json.loads(path.read_text())['token'] == 'theirs'  # Not removed by the old holder.
+
+
+def write_partial_ffhq(manual_dir, count, side=48):
+  """`count` small faces in FFHQ's layout, images1024x1024/00000/00000.png ..."""
+  folder = manual_dir / 'images1024x1024' / '00000'
+  folder.mkdir(parents=True)
+  base = (tiny_face(side) * 255).astype(np.uint8)
+  for number in range(count):
+    Image.fromarray(np.roll(base, 3 * number, axis=1)).save(folder / f'{number:05d}.png')
+
+
+def tiny_face(side):
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  import skimage.transform  # pylint: disable=import-outside-toplevel
+  return skimage.transform.resize(skimage.data.astronaut()[:300, 100:400], (side, side))
+
+
+@pytest.mark.slow
+def test_rehearsal_partial_ffhq_killed_and_requeued_on_another_host_resumes(tmp_path):
+  """The researcher's path at test size (scripts/rehearse_ffhq.sh runs it at 256²): 10 files
+  in FFHQ's layout -> prepare -> training with the final loss -> SIGKILL -> requeued on
+  another host (the lock left behind names a host that cannot be checked, renewed two hours
+  ago) -> the same command resumes."""
+  write_partial_ffhq(tmp_path / 'ffhq', 10)
+  tfds_dir = str(tmp_path / 'tfds')
+  prepare.main(['--dataset', 'ffhq/256', '--manual_dir', str(tmp_path / 'ffhq'),
+                '--data_dir', tfds_dir])
+  workdir, first_log = str(tmp_path / 'run'), str(tmp_path / 'first.log')
+  flags = ['--config.input.dataset=ffhq', '--config.input.ffhq_config=ffhq/256',
+           f'--config.input.data_dir={tfds_dir}', '--config.loss.preset=final',
+           '--config.log.checkpoint_every_steps=2']
+  process = start_training(workdir, first_log, *flags)
+  wait_for(lambda: saved_steps(workdir) and saved_steps(workdir)[-1] >= 2, process)
+  process.kill()
+  process.wait()
+  killed_at = saved_steps(workdir)[-1]
+  write_foreign_lock(workdir, recorded_age=TWO_HOURS, file_age=TWO_HOURS)  # Requeued elsewhere.
+
+  command = [sys.executable, '-m', 'define_jax.main', '--config', 'configs/tiny.py',
+             '--workdir', workdir, f'--config.optim.num_train_steps={killed_at + 2}',
+             '--config.log.log_every_steps=1', f'--config.eval.eval_every_steps={killed_at + 2}',
+             f'--config.eval.image_every_steps={NEVER}', *flags]
+  resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                           check=False)
+  assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+  assert 'from PID 4242, whose lease was last renewed' in resumed.stderr
+  assert f'Resuming pconv_unet (64², loss \'final\') at step {killed_at}' in resumed.stdout
+  assert f'eval at step {killed_at + 2}' in resumed.stdout  # On the held-out validation file.
+  assert saved_steps(workdir)[-1] == killed_at + 2
+  assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))

@@ -1,14 +1,17 @@
 """Training system on CPU with 4 simulated devices: pmap steps, checkpoints, resume, fine-tuning."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 from flax import jax_utils
+from PIL import Image
 
 from configs import tiny
 from define_jax.eval import evaluation_set
@@ -17,8 +20,9 @@ from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
 from define_jax.training import steps
 from define_jax.training import train
+from define_jax.training import workdir_lock
 
-from conftest import REPO_ROOT, synthetic_batch
+from conftest import REPO_ROOT, astronaut, synthetic_batch
 
 
 def run_steps(config, state, num_steps):
@@ -227,3 +231,131 @@ def test_adversarial_run_resumes_exactly_with_its_discriminator(tmp_path):
   initial = steps.create_train_state(config, jax.random.key(config.seed)).disc_params
   assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 0
              for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(resumed.disc_params)))
+
+
+class CompileCounter:
+  """XLA compilations (jax.monitoring's backend-compile events, also on a persistent-cache
+  hit) during each call of the pmapped train steps that steps.make_p_train_step makes, and
+  ahead of them (check_step_memory's lowering)."""
+
+  EVENT = '/jax/core/compile/backend_compile_duration'
+
+  def __init__(self, monkeypatch):
+    self.events, self.per_call, self.ahead = [], [], 0
+    make = steps.make_p_train_step
+
+    def counting_make(config):
+      p_train_step = make(config)
+
+      def call(*arguments):
+        before = len(self.events)
+        result = p_train_step(*arguments)
+        self.per_call.append(len(self.events) - before)
+        return result
+
+      def lower(*arguments):
+        counter = self
+
+        class Lowered:  # Counts the compile of train.check_step_memory's lowering.
+          def __init__(self):
+            self.lowered = p_train_step.lower(*arguments)
+
+          def compile(self):
+            before = len(counter.events)
+            compiled = self.lowered.compile()
+            counter.ahead += len(counter.events) - before
+            return compiled
+
+        return Lowered()
+
+      call.lower = lower
+      return call
+
+    monkeypatch.setattr(steps, 'make_p_train_step', counting_make)
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+  def _listen(self, event, duration, **kwargs):  # pylint: disable=unused-argument
+    if event == self.EVENT:
+      self.events.append(event)
+
+  def close(self):
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def quiet_tiny_config(num_train_steps):
+  """The tiny config (L1 loss) without evaluation or grids: only the train step compiles."""
+  config = tiny.get_config()
+  config.loss.preset = 'l1'
+  config.optim.num_train_steps = num_train_steps
+  config.eval.eval_every_steps = config.eval.image_every_steps = 0
+  config.log.checkpoint_every_steps = 100
+  return config
+
+
+def test_train_step_compiles_once_per_run_and_per_resume(tmp_path, monkeypatch, capsys):
+  counter = CompileCounter(monkeypatch)
+  try:
+    train.train_and_evaluate(quiet_tiny_config(4), str(tmp_path))
+    first_run, counter.per_call = counter.per_call, []
+    # The resume, where a device's memory is known (as on a GPU) and too small for the step:
+    # the memory check compiles the step ahead, and the steps reuse that program.
+    monkeypatch.setattr(train.memory, 'device_memory_limit', lambda: 1000)
+    train.train_and_evaluate(quiet_tiny_config(7), str(tmp_path))
+  finally:
+    counter.close()
+  assert first_run[0] >= 1 and first_run[1:] == [0, 0, 0], first_run
+  assert counter.ahead >= 1 and counter.per_call == [0, 0, 0], (counter.ahead, counter.per_call)
+  out = capsys.readouterr().out
+  assert "warning: the train step needs" in out and 'more than the 0.0 GB JAX may use' in out
+
+
+def test_training_stops_when_another_run_takes_its_workdir_over(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'RENEW_S', 0.05)
+  make = steps.make_p_train_step
+
+  def taken_over_after_the_first_step(config):
+    p_train_step = make(config)
+    calls = []
+
+    def call(*arguments):
+      calls.append(1)
+      if len(calls) == 2:  # Another run has taken the lock over meanwhile.
+        (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
+            {'pid': 4242, 'host': 'node-17', 'started': 'now', 'token': 'theirs'}))
+        time.sleep(0.5)  # A renewal finds it.
+      return p_train_step(*arguments)
+
+    call.lower = p_train_step.lower
+    return call
+
+  monkeypatch.setattr(steps, 'make_p_train_step', taken_over_after_the_first_step)
+  config = quiet_tiny_config(6)
+  config.log.checkpoint_every_steps = 1
+  with pytest.raises(workdir_lock.WorkdirInUseError, match='taken over by PID 4242 on node-17'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert max(checkpoints.create_manager(str(tmp_path)).all_steps(), default=0) <= 1
+  assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['token'] == 'theirs'
+
+
+def test_training_without_validation_images_runs_unscored(tmp_path, capsys):
+  faces = tmp_path / 'faces'
+  faces.mkdir()
+  for index in range(3):
+    Image.fromarray((astronaut(80, 64) * 255).astype(np.uint8)[:, ::(-1) ** index]).save(
+        faces / f'{index}.png')
+  config = quiet_tiny_config(2)
+  config.input.dataset, config.input.image_dir = 'image_folder', str(faces)
+  config.input.validation_fraction = 0.0
+  config.eval.eval_every_steps = 1
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  out = capsys.readouterr().out
+  assert 'warning: the validation split of' in out and 'training without evaluation' in out
+  assert 'eval at step' not in out
+  assert os.path.exists(tmp_path / 'run' / 'before_after.png')  # Grids of training images.
+
+
+@pytest.mark.parametrize('images_per_sec, shown', [
+    (35.24, '35.2 img/s'), (0.05, '0.05 img/s (20.0 s/img)'), (0.0123, '0.012 img/s (81.3 s/img)')])
+def test_progress_line_shows_slow_rates(images_per_sec, shown):
+  line = train._progress_line(4, 10, 0.5, images_per_sec, time.time(), 0)
+  assert f'| {shown} |' in line

@@ -13,6 +13,8 @@ r"""Benchmarks, one subcommand each, each printing ONE JSON line.
     python -m define_jax.benchmark faces [--photo PATH | --image_size 1024] [--steps N]
     python -m define_jax.benchmark memory [--sides 512 1024 2048 3000] [--paths auto pad]
     python -m define_jax.benchmark memory --at_limit 4 --paths resize pad auto demo
+    python -m define_jax.benchmark memory --train [--config configs/NAME.py] [--verify] \
+        [--config.optim.batch_size=6 --config.model.dtype=bfloat16 ...]
 
 The settings are those of the --config file (configs/default.py without one; `train` and
 `torch` then at 128², `infer` always one image per call unless overridden), changed by
@@ -25,8 +27,10 @@ run the real pmapped train step / the inference step on synthetic data and need 
 flax, optax, orbax and numpy (config files load without ml_collections through
 config_fallback; `infer` times the network alone where Pillow or OpenCV is missing).
 `memory` prints a table of peak RAM per photo size and the fitted memory model, or with
---at_limit each path's peak at its largest photo under a bound (before its JSON line; see
-memory_measurement.py). `torch` times the naoto0804-style PyTorch train step
+--at_limit each path's peak at its largest photo under a bound, or with --train the train
+step's memory per device (XLA's analysis, the config's batch read as images per device) and
+the largest batch per device of 16, 24, 40 and 80 GB cards (before its JSON line; see
+memory_measurement.py, docs/memory.md). `torch` times the naoto0804-style PyTorch train step
 (torch_reference) at the same settings.
 scripts/accelerator_benchmarks.sh runs them all on an accelerator host.
 """
@@ -323,7 +327,17 @@ def run_faces(args: argparse.Namespace) -> dict:
 
 def run_memory(args: argparse.Namespace) -> dict:
   from define_jax.benchmark import memory_measurement
-  return memory_measurement.run(args.paths, args.sides, args.at_limit)
+  if not args.train:
+    if args.config or args.overrides:
+      raise SystemExit('memory: --config and its overrides are for --train')
+    return memory_measurement.run(args.paths, args.sides, args.at_limit)
+  from define_jax.config import config_lib
+  from define_jax.training import steps
+  config = config_lib.load(args.config or 'default', args.overrides)
+  use_available_vgg_weights(config)
+  steps.validate(config, device_count=1)
+  return memory_measurement.train_report(config, args.config or 'configs/default.py',
+                                         args.verify)
 
 
 def settings_summary(config: Any, args: argparse.Namespace, vgg_source: str | None,
@@ -402,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
   memory.add_argument('--at_limit', type=positive_gb, metavar='GB',
                       help="instead: each path at its largest photo under this bound "
                       "(memory.py's model), to check that the peak stays under it")
+  memory.add_argument('--train', action='store_true',
+                      help='instead: the train step of --config per device, and the largest '
+                      'batch per device of 16, 24, 40 and 80 GB cards')
+  memory.add_argument('--config', help='with --train: config file (default: '
+                      'configs/default.py); its batch is read as images per device')
+  memory.add_argument('--verify', action='store_true',
+                      help='with --train: also compile each card\'s largest batch')
   return parser
 
 

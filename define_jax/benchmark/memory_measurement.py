@@ -13,6 +13,14 @@ fit='auto' finds a face and fills it through its aligned crop. A least-squares l
 per path, peak = baseline + bytes per pixel × pixels, is the model; memory.py holds its
 rounded-up coefficients. With --at_limit GB each path runs once at its largest square photo
 under that bound (memory.max_side), which checks the model where it matters.
+
+`memory --train --config FILE` instead compiles the config's pmapped train step (nothing
+runs, nothing is allocated) at 1 and at the config's images per device, on the GPU/TPU code
+path (kernels' plain forms), and reads XLA's memory analysis of each (memory.step_peak_bytes):
+the line through the two gives the largest batch per device of each card in
+memory.CARD_GB at JAX's default memory fraction; --verify compiles each of those batches too.
+On a CPU host the figures are XLA:CPU's buffer assignment of that code: an estimate of a
+GPU's (whose compiler fuses and schedules differently), measured where no GPU is at hand.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -181,3 +189,62 @@ def run(paths: Sequence[str], sides: Sequence[int], at_limit: float | None) -> d
   table, model = report(measure({path: sides for path in paths}))
   print(table, flush=True)
   return {**row, 'sides': list(sides), 'model': model}
+
+
+def train_step_bytes(config: Any, per_device_batch: int) -> int:
+  """Per-device peak of the config's compiled train step at `per_device_batch` images per
+  device (one device), on the GPU/TPU code path, by XLA's memory analysis."""
+  import jax  # pylint: disable=g-import-not-at-top  # The inference table needs no JAX here.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from define_jax.model import kernels  # pylint: disable=g-import-not-at-top
+  from define_jax.training import steps  # pylint: disable=g-import-not-at-top
+
+  config = type(config)(config.to_dict())  # A copy, of ml_collections' or config_fallback's.
+  config.optim.batch_size = per_device_batch
+  one_device = lambda tree: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((1, *np.shape(x)), x.dtype), tree)
+  size = config.model.image_size
+  batch = {name: jax.ShapeDtypeStruct((1, per_device_batch, size, size, channels), jnp.float32)
+           for name, channels in (('image', 3), ('mask', 1))}
+  with kernels.cpu_kernels(False):
+    state = jax.eval_shape(lambda: steps.create_train_state(config, jax.random.key(0)))
+    vgg_params = steps.load_vgg(config.loss)[0]
+    lowered = steps.make_p_train_step(config).lower(one_device(state), batch,
+                                                    one_device(vgg_params))
+    return memory.step_peak_bytes(lowered.compile())
+
+
+def train_report(config: Any, config_name: str, verify: bool) -> dict:
+  """Prints the train step's memory per device and the largest batch per card; returns
+  benchmark's JSON row."""
+  batches = sorted({1, max(config.optim.batch_size, 2)})  # Read as images per device.
+  peaks = {batch: train_step_bytes(config, batch) for batch in batches}
+  per_image = (peaks[batches[1]] - peaks[1]) / (batches[1] - 1)
+  fixed = peaks[1] - per_image
+  model = config.model
+  settings = (f'{model.image_size}², {model.layers} levels, {model.base_features}-'
+              f'{model.max_features} channels, loss {config.loss.preset!r}, {model.dtype}')
+  lines = [f'Train step of {config_name} ({settings}), per device, GPU/TPU code path, XLA '
+           f'memory analysis on {machine()}:',
+           '  ' + ', '.join(f'batch {b}: {p / memory.GB:.2f} GB' for b, p in peaks.items()) +
+           f' (line: {fixed / memory.GB:.2f} GB + {per_image / memory.GB:.2f} GB per image)', '',
+           f'| card | JAX may use ({memory.JAX_MEMORY_FRACTION:.0%}) | largest batch per device |'
+           + (' its peak (GB) |' if verify else ''),
+           '|---|---|---|' + ('---|' if verify else '')]
+  cards = {}
+  for card in memory.CARD_GB:
+    budget = card * memory.GB * memory.JAX_MEMORY_FRACTION
+    largest = memory.largest_batch(fixed, per_image, budget)
+    cards[card] = {'largest_batch': largest}
+    cells = [f'{card} GB', f'{budget / memory.GB:.1f} GB', str(largest)]
+    if verify and largest:
+      cards[card]['peak_gb'] = round(train_step_bytes(config, largest) / memory.GB, 2)
+      cells.append(f'{cards[card]["peak_gb"]:.2f}')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  print('\n'.join(lines), flush=True)
+  return {'benchmark': 'memory_train', 'config': config_name, 'machine': machine(),
+          'settings': settings, 'code_path': 'gpu/tpu (plain XLA forms)',
+          'peak_gb': {batch: round(peak / memory.GB, 3) for batch, peak in peaks.items()},
+          'fixed_gb': round(fixed / memory.GB, 6),
+          'per_image_gb': round(per_image / memory.GB, 6),
+          'memory_fraction': memory.JAX_MEMORY_FRACTION, 'cards_gb': cards}

@@ -33,10 +33,14 @@ def list_image_files(directory: str | os.PathLike) -> list[str]:
   return sorted(relative_paths)
 
 
+def hash_position(relative_path: str) -> int:
+  """A deterministic, platform-independent position of the file in [0, 2**64)."""
+  return int.from_bytes(hashlib.sha256(relative_path.encode('utf-8')).digest()[:8], 'big')
+
+
 def is_validation_file(relative_path: str, validation_fraction: float) -> bool:
   """Deterministic, platform-independent membership of the validation split."""
-  digest = hashlib.sha256(relative_path.encode('utf-8')).digest()
-  return int.from_bytes(digest[:8], 'big') < validation_fraction * 2**64
+  return hash_position(relative_path) < validation_fraction * 2**64
 
 
 def split_image_files(

@@ -33,6 +33,11 @@ _QUICKSTART_CROP_FRACTIONS = (0.4, 1.0)
 Builder = TypeVar('Builder')
 
 
+class EmptySplitError(ValueError):
+  """The dataset has no images in the split asked for (e.g. a partial FFHQ without
+  validation images): training then runs without evaluation, `evaluate` stops naming it."""
+
+
 class ImageSource(Protocol):
   description: str  # names the data (a directory, a TFDS dataset) in messages
 
@@ -150,7 +155,7 @@ def _image_folder(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
   train_files, validation_files = image_folder.split_image_files(files, fraction)
   chosen = train_files if split == 'train' else validation_files
   if not chosen:
-    raise ValueError(
+    raise EmptySplitError(
         f'the {split} split of {root} is empty ({len(files)} files, validation_fraction={fraction})'
     )
   return ImageSplit(FileImages(root, chosen), _FACE_CROP_FRACTIONS, eval_random_crops=False)
@@ -167,6 +172,9 @@ def _ffhq(config: ml_collections.ConfigDict, split: str) -> ImageSplit:
     raise FileNotFoundError(
         f'{name} is not prepared in {builder.data_dir}; run: {prepare_command(name, config)}'
     )
+  if split not in builder.info.splits:  # A partial download too small to hold any out.
+    counts = {other: info.num_examples for other, info in builder.info.splits.items()}
+    raise EmptySplitError(f'{name} in {builder.data_dir} has no {split} split {counts}')
   return ImageSplit(
       TfdsRecords(builder, split, 'image'), _FACE_CROP_FRACTIONS, eval_random_crops=False
   )

@@ -60,16 +60,17 @@ def _to_float(images_uint8: list[np.ndarray]) -> np.ndarray:
 
 
 def validation_images(
-    config: ml_collections.ConfigDict, size: int, count: int, image_dir: str = ''
-) -> tuple[np.ndarray, list[str]]:
+    config: ml_collections.ConfigDict, size: int, count: int, image_dir: str = '',
+    split_name: str = 'validation') -> tuple[np.ndarray, list[str]]:
   """Up to `count` validation images of config.input.dataset, or of the folder `image_dir` split
   as training would split it: a fixed EVAL_SEED sample, centre-cropped (or, for datasets
   evaluated on random crops, `count` fixed crops cycling through the photos). Unreadable
-  images are skipped and counted."""
+  images are skipped and counted. split_name='train': the same of the training images.
+  image_sources.EmptySplitError when the split has no images."""
   if image_dir:
     config = ml_collections.ConfigDict(config.to_dict())
     config.input.dataset, config.input.image_dir = 'image_folder', image_dir
-  split = image_sources.image_split(config, 'validation')
+  split = image_sources.image_split(config, split_name)
   source = split.images
   if split.eval_random_crops:
     order = np.arange(count) % len(source)
@@ -86,7 +87,8 @@ def validation_images(
     chosen.append(image_sources.crop_and_resize(image, size, crop_rng, split.crop_fractions))
   if not chosen:
     raise ValueError(f'no readable image in {source.description}')
-  return _to_float(chosen), [f'{config.input.dataset} validation #{k}' for k in range(len(chosen))]
+  return _to_float(chosen), [f'{config.input.dataset} {split_name} #{k}'
+                             for k in range(len(chosen))]
 
 
 def folder_images(image_dir: str, size: int,
@@ -196,13 +198,15 @@ def _training_masks(config: ml_collections.ConfigDict, size: int,
   return masks_from_records(records, size, count, MASK_SEED)
 
 
-def for_training(config: ml_collections.ConfigDict) -> EvalSet:
+def for_training(config: ml_collections.ConfigDict, split_name: str = 'validation') -> EvalSet:
   """config.eval.num_eval_images validation images of the training data with band-balanced masks
-  of its mask kind; a small validation split is cycled through, each pass with other masks."""
+  of its mask kind; a small validation split is cycled through, each pass with other masks.
+  split_name='train': training images instead (for image grids of a dataset without
+  validation images)."""
   size, count = int(config.model.image_size), int(config.eval.num_eval_images)
   if count < 1:
     raise ValueError(f'config.eval.num_eval_images={count} must be positive.')
-  found, found_names = validation_images(config, size, count)
+  found, found_names = validation_images(config, size, count, split_name=split_name)
   reuse = np.arange(count) % len(found)
   known, mask_names = _training_masks(config, size, count)
   return EvalSet(found[reuse], known, [found_names[i] for i in reuse], mask_names)

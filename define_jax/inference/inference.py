@@ -145,8 +145,9 @@ def _resize_known(known: np.ndarray, height: int, width: int) -> np.ndarray:
 class Inpainter:
   """A restored model ready to inpaint; batched and data-parallel across local devices.
 
-  Each input shape (for fit='pad': each canvas) and fit is compiled once and cached, for any
-  number of passes.
+  Each input shape (for fit='pad': each canvas) and fit is compiled once and cached: one
+  program for a single pass, and one for any number of passes above one (compiled only
+  when asked for).
   """
 
   # Largest image or mask accepted by __call__ (height × width); set it per instance.
@@ -179,10 +180,11 @@ class Inpainter:
     self._apply = network.create_model(config.model).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
-    # `passes` is traced: any number of passes runs the one compiled program of a shape.
-    self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('fit',))
-    # (batch shape, fit) of every compilation, for users and tests to inspect.
-    self.compiled_shapes: list[tuple[tuple[int, ...], str]] = []
+    # `passes` is traced: any number of passes above one runs the one compiled program of a
+    # shape; a single pass (the usual call) compiles no refinement loop.
+    self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('fit', 'refine'))
+    # (batch shape, fit, refine) of every compilation, for users and tests to inspect.
+    self.compiled_shapes: list[tuple[tuple[int, ...], str, bool]] = []
 
   def set_variables(self, variables: Mapping[str, Any]) -> None:
     """Inpaints with other variables of the same model (e.g. a training run's latest);
@@ -229,19 +231,25 @@ class Inpainter:
     return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
 
   def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array,
-                        passes: jax.Array, *, fit: Fit) -> jax.Array:
-    self.compiled_shapes.append((tuple(images.shape), fit))  # Runs only when tracing.
+                        passes: jax.Array, *, fit: Fit, refine: bool) -> jax.Array:
+    self.compiled_shapes.append((tuple(images.shape), fit, refine))  # Runs only when tracing.
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
     inpaint = functools.partial(network.inpaint, self._apply, variables,
                                 contrast_cell=self.image_size // 4)
     fill = inpaint(net_image, net_known)
-    # Later passes show the network the previous result as known everywhere (with the original
-    # mask the partial convolutions would ignore the fill and repeat the first pass); the
-    # original known pixels are restored after each pass (those of the fill are the image's).
-    refine = lambda _, fill: inpaint(fill, net_known, network_mask=jnp.ones_like(net_known))
-    fill = jax.lax.fori_loop(1, passes, refine, fill)  # A loop in the program, not unrolled.
+    if refine:
+      # Later passes show the network the previous result as known everywhere (with the
+      # original mask the partial convolutions would ignore the fill and repeat the first
+      # pass); the original known pixels are restored after each pass. The all-known mask is
+      # hidden from XLA behind a barrier: as a constant, XLA:CPU folds the network's mask path
+      # on it (its reduce-windows, in an interpreter) at compile time, with "Constant folding
+      # ... > 1s" alarms: compiling a 512² canvas (configs/ffhq512.py) took 15 s of CPU with
+      # the constant, 6 s without (2-core CPU).
+      everywhere = jax.lax.optimization_barrier(jnp.ones_like(net_known))
+      later_pass = lambda _, fill: inpaint(fill, net_known, network_mask=everywhere)
+      fill = jax.lax.fori_loop(1, passes, later_pass, fill)  # A loop, not unrolled.
     fill = _resize(fill[:, top:top + content[0], left:left + content[1]], height, width)
     return masking.composite(jnp.clip(fill, 0.0, 1.0), images, known)
 
@@ -297,8 +305,9 @@ class Inpainter:
     images, known = images.astype(np.float32), known.astype(np.float32)
     if fit == 'pad':  # Shape buckets: every photo size of one canvas shares one program.
       images, known, crop = _on_pad_canvas(images, known, self.image_size, self._size_multiple)
-    result = self.parallel(lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit),
-                           self._variables, images, known)
+    result = self.parallel(
+        lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit, refine=passes > 1),
+        self._variables, images, known)
     if fit == 'pad':
       result = result[crop]
     if self.refuse_non_finite:
@@ -323,7 +332,8 @@ class Inpainter:
       polarity: which mask pixels are holes: 'hole_white' (e.g. NVIDIA masks) or
         'keep_white' (e.g. qd-imd masks). Required, because guessing it fails silently.
       passes: network passes (1 to MAX_PASSES); passes after the first refine the previous
-        result, in a loop inside the one compiled program.
+        result, in a loop inside one compiled program (compiled on the first call with
+        passes > 1).
       fit: 'auto' (faces through their aligned crops, the rest at native resolution;
         `last_fit_reports` then says what was done), 'resize' (to the model's size) or
         'pad' (native resolution), see the module docstring.

@@ -1,4 +1,5 @@
-"""Peak memory of inference per photo size (measured), and the photo limit it implies.
+"""Peak memory of inference per photo size (measured) and the photo limit it implies; and
+the train step's memory per device (XLA's analysis), with the batch each card holds.
 
 A photo costs memory in proportion to its pixels (the decoded photo and mask, their float32
 copies, resize buffers, the fills at its resolution) and to the pixels of the network
@@ -16,6 +17,11 @@ fitted to measured peak resident memory and rounded up. A photo over the bound
 (--max_memory_gb, default 4 GB) is refused from the file's header before anything is
 decoded, so a small file claiming a huge size never allocates; a batch is split into calls
 that fit (Inpainter), and only a photo that alone cannot fit is refused.
+
+The train step's peak per device is XLA's memory analysis of the compiled step
+(`step_peak_bytes`); `python -m define_jax.benchmark memory --train --config FILE` tables it
+with the largest batch per device that CARD_GB cards hold at JAX's default memory fraction
+(docs/memory.md), and training warns before its first step when a device would not hold it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ GB = 1e9
 DEFAULT_MAX_MEMORY_GB = 4.0
 # Face canvases auto_fit sends through the network at once (memory counts one such batch).
 FACE_BATCH = 8
+# Accelerator memory (GB) of the cards the train step's batch is tabled for, and the share
+# of it JAX takes by default (XLA_PYTHON_CLIENT_MEM_FRACTION; launch/ raises it to 0.90).
+CARD_GB = (16, 24, 40, 80)
+JAX_MEMORY_FRACTION = 0.75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,3 +267,25 @@ def add_argument(parser: argparse.ArgumentParser,
       "estimated from the size in the file's header before decoding (default "
       f'{DEFAULT_MAX_MEMORY_GB:g}: {limits_text(DEFAULT_MAX_MEMORY_GB, paths)}; '
       'define_jax/inference/memory.py).')
+
+
+def step_peak_bytes(compiled: Any) -> int:
+  """Peak memory per device of a compiled (pmapped) step by XLA's memory analysis: its
+  arguments and temporaries, and the outputs not written over donated arguments."""
+  stats = compiled.memory_analysis()
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def device_memory_limit() -> int | None:
+  """The bytes JAX may use of the first local device (on GPU and TPU: its allocator's limit,
+  XLA_PYTHON_CLIENT_MEM_FRACTION of the card); None where unknown (CPU)."""
+  import jax  # pylint: disable=g-import-not-at-top  # Only training asks.
+
+  stats = jax.local_devices()[0].memory_stats()
+  return stats.get('bytes_limit') if stats else None
+
+
+def largest_batch(fixed_bytes: float, bytes_per_image: float, budget_bytes: float) -> int:
+  """The most images per device whose step stays within the budget (0: not even one)."""
+  return max(0, math.floor((budget_bytes - fixed_bytes) / bytes_per_image))

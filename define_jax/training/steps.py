@@ -14,6 +14,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from flax import jax_utils
 from flax.training import train_state
 
 from define_jax.config import config_lib
@@ -106,6 +107,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
     if loss.r1_gamma < 0:
       raise ValueError(f'config.loss.r1_gamma={loss.r1_gamma} must be >= 0 (0 = no R1 '
                        'penalty).')
+  for field in ('eval_every_steps', 'image_every_steps'):
+    if config.eval[field] < 0:
+      raise ValueError(f'config.eval.{field}={config.eval[field]} must be >= 0 (0 = never).')
   if optim.init_from is None:
     raise ValueError(
         'config.optim.init_from is required by this config: pass the stage-one workdir, '
@@ -313,8 +317,27 @@ def _discriminator_gradients(discriminator: models.PatchDiscriminator, disc_para
   return terms, jax.lax.pmean(grads, AXIS_NAME)
 
 
+# An identity under pmap: what it returns is placed exactly as the pmapped steps place theirs.
+_place_as_step_outputs = jax.pmap(lambda tree: tree, axis_name=AXIS_NAME, donate_argnums=0)
+
+
+def replicate(tree: Any) -> Any:
+  """`tree` copied to every local device, placed as the pmapped train step places the state
+  it returns, so that its first call and every later one run the same compiled program.
+
+  A pmapped function compiles once per placement of its inputs. With JAX's pmap built on jit
+  (JAX >= 0.7), flax.jax_utils.replicate's placement (a device mesh with an axis of its
+  own name) is not the one of the step's outputs (a mesh with axis AXIS_NAME): the train
+  step compiled before step 1 and again before step 2, after every resume too (about 70 s
+  each at 512² on a 2-core CPU). An identity pmap gives the tree the step's output
+  placement on any JAX version.
+  """
+  return _place_as_step_outputs(jax_utils.replicate(tree))
+
+
 def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
-  """The pmapped train step; the input state is donated (updated in place)."""
+  """The pmapped train step; the input state is donated (updated in place). Place the first
+  state with `replicate`, so that the step compiles once."""
   adversarial = losses.needs_discriminator(losses.get_loss_weights(config.loss.preset))
   return jax.pmap(
       functools.partial(

@@ -31,12 +31,14 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 
 from define_jax.config import config_lib
+from define_jax.data import image_sources
 from define_jax.data import pipeline
 from define_jax.data import skips
 from define_jax.eval import evaluation_set
 from define_jax.eval import grids
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
+from define_jax.inference import memory
 from define_jax.model import checkpoints
 from define_jax.model import network
 from define_jax.training import steps
@@ -144,17 +146,57 @@ def write_before_after(workdir: str, inpainter: Inpainter, state, starting_varia
   return path
 
 
+def evaluation_images(config: ml_collections.ConfigDict) -> tuple[evaluation_set.EvalSet, bool]:
+  """The fixed evaluation set and whether to score it (config.eval.eval_every_steps > 0). A
+  dataset without validation images (a partial FFHQ download of one file, an image folder
+  with validation_fraction=0) trains without scores, its grids showing training images."""
+  try:
+    return evaluation_set.for_training(config), config.eval.eval_every_steps > 0
+  except image_sources.EmptySplitError as error:
+    report(f'warning: {error}: training without evaluation; the image grids show training '
+           'images.')
+    return evaluation_set.for_training(config, 'train'), False
+
+
+def check_step_memory(p_train_step, *arguments) -> None:
+  """Warns before the first step when the compiled train step needs more memory per device,
+  by XLA's memory analysis, than JAX may use of a device (known on GPU and TPU). Compiling
+  ahead costs nothing: the step's first call runs the program compiled here."""
+  limit = memory.device_memory_limit()
+  if limit is None:
+    return
+  peak = memory.step_peak_bytes(p_train_step.lower(*arguments).compile())
+  logging.info('Train step: %.2f GB per device (XLA memory analysis); devices allow %.2f GB.',
+               peak / memory.GB, limit / memory.GB)
+  if peak > limit:
+    report(f'warning: the train step needs {peak / memory.GB:.1f} GB per device by XLA\'s '
+           f'memory analysis, more than the {limit / memory.GB:.1f} GB JAX may use of '
+           f'{jax.local_devices()[0].device_kind}: expect an out-of-memory error. Lower '
+           'config.optim.batch_size, use config.model.dtype=bfloat16 or raise '
+           'XLA_PYTHON_CLIENT_MEM_FRACTION; '
+           '`python -m define_jax.benchmark memory --train --config FILE` gives the largest '
+           'batch per card.')
+
+
 def _mean_metrics(device_metrics: list[dict[str, Any]]) -> dict[str, float]:
   stacked = jax.device_get(device_metrics)
   # Every value was pmean-ed, so device 0 holds the cross-device mean.
   return {k: float(np.mean([m[k][0] for m in stacked])) for k in stacked[0]}
 
 
+def _rate(images_per_sec: float) -> str:
+  """Images per second, readable also for slow steps (one 512² image takes seconds on a CPU,
+  which one decimal showed as '0.0 img/s')."""
+  if images_per_sec >= 1 or images_per_sec <= 0:
+    return f'{images_per_sec:.1f} img/s'
+  return f'{images_per_sec:.2g} img/s ({1 / images_per_sec:.1f} s/img)'
+
+
 def _progress_line(step: int, total: int, loss: float, images_per_sec: float, start: float,
                    start_step: int) -> str:
   done = step - start_step
   eta = (time.time() - start) / max(done, 1) * (total - step)
-  return (f'step {step}/{total} | loss {loss:.4f} | {images_per_sec:.1f} img/s | '
+  return (f'step {step}/{total} | loss {loss:.4f} | {_rate(images_per_sec)} | '
           f'ETA {datetime.timedelta(seconds=int(eta))}')
 
 
@@ -177,12 +219,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   # Process 0 holds the lock for a multi-host run; buckets cannot hold one.
   if '://' in workdir or jax.process_index() != 0:
-    return _train_and_evaluate(config, workdir)
-  with workdir_lock.held(workdir):
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, None)
+  with workdir_lock.held(workdir) as lease:
+    return _train_and_evaluate(config, workdir, lease)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        lease: workdir_lock.Lease | None) -> Any:
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   config_dict = config.to_dict()
@@ -208,13 +251,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
            f'{optim.num_train_steps}.')
     return state
 
-  state = jax_utils.replicate(state)
+  state = steps.replicate(state)  # Placed as the step's outputs: one compile (steps.replicate).
   vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
   p_train_step = steps.make_p_train_step(config)
 
   train_dataset = pipeline.create_train_dataset(config, start_step=start_step)
   train_iter = jax_utils.prefetch_to_device(numpy_batches(train_dataset), 2)
-  eval_set = evaluation_set.for_training(config)
+  eval_set, scoring = evaluation_images(config)
   # Scores on this process's devices with the current variables (see evaluate).
   inpainter = Inpainter(starting_variables, config)
   inpainter.refuse_non_finite = False  # NaN scores are logged; the non-finite guard stops.
@@ -243,9 +286,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
           logging.info('First local batch checksum (process %d, step %d): %.8f',
                        jax.process_index(), step,
                        np.sum(jax.device_get(batch['image']), dtype=np.float64))
+          check_step_memory(p_train_step, state, batch, vgg_params)
         state, metrics = p_train_step(state, batch, vgg_params)
       train_metrics.append(metrics)
       step += 1
+      if lease is not None:  # Stops before writing anything if another run took the workdir.
+        lease.check()
       for hook in hooks:
         hook(step)
       last_step = step == optim.num_train_steps
@@ -271,13 +317,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
               f'checkpoint in {checkpoints.checkpoint_dir(workdir)} is kept. Lower '
               'config.optim.learning_rate or try config.model.dtype=float32.')
 
-      if step % config.eval.eval_every_steps == 0 or last_step:
+      if scoring and (step % config.eval.eval_every_steps == 0 or last_step):
         with hooks[0].timed('eval'):
           scores = evaluate(inpainter, state, eval_set, eval_batch_size)
         writer.write_scalars(step, scores)
         report(_eval_line(step, scores))
 
-      if is_chief and (step % config.eval.image_every_steps == 0 or last_step):
+      image_every = config.eval.image_every_steps
+      if is_chief and image_every and (step % image_every == 0 or last_step):
         picture = sample_grid(inpainter, state, *sample_images)
         writer.write_images(step, {'samples': picture[None]})
         grids.save_png(os.path.join(workdir, 'images', f'step_{step:07d}.png'), picture)
