@@ -71,7 +71,8 @@ FLAT_FIELDS = {
 }
 # Model fields added after the first checkpoints were written, with the behaviour those
 # checkpoints have: checkpoints without them restore as they were trained.
-MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None}
+MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None,
+                            'mirror': False}
 # Bounds of the network's size: 8192² already needs tens of GB per image, and larger values
 # would only overflow (a stored image_size of 10**9 aborted the process).
 MAX_IMAGE_SIZE = 8192
