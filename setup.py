@@ -15,6 +15,18 @@ CORE = [
     "numpy>=1.26",
 ]
 
+# The command lines, also run as `python -m define_jax.NAME` (tests/test_cli.py runs each).
+CONSOLE_SCRIPTS = [
+    "define-jax-train = define_jax.main:run",
+    "define-jax-inpaint = define_jax.inpaint:main",
+    "define-jax-evaluate = define_jax.evaluate:main",
+    "define-jax-export = define_jax.export:main",
+    "define-jax-demo = define_jax.demo.demo:main",
+    "define-jax-study = define_jax.study.study:main",
+    "define-jax-benchmark = define_jax.benchmark.benchmark:main",
+    "define-jax-prepare = define_jax.datasets.prepare:main",
+]
+
 setuptools.setup(
     name="define_jax",
     version="0.1.0",
@@ -24,6 +36,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["define_jax", "define_jax.*"]),
     package_data={"define_jax": ["pretrained/*"]},
     python_requires=">=3.10",
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=CORE + [
         "tensorflow-cpu>=2.15",  # tf.data only; JAX owns the accelerators.
         "tensorflow-datasets>=4.9",

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Model: the fields the network is built from (models.MODELS) ---------------
   model = config.model = ml_collections.ConfigDict()
-  # A key of define_jax.models.MODELS: 'pconv_unet' (partial convolutions) or 'unet' (plain
+  # A key of define_jax.model.models.MODELS: 'pconv_unet' (partial convolutions) or 'unet' (plain
   # convolutions, mask as 4th channel).
   model.name = 'pconv_unet'
   # Side length of the square images the network is trained on (its inference canvas).
@@ -40,14 +40,14 @@ def get_config() -> ml_collections.ConfigDict:
   # it a partial-convolution U-Net cannot tell a 1-pixel hole from a dark line (prefill.py).
   model.mask_channel = False
   # 'none' (paper), 'harmonic' or 'biharmonic': the network gets that diffusion fill of the holes
-  # as input and outputs a correction to it (see define_jax/prefill.py).
+  # as input and outputs a correction to it (see define_jax/model/prefill.py).
   model.prefill = 'none'
   # Also feed the left-right mirror image and its mask (models.py, `mirror`): on an aligned
   # face canvas it shows the other eye and mouth half. Off in the paper. Switching it on for a
   # run initialised from a model without it starts from that model's exact function.
   model.mirror = False
   # Five-point landmarks (x, y as fractions of the canvas: eyes, nose, mouth corners) that
-  # fit='auto' aligns faces to; None = define_jax.faces.FACE_TEMPLATE, measured on the
+  # fit='auto' aligns faces to; None = define_jax.faces.faces.FACE_TEMPLATE, measured on the
   # training faces. Export writes the measured value into the model file.
   model.face_template = None
 

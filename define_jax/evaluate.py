@@ -40,15 +40,15 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from define_jax import compilation_cache
-from define_jax import console
-from define_jax import memory
-from define_jax.eval import baselines
 from define_jax.eval import evaluation_set
 from define_jax.eval import grids
 from define_jax.eval import report
 from define_jax.eval import scoring
 from define_jax.inference import FITS, Inpainter
+from define_jax.inference import baselines
+from define_jax.inference import memory
+from define_jax.runtime import compilation_cache
+from define_jax.runtime import console
 
 MODEL_METHOD = 'DeFINe'
 # --masks: one hole over an eye, the nose or the mouth, placed on each image's detected face
@@ -175,7 +175,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='Refuse an --image_size whose inpainting with --fit (a --batch_size '
                       "batch at once for 'resize' and 'pad', one image for 'auto') would take "
                       f'more memory than this (default {memory.DEFAULT_MAX_MEMORY_GB:g}; '
-                      'define_jax/memory.py).')
+                      'define_jax/inference/memory.py).')
   # --config.SECTION.FIELD=VALUE: changes the checkpoint's stored config (see above).
   options = console.parse_with_config_overrides(parser, argv)
   if (options.num_images < 1 or options.batch_size < 1 or options.masks_per_image < 1

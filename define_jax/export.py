@@ -21,8 +21,8 @@ import os
 import sys
 from typing import Sequence
 
-from define_jax import model_file
-from define_jax import output_files
+from define_jax.files import output_files
+from define_jax.model import model_file
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -39,14 +39,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
-  from define_jax import checkpoints  # Orbax loads slowly: not for --help.
-  from define_jax import console
+  from define_jax.model import checkpoints  # Orbax loads slowly: not for --help.
+  from define_jax.runtime import console
 
   def export() -> str:
     check_output(options.out, options.overwrite)
     variables, config, step = checkpoints.load_model(options.workdir)
     if config['model'].get('face_template') is None:  # The template fit='auto' aligns to.
-      from define_jax import faces  # pylint: disable=g-import-not-at-top
+      from define_jax.faces import faces  # pylint: disable=g-import-not-at-top
       config = {**config, 'model': {**config['model'],
                                     'face_template': faces.FACE_TEMPLATE.tolist()}}
     try:

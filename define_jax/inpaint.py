@@ -17,7 +17,7 @@ black and white with anti-aliased edges at most (see image_files.known_pixels; t
 --mask_threshold, mid-grey by default) and keep at least one pixel unless
 --allow_all_hole is given. Images over --max_pixels (50 megapixels by default), and photos
 whose inpainting with --fit would need more memory than --max_memory_gb (4 GB by default:
-about 8.6 megapixels with --fit auto, 9.4 with pad, 29 with resize; define_jax/memory.py),
+about 8.6 megapixels with --fit auto, 9.4 with pad, 29 with resize; define_jax/inference/memory.py),
 are refused from their header, before decoding.
 
 Nothing is lost: an input is never overwritten (not even with --overwrite), an existing
@@ -45,16 +45,16 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from define_jax import compilation_cache
-from define_jax import console
-from define_jax import image_files
-from define_jax import image_input
-from define_jax import inference
-from define_jax import memory
-from define_jax import output_files
 from define_jax.data import image_folder
-from define_jax.image_files import InputError
+from define_jax.files import image_files
+from define_jax.files import output_files
+from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
+from define_jax.inference import image_input
+from define_jax.inference import inference
+from define_jax.inference import memory
+from define_jax.runtime import compilation_cache
+from define_jax.runtime import console
 
 # Formats that hold 16-bit greys; others get 8-bit results.
 _SIXTEEN_BIT_FORMATS = ('PNG', 'TIFF')

@@ -28,8 +28,8 @@ from absl import flags
 from absl import logging
 import jax
 
-from define_jax import config_lib
-from define_jax import console
+from define_jax.config import config_lib
+from define_jax.runtime import console
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and images.')
@@ -86,7 +86,7 @@ def main(argv):
   # TensorFlow (imported by train) is imported here, after the flags, so that its load-time
   # logs follow --verbosity.
   tf = console.import_tensorflow(verbose=FLAGS.verbosity >= 0)
-  from define_jax import train  # pylint: disable=g-import-not-at-top
+  from define_jax.training import train  # pylint: disable=g-import-not-at-top
 
   # tf.data only feeds the host; JAX owns the accelerators.
   tf.config.set_visible_devices([], 'GPU')

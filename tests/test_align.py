@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from define_jax import align
-from define_jax import auto_fit
-from define_jax import faces
-from define_jax.eval import baselines
+from define_jax.faces import align
+from define_jax.faces import faces
 from define_jax.inference import Inpainter
+from define_jax.inference import auto_fit
+from define_jax.inference import baselines
 
 from conftest import astronaut
 

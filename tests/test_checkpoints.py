@@ -6,11 +6,11 @@ import jax
 import numpy as np
 
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import config_lib
-from define_jax import model_file
-from define_jax import steps
+from define_jax.config import config_lib
 from define_jax.inference import PRETRAINED_MODEL, Inpainter
+from define_jax.model import checkpoints
+from define_jax.model import model_file
+from define_jax.model import steps
 
 from conftest import astronaut
 

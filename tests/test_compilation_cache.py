@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from define_jax import compilation_cache
+from define_jax.runtime import compilation_cache
 
 
 @pytest.fixture

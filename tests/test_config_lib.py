@@ -1,4 +1,4 @@
-"""Config loading, validation and checkpoint configs: define_jax.config_lib."""
+"""Config loading, validation and checkpoint configs: define_jax.config.config_lib."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 from configs import default
 from configs import loss_study
 from configs import tiny
-from define_jax import config_lib
+from define_jax.config import config_lib
 
 from conftest import REPO_ROOT
 

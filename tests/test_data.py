@@ -12,12 +12,12 @@ from PIL import Image
 import pytest
 
 from configs import default
-from define_jax import image_files
 from define_jax.data import images
 from define_jax.data import pipeline
 from define_jax.data import skips
 from define_jax.datasets import prepare
 from define_jax.eval import evaluation_set
+from define_jax.files import image_files
 
 from conftest import with_fields
 

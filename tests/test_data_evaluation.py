@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from configs import tiny
+from define_jax.data import bands
 from define_jax.datasets import prepare
-from define_jax.eval import bands
 from define_jax.eval import evaluation_set
 
 from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
@@ -86,8 +86,8 @@ def test_training_eval_masks_from_the_mask_dir_or_the_prepared_eval_split(tmp_pa
 
 
 def test_evaluation_imports_neither_tensorflow_nor_clu_and_study_not_the_evaluate_cli():
-  code = ('import sys, define_jax.study, define_jax.study_protocol, define_jax.eval.bands, '
-          'define_jax.eval.metrics, define_jax.eval.scoring, define_jax.eval.baselines, '
+  code = ('import sys, define_jax.study, define_jax.study.study_protocol, define_jax.data.bands, '
+          'define_jax.eval.metrics, define_jax.eval.scoring, define_jax.inference.baselines, '
           'define_jax.eval.evaluation_set, define_jax.eval.report, define_jax.eval.grids; '
           'study_imports_cli = "define_jax.evaluate" in sys.modules; '
           'import define_jax.evaluate; '

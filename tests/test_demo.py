@@ -30,7 +30,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from define_jax import demo
+from define_jax.demo import demo
 from define_jax.inference import Inpainter
 
 from conftest import png_header_only

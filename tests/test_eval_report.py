@@ -4,7 +4,7 @@ changes."""
 import numpy as np
 import pytest
 
-from define_jax.eval import bands
+from define_jax.data import bands
 from define_jax.eval import grids
 from define_jax.eval import report
 from define_jax.eval import scoring

@@ -11,7 +11,7 @@ from PIL import Image
 
 from define_jax import evaluate
 from define_jax.data import image_folder
-from define_jax.eval import baselines
+from define_jax.inference import baselines
 
 from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
 from conftest import astronaut, write_masks

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from define_jax import face_models
-from define_jax import faces
 from define_jax.data import image_folder
-from define_jax.image_files import InputError
+from define_jax.faces import face_models
+from define_jax.faces import faces
+from define_jax.files.image_files import InputError
 from define_jax.tools import measure_face_template
 from define_jax.tools import port_mtcnn
 

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
 from PIL import ImageFile
 
-from define_jax import image_files
 from define_jax import inpaint
-from define_jax.image_files import InputError
+from define_jax.files import image_files
+from define_jax.files.image_files import InputError
 from define_jax.inference import Inpainter
 
 from conftest import png_header_only

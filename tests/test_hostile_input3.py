@@ -24,21 +24,21 @@ from flax import serialization
 from PIL import Image
 
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import demo
 from define_jax import evaluate
 from define_jax import export
-from define_jax import image_files
-from define_jax import inference
 from define_jax import inpaint
-from define_jax import local_only
-from define_jax import model_file
-from define_jax import output_files
-from define_jax import steps
-from define_jax import train
-from define_jax import workdir_lock
-from define_jax.image_files import InputError
+from define_jax.demo import demo
+from define_jax.demo import local_only
+from define_jax.files import image_files
+from define_jax.files import output_files
+from define_jax.files.image_files import InputError
 from define_jax.inference import Inpainter
+from define_jax.inference import inference
+from define_jax.model import checkpoints
+from define_jax.model import model_file
+from define_jax.model import steps
+from define_jax.training import train
+from define_jax.training import workdir_lock
 
 from conftest import BAND_ROWS, REPO_ROOT, astronaut, save_checkpoint, write_masks
 from test_hostile_input import run_cli
@@ -172,7 +172,7 @@ def test_broken_weights_are_refused_on_load_and_on_export(tiny_checkpoint, tmp_p
     model_file.write_model_file(str(tmp_path / 'bad.msgpack'), bad, config, step, 'float32')
   assert not os.listdir(tmp_path)
   # A file written before these checks existed.
-  with mock.patch('define_jax.weight_checks.check_variables'):
+  with mock.patch('define_jax.model.weight_checks.check_variables'):
     model_file.write_model_file(str(tmp_path / 'bad.msgpack'), bad, config, step, 'float32')
   with pytest.raises(ValueError, match='bad.msgpack.*damaged'):
     Inpainter.from_checkpoint(str(tmp_path / 'bad.msgpack'))

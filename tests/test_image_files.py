@@ -11,13 +11,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from define_jax import image_files
 from define_jax import inpaint
-from define_jax.eval import evaluation_set
 from define_jax.data import images
 from define_jax.data import mask_sources
 from define_jax.datasets import ffhq
 from define_jax.datasets import prepare
+from define_jax.eval import evaluation_set
+from define_jax.files import image_files
 from define_jax.inference import Inpainter
 
 SIZE = 64

@@ -14,12 +14,12 @@ from flax import jax_utils
 from PIL import Image
 
 from configs import tiny
-from define_jax import checkpoints
 from define_jax import inpaint
-from define_jax import prefill
-from define_jax import steps
-from define_jax.data_parallel import DataParallel
 from define_jax.inference import Inpainter
+from define_jax.model import checkpoints
+from define_jax.model import prefill
+from define_jax.model import steps
+from define_jax.runtime.data_parallel import DataParallel
 
 from conftest import REPO_ROOT, TRAIN_STEPS, astronaut, save_checkpoint
 

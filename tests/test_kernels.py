@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from define_jax import kernels
-from define_jax import losses
-from define_jax import models
+from define_jax.model import kernels
+from define_jax.model import losses
+from define_jax.model import models
 
 
 def _value_and_grads(fn, args, enabled):

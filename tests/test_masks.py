@@ -8,9 +8,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from define_jax import image_files
-from define_jax import masks
-from define_jax.eval import bands
+from define_jax.data import bands
+from define_jax.data import masks
+from define_jax.files import image_files
 
 
 def hole_ratio(known):

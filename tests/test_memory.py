@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from define_jax import demo
 from define_jax import evaluate
-from define_jax import memory
-from define_jax.image_files import InputError
+from define_jax.demo import demo
+from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
+from define_jax.inference import memory
 
 from conftest import png_header_only
 from test_hostile_input import cli_args, decoding_forbidden, run_cli
@@ -123,7 +123,7 @@ def test_demo_shows_the_memory_error_in_the_page(inpainter):
 
 
 def test_measurement_counts_the_child_s_own_memory_and_fits_its_line(tmp_path):
-  from define_jax import memory_measurement
+  from define_jax.benchmark import memory_measurement
 
   ballast = np.ones(300 * 2**20 // 8)  # The parent's 300 MB must not count for the child.
   photo, mask = memory_measurement.write_photo(tmp_path, 64)

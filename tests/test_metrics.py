@@ -10,9 +10,9 @@ import skimage.transform
 import torch
 import torch.nn.functional as F
 
-from define_jax import vgg_weights
-from define_jax.eval import bands
+from define_jax.data import bands
 from define_jax.eval import metrics
+from define_jax.model import vgg_weights
 
 
 def photo(size=64):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from define_jax import models
-from define_jax import torch_reference
+from define_jax.benchmark import torch_reference
+from define_jax.model import models
 
 
 def _masks(rng, shape, channels):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from define_jax import checkpoints
-from define_jax import train
+from define_jax.model import checkpoints
+from define_jax.training import train
 
 from conftest import REPO_ROOT
 

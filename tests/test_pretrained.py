@@ -9,9 +9,9 @@ from PIL import Image
 
 from define_jax import evaluate
 from define_jax import inpaint
-from define_jax import masks
-from define_jax.eval import baselines
+from define_jax.data import masks
 from define_jax.inference import PRETRAINED_MODEL, Inpainter
+from define_jax.inference import baselines
 from define_jax.tools import model_card_figures
 
 

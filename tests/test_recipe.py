@@ -14,15 +14,15 @@ from flax import jax_utils
 
 from configs import faces128
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import config_lib
 from define_jax import export
-from define_jax import faces
-from define_jax import model_file
-from define_jax import models
-from define_jax import prefill
-from define_jax import steps
+from define_jax.config import config_lib
+from define_jax.faces import faces
 from define_jax.inference import Inpainter
+from define_jax.model import checkpoints
+from define_jax.model import model_file
+from define_jax.model import models
+from define_jax.model import prefill
+from define_jax.model import steps
 
 from conftest import astronaut, save_checkpoint, synthetic_batch, with_fields
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import train
+from define_jax.model import checkpoints
+from define_jax.training import train
 
 from conftest import REPO_ROOT
 

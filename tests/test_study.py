@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from configs import loss_study
-from define_jax import checkpoints
-from define_jax import study
-from define_jax import study_lib
-from define_jax import study_protocol
-from define_jax import training_curves
-from define_jax.eval import bands
+from define_jax.data import bands
 from define_jax.eval import metrics
+from define_jax.model import checkpoints
+from define_jax.study import study
+from define_jax.study import study_lib
+from define_jax.study import study_protocol
+from define_jax.training import training_curves
 
 from conftest import REPO_ROOT
 

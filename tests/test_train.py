@@ -11,12 +11,12 @@ import pytest
 from flax import jax_utils
 
 from configs import tiny
-from define_jax import checkpoints
-from define_jax import steps
-from define_jax import train
 from define_jax.eval import evaluation_set
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
+from define_jax.model import checkpoints
+from define_jax.model import steps
+from define_jax.training import train
 
 from conftest import REPO_ROOT, synthetic_batch
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from define_jax import torch_reference
-from define_jax import vgg
-from define_jax import vgg_weights
+from define_jax.benchmark import torch_reference
+from define_jax.model import vgg
+from define_jax.model import vgg_weights
 from define_jax.tools import port_vgg16
 
 

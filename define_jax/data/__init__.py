@@ -1,4 +1,4 @@
-"""Training data: images, masks, tf.data batches (files are read by define_jax.image_files;
+"""Layer 1, training data: images, masks, tf.data batches (files are read by define_jax.files.image_files;
 the evaluation set is define_jax.eval's).
 
   image_folder  a folder of photos: file listing and a stable train/validation split
@@ -8,4 +8,7 @@ the evaluation set is define_jax.eval's).
   mask_sources  training-mask sources and the mask registry (config.input.masks)
   examples      training element i as a pure function of (seed, i)
   pipeline      the tf.data training pipeline (the only module that imports TensorFlow)
+  masks         the irregular-mask generator and mask augmentation
+  mask_sets     the TFDS mask sets (define_jax.datasets) and how their files are read
+  bands         hole-ratio bands (edges, labels), the hole ratio, the example images
 """

@@ -16,10 +16,10 @@ import cv2
 import ml_collections
 import numpy as np
 
-from define_jax import image_files
 from define_jax.data import image_folder
 from define_jax.data import quickstart
 from define_jax.data import skips
+from define_jax.files import image_files
 
 if TYPE_CHECKING:
   import tensorflow_datasets as tfds

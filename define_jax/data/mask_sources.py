@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Protocol
 import ml_collections
 import numpy as np
 
-from define_jax import image_files
-from define_jax import masks as mask_lib
 from define_jax.data import images
-from define_jax.mask_sets import MASK_SETS, STORED_POLARITY, MaskSet
+from define_jax.data import masks as mask_lib
 from define_jax.data import skips
+from define_jax.data.mask_sets import MASK_SETS, STORED_POLARITY, MaskSet
+from define_jax.files import image_files
 
 if TYPE_CHECKING:
   import tensorflow_datasets as tfds

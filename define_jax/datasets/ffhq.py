@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from define_jax import image_files
+from define_jax.files import image_files
 
 NUM_TRAIN_IMAGES = 60000
 NUM_IMAGES = 70000

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from define_jax import mask_sets
-from define_jax.eval import bands
+from define_jax.data import bands
+from define_jax.data import mask_sets
 
 # The official set holds 00000.png .. 11999.png: the hole-area ratio rises one
 # 10% band per block of 2,000 files, and the first 1,000 of each block touch

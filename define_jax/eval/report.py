@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from define_jax.eval import bands as bands_lib
+from define_jax.data import bands as bands_lib
 from define_jax.eval import grids
 from define_jax.eval import metrics
 from define_jax.eval.evaluation_set import EvalSet

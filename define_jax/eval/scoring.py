@@ -13,11 +13,11 @@ from typing import Callable
 import jax
 import numpy as np
 
-from define_jax.data_parallel import DataParallel
-from define_jax.eval import bands as bands_lib
+from define_jax.data import bands as bands_lib
 from define_jax.eval import metrics
 from define_jax.eval.evaluation_set import EvalSet
 from define_jax.inference import Inpainter
+from define_jax.runtime.data_parallel import DataParallel
 
 # One jitted scorer per process, so repeated evaluations reuse its compilations.
 _score_batch = jax.jit(metrics.all_metrics)

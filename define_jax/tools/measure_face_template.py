@@ -27,10 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from define_jax import align
-from define_jax import faces
-from define_jax import image_files
 from define_jax.data import image_folder
+from define_jax.faces import align
+from define_jax.faces import faces
+from define_jax.files import image_files
 
 LANDMARK_NAMES = ('left eye', 'right eye', 'nose', 'left mouth', 'right mouth')
 # Left-right mirroring maps each landmark onto this one (the eyes and mouth corners swap).

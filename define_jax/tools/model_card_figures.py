@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import skimage.data
 
-from define_jax import console
-from define_jax import training_curves
-from define_jax.eval import baselines
 from define_jax.eval import grids
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
+from define_jax.inference import baselines
+from define_jax.runtime import console
+from define_jax.training import training_curves
 
 
 def astronaut_face(size: int) -> np.ndarray:

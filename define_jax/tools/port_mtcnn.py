@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Sequence
 import flax.serialization
 import numpy as np
 
-from define_jax import faces
+from define_jax.faces import faces
 
 SOURCE = 'facenet-pytorch 2.6.0 (MIT licence), facenet_pytorch/data/{pnet,rnet,onet}.pt'
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -106,7 +106,7 @@ def load_legacy_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def to_flax(state_dict: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-  """PyTorch names and layouts -> define_jax.face_models parameters (same layer names)."""
+  """PyTorch names and layouts -> define_jax.faces.face_models parameters (same layer names)."""
   params: dict[str, dict[str, np.ndarray]] = {}
   for name, value in state_dict.items():
     layer, kind = name.rsplit('.', 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from define_jax import vgg_weights
+from define_jax.model import vgg_weights
 
 
 def _load_torch_state_dict(path: str) -> dict:

@@ -1,0 +1,184 @@
+"""fit='auto': inpaints a photo of any size and framing through the model's canvas.
+
+Face tools never feed a whole photo to a face network: each face is warped to the training
+framing, processed there and pasted back. Here the photo is first filled at its native
+resolution (the 'pad' path: what measured best away from faces, see README "Photos of any
+size"). Each face with a hole on it is then aligned by its five landmarks onto the template
+on the model's canvas. A face already framed like the training faces (scale, rotation and
+place within faces.FRAMING_SPREAD of the template) is not warped: its canvas is a window of
+the photo, as is, since resampling it only blurs the known pixels and widens the holes
+(on 128² faces at the training framing a warp cost 0.85 dB, README "Photos of any size").
+Where such a face is larger than the canvas, the native fill gives way
+to the biharmonic fill (by how much the face is upscaled, all of it from 2x): the network
+met that face at the photo's resolution larger than it was trained on, and the smooth fill
+measured better under the corrections (README "Photos of any size"). Where no face lies on
+a hole of a photo more than twice the canvas's side, the native fill gives way halfway to
+the biharmonic fill (what measured best there). This is the *base*.
+The network fills each face on its canvas, and the difference between that fill and the
+base seen on the same canvas is the face network's *correction*, warped back and added on
+the face (feathered at its canvas border; faces that overlap share by weight).
+Where the canvas is coarser than the photo the correction is smooth: it brings the face
+network's content, and the base keeps its detail. The *seam*: warped back, a
+correction also reaches a little onto the known pixels around a hole (a canvas pixel spans
+several photo pixels); that mismatch on the known pixels is interpolated harmonically over
+the holes and taken away, so the fill meets every known pixel exactly (it also tempers the
+correction near and inside holes that are narrow against the canvas's pixels; measured
+better than cutting the correction off at the canvas's holes, README "Photos of any
+size"). Known pixels are the photo's own, exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from define_jax.faces import align
+from define_jax.faces.faces import FramingSpread
+from define_jax.inference import baselines
+from define_jax.model import prefill
+
+# (canvas images [K, S, S, 3], canvas known [K, S, S, 1]) -> network composites [K, S, S, 3].
+CanvasFills = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (image [H, W, 3], known [H, W, 1]) -> composite at native resolution.
+NativeFill = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# image [H, W, 3] in [0, 1] -> the faces found on it (faces.FaceDetector).
+Detect = Callable[[np.ndarray], Sequence[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitReport:
+  """How one photo was inpainted (for the CLI and the demo to tell users)."""
+
+  faces_found: int
+  faces_inpainted: int  # Faces with a hole on them, filled through their aligned canvas.
+  # Photo pixels per canvas pixel of the most enlarged face fill (1 or less: none).
+  upscale: float
+  boxes: list[tuple[float, float, float, float]]  # x0, y0, x1, y1 of every face found.
+
+  def describe(self) -> str:
+    faces = (f'{self.faces_inpainted} of {self.faces_found} faces found inpainted through '
+             'their aligned crop' if self.faces_found else 'no face found')
+    upscaled = (f'; a face is larger than the model\'s canvas: its correction was upscaled '
+                f'{self.upscale:.1f}× (the fill at the photo\'s resolution keeps the detail at '
+                'the hole borders)'
+                if self.upscale > 1.05 else '')
+    return faces + upscaled
+
+
+def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarray,
+                    spread: FramingSpread, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(matrix, weight [H, W]) of each face whose canvas covers a hole pixel."""
+  height, width = holes.shape
+  chosen = []
+  for face in faces:
+    landmarks = np.asarray(face.landmarks, np.float64)
+    matrix = align.face_matrix(landmarks, template, size)
+    window = align.window_matrix(matrix, landmarks, template, size, height, width, spread)
+    if window is not None:
+      matrix = window
+    weight = align.canvas_weight(matrix, size, height, width)
+    if (weight[holes] > 0).any():
+      chosen.append((matrix, weight))
+  return chosen
+
+
+_harmonic_fill = jax.jit(prefill.harmonic_fill)
+
+
+def seam_exact(fill: np.ndarray, image: np.ndarray, known: np.ndarray) -> np.ndarray:
+  """fill [H, W, 3] plus the harmonic interpolation over the holes of its mismatch with the
+  image on the known pixels (known [H, W, 1], 1 = known): it meets the known pixels exactly
+  at every hole border, and where fill already matches them it is returned unchanged."""
+  mismatch = np.where(known > 0, image - fill, 0.0).astype(np.float32)
+  if not mismatch.any():
+    return fill
+  return fill + np.asarray(_harmonic_fill(mismatch[None], known[None]))[0]
+
+
+# Hole pixels up to which biharmonic_fill solves exactly: any 512² photo up to half hole.
+# scikit-image's sparse solve grows faster than the hole count (measured on the shared 2-core
+# CPU: 0.58 GB and 9 to 30 s at 154k holes, about 1 s per 512² photo at 50 % holes on an
+# idle core); more holes are solved on a block-averaged copy of the photo.
+EXACT_BIHARMONIC_HOLES = 2 ** 17
+
+
+def biharmonic_fill(image: np.ndarray, known: np.ndarray,
+                    max_holes: int = EXACT_BIHARMONIC_HOLES) -> np.ndarray:
+  """Composite [H, W, 3] of image [H, W, 3] with its holes (known [H, W, 1] == 0) filled by
+  the biharmonic equation, scikit-image's exact solve (eval.baselines.biharmonic) when there
+  are at most max_holes hole pixels. With more, the photo is block-averaged by the smallest
+  factor that brings them under max_holes, solved there, upsampled and made to meet the known
+  pixels with seam_exact: the time and memory stay bounded on any photo."""
+  height, width = known.shape[:2]
+  factor = math.ceil(math.sqrt(np.count_nonzero(known[..., 0] < 0.5) / max_holes))
+  if factor <= 1:
+    return baselines.biharmonic(image, known)
+  coarse_image, coarse_known = align.box_downsample(image, known, factor)
+  coarse = biharmonic_fill(coarse_image, coarse_known, max_holes)
+  fill = align.box_upsample(coarse, factor, height, width)
+  return np.where(known > 0, image, seam_exact(fill, image, known)).astype(np.float32)
+
+
+def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
+              template: np.ndarray, spread: FramingSpread, size: int, canvas_fills: CanvasFills,
+              native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
+  """(composite float32 [H, W, 3], report) of image [H, W, 3] in [0, 1] and known
+  [H, W, 1] (1 = known). `detect` finds the faces (each with .landmarks [5, 2] and .box) on
+  the photo with its holes already filled natively (when none lies on a hole: again, with them
+  filled biharmonically): the pixels under a hole are never looked at, by the detector no
+  more than by the network (an evaluation's ground truth stays unseen, and a user's occluder
+  does not steer the alignment)."""
+  height, width = known.shape[:2]
+  known = (known >= 0.5).astype(np.float32)
+  holes = known[..., 0] == 0
+  # The detector sees the photo with its holes filled, never what they hide.
+  look = lambda fill: detect(np.where(known > 0, image, np.clip(fill, 0.0, 1.0)))
+  native = native_fill(image, known)
+  faces = look(native)
+  on_faces = _faces_on_holes(faces, holes, template, spread, size)
+  # The biharmonic fill needs a known pixel (allow_all_hole admits photos without any).
+  can_smooth = bool(known.any())
+  smooth = None  # The biharmonic fill, once needed.
+  if not on_faces and can_smooth:
+    # Under large holes the native fill can leave a face the detector does not recognise;
+    # on the smooth biharmonic fill it found one more often (README "Photos of any size").
+    smooth = biharmonic_fill(image, known)
+    found_again = look(smooth)
+    on_faces_again = _faces_on_holes(found_again, holes, template, spread, size)
+    if on_faces_again:
+      faces, on_faces = found_again, on_faces_again
+  upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
+  if upscale > 1.0 and can_smooth:
+    # A face larger than the canvas: the network met it, at the photo's resolution, larger
+    # than it was trained on, and the biharmonic fill measured better under the corrections.
+    if smooth is None:
+      smooth = biharmonic_fill(image, known)
+    base = native + min(upscale - 1.0, 1.0) * (smooth - native)
+  elif not on_faces and smooth is not None and min(height, width) > 2 * size:
+    # No face on the holes of a photo over twice the canvas: the network's native fill there
+    # meets content far larger than its training faces, and its mean with the biharmonic fill
+    # measured best on such photos (README "Photos of any size").
+    base = 0.5 * (native + smooth)
+  else:
+    base = native
+  fill = base
+  if on_faces:
+    warped = [align.warp_to_canvas(image, known, m, size) for m, _ in on_faces]
+    canvas_known = np.stack([k for _, k in warped])
+    network = canvas_fills(np.stack([i for i, _ in warped]), canvas_known)
+    total = sum(w for _, w in on_faces)[..., None]
+    share = 1.0 / np.maximum(total, 1.0)  # Overlapping faces split the weight.
+    for (matrix, weight), face_fill in zip(on_faces, network):
+      # Against the base, not the running sum: overlapping faces add their shares.
+      base_on_canvas, _ = align.warp_to_canvas(base, np.ones_like(known), matrix, size)
+      fill = fill + weight[..., None] * share * align.warp_from_canvas(
+          face_fill - base_on_canvas, matrix, height, width)
+    fill = seam_exact(fill, image, known)
+  composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
+  report = FitReport(len(faces), len(on_faces), upscale,
+                     [tuple(float(v) for v in face.box) for face in faces])
+  return composite, report

@@ -1,0 +1,1 @@
+"""Layer 0, the process around the work: compilation cache, terminal conventions, data parallelism."""

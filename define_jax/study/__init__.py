@@ -1,0 +1,1 @@
+"""Layer 5, the loss study: train config variants alike, score them, report."""
