@@ -427,7 +427,7 @@ def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
 
 def test_face_part_fraction_replaces_that_share_of_masks():
   from configs import tiny
-  from define_jax import faces
+  from define_jax.faces import faces
   from define_jax.data import mask_sources
   config = tiny.get_config()
   config.input.masks = 'generated'

@@ -183,7 +183,7 @@ def mask_maker(config: ml_collections.ConfigDict, process_count: int) -> MaskMak
   fraction = float(config.input.face_part_mask_fraction)
   if not fraction:
     return masks
-  from define_jax import faces  # pylint: disable=g-import-not-at-top  # Only face-part runs.
+  from define_jax.faces import faces  # pylint: disable=g-import-not-at-top  # Only face-part runs.
   template = (faces.FACE_TEMPLATE if config.model.face_template is None
               else np.asarray(config.model.face_template))
   return FacePartMasks(masks, int(config.model.image_size), template, fraction)

@@ -195,7 +195,7 @@ def face_part_masks(images: np.ndarray, names: Sequence[str], masks_per_image: i
   Returns (the images with a face, each repeated masks_per_image times, their known masks
   [N, S, S, 1], the part each hides, the image names and a line naming each image without
   a face, which is left out)."""
-  from define_jax import faces  # pylint: disable=g-import-not-at-top  # Face-part runs only.
+  from define_jax.faces import faces  # pylint: disable=g-import-not-at-top  # Face-part runs only.
 
   detector = faces.FaceDetector.pretrained()
   parts = sorted(masks.FACE_PARTS)
