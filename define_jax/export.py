@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from define_jax.runtime import console
 
   def export() -> str:
-    check_output(options.out, options.overwrite)
+    check_model_out(options.out, options.overwrite)
     variables, config, step = checkpoints.load_model(options.workdir)
     if config['model'].get('face_template') is None:  # The template fit='auto' aligns to.
       from define_jax.faces import faces  # pylint: disable=g-import-not-at-top
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return console.INTERRUPTED_STATUS
 
 
-def check_output(out: str, overwrite: bool) -> None:
+def check_model_out(out: str, overwrite: bool) -> None:
   """ValueError, before anything is read, unless a model file can be written at `out`."""
   folder = os.path.dirname(os.path.abspath(out))
   if os.path.isdir(out):

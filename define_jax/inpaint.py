@@ -50,7 +50,6 @@ from define_jax.files import image_files
 from define_jax.files import output_files
 from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
-from define_jax.inference import image_input
 from define_jax.inference import inference
 from define_jax.inference import memory
 from define_jax.runtime import compilation_cache
@@ -69,7 +68,7 @@ def save_format(out: Path) -> str:
   return image_format
 
 
-def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+def check_image_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
   """InputError unless `out` can be written without destroying anything."""
   if out.is_dir():
     raise InputError(f'--out {out} is a directory; give a file name, e.g. {out / "filled.png"}.',
@@ -94,9 +93,9 @@ def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
   file unless `replace`, even one another run wrote meanwhile (InputError 'output exists')."""
   image_format = save_format(out)
   if image_format not in _SIXTEEN_BIT_FORMATS:
-    image = image_input.to_8bit(image)
+    image = image_files.to_8bit(image)
   if image.mode == 'F':
-    image = image_input.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
+    image = image_files.to_8bit(image)  # Float TIFFs are rarely wanted; keep 8 bit.
   out.parent.mkdir(parents=True, exist_ok=True)
   try:
     output_files.write_file(out, lambda file: image.save(file, format=image_format),
@@ -108,7 +107,7 @@ def write_atomically(image: Image.Image, out: Path, replace: bool) -> None:
 
 def inpaint_file(inpainter: Inpainter, image_path: Path, mask_path: Path, out_path: Path,
                  options: argparse.Namespace) -> None:
-  check_output(out_path, (image_path, mask_path), options.overwrite)
+  check_image_out(out_path, (image_path, mask_path), options.overwrite)
   inpainter.check_memory(image_path, str(image_path), options.fit, options.max_memory_gb)
   image = image_files.open_image(image_path, max_pixels=options.max_pixels)
   mask = image_files.open_image(mask_path, max_pixels=options.max_pixels)
@@ -297,7 +296,7 @@ def run(options: argparse.Namespace) -> int:
       plan = plan_folder(options)
     else:
       out = Path(options.out)
-      check_output(out, (Path(options.image), Path(options.mask)), options.overwrite)
+      check_image_out(out, (Path(options.image), Path(options.mask)), options.overwrite)
       save_format(out)
     inpainter = Inpainter.load(options.checkpoint, overrides=options.config_overrides)
     if options.images:

@@ -24,7 +24,7 @@ from flax import jax_utils
 from configs import tiny
 from define_jax.config import config_lib
 from define_jax.model import checkpoints
-from define_jax.model import steps
+from define_jax.training import steps
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')

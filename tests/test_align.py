@@ -97,8 +97,7 @@ def test_the_detector_never_sees_the_pixels_under_the_holes():
   native, smooth = seen
   holes = known[..., 0] == 0
   np.testing.assert_array_equal(native[holes], 0.25)  # The native fill, not the ground truth.
-  np.testing.assert_allclose(smooth[holes], auto_fit.biharmonic_fill(image, known)[holes],
-                             atol=1e-6)
+  np.testing.assert_allclose(smooth[holes], baselines.biharmonic(image, known)[holes], atol=1e-6)
   for photo in seen:
     np.testing.assert_array_equal(photo[~holes], image[~holes])
 
@@ -149,14 +148,14 @@ def test_seam_exact_meets_the_known_pixels_and_keeps_a_fill_that_already_does():
   known[10:40, 20:60] = 0
   known[50:52, 5:75] = 0
   matching = np.where(known > 0, image, 0.3).astype(np.float32)
-  np.testing.assert_array_equal(auto_fit.seam_exact(matching, image, known), matching)
+  np.testing.assert_array_equal(baselines.seam_exact(matching, image, known), matching)
   # A fill off by a constant on the known pixels is shifted by that constant in the holes.
-  shifted = auto_fit.seam_exact(matching + 0.1, image, known)
+  shifted = baselines.seam_exact(matching + 0.1, image, known)
   np.testing.assert_allclose(shifted, matching, atol=1e-5)
   # Any mismatch: the known pixels come out exact, and it fades into the holes' interior.
   offset = np.zeros_like(image)
   offset[:, :40] = 0.2
-  corrected = auto_fit.seam_exact(matching + offset, image, known)
+  corrected = baselines.seam_exact(matching + offset, image, known)
   np.testing.assert_allclose(corrected[known[..., 0] > 0], image[known[..., 0] > 0], atol=1e-6)
   assert np.abs(corrected[25, 22] - matching[25, 22]).max() < 0.05  # Near the left border.
 
@@ -179,7 +178,7 @@ def test_hole_outside_every_face_takes_the_native_path(side):
   if side == 64:
     np.testing.assert_array_equal(composite[holes], 0.25)
   else:
-    mean = 0.5 * (0.25 + auto_fit.biharmonic_fill(image, known)[holes])
+    mean = 0.5 * (0.25 + baselines.biharmonic(image, known)[holes])
     np.testing.assert_allclose(composite[holes], mean, atol=1e-6)
 
 
@@ -318,18 +317,18 @@ def test_faces_of_any_photo_size_share_one_canvas_compilation(inpainter):
   assert canvases == {(64, 64, 3)}
 
 
-def test_biharmonic_fill_is_exact_under_its_hole_bound_and_close_beyond():
+def test_biharmonic_is_exact_under_its_hole_bound_and_close_beyond():
   y, x = np.mgrid[0:48, 0:64].astype(np.float32)
   ramp = np.stack([x / 160 + y / 120, 0.8 - y / 60, 0.2 + 0.3 * (x * y) / (48 * 64)], -1)
   known = np.ones((48, 64, 1), np.float32)
   known[10:34, 12:40] = 0
   known[40, 3:60] = 0
   holes = known[..., 0] == 0
-  exact = auto_fit.biharmonic_fill(ramp, known)
+  exact = baselines.biharmonic(ramp, known, baselines.EXACT_BIHARMONIC_HOLES)
   np.testing.assert_array_equal(exact, baselines.biharmonic(ramp, known))
   # Over the bound: solved on a 3×-block-averaged copy, yet known pixels exact and the
   # smooth ramp recovered in the holes.
-  coarse = auto_fit.biharmonic_fill(ramp, known, max_holes=int(holes.sum()) // 5)
+  coarse = baselines.biharmonic(ramp, known, max_holes=int(holes.sum()) // 5)
   np.testing.assert_array_equal(coarse[~holes], ramp[~holes])
   np.testing.assert_allclose(coarse[holes], ramp[holes], atol=0.01)
   np.testing.assert_allclose(coarse[holes], exact[holes], atol=0.01)
@@ -348,8 +347,7 @@ def test_a_face_larger_than_the_canvas_puts_the_biharmonic_fill_under_its_correc
   far = np.s_[110:120, 5:30]
   if eye_distance > 25.6:  # Over twice the canvas's scale: the biharmonic fill alone.
     assert report.upscale > 2
-    np.testing.assert_allclose(composite[far], auto_fit.biharmonic_fill(image, known)[far],
-                               atol=1e-5)
+    np.testing.assert_allclose(composite[far], baselines.biharmonic(image, known)[far], atol=1e-5)
   else:  # Smaller than the canvas: the native fill.
     assert report.faces_inpainted == 1 and report.upscale < 1
     np.testing.assert_array_equal(composite[far], 0.25)

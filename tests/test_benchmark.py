@@ -15,7 +15,7 @@ import pytest
 from define_jax.benchmark import benchmark
 from define_jax.benchmark import measurement
 from define_jax.config import config_lib
-from define_jax.model import steps
+from define_jax.training import steps
 
 from conftest import REPO_ROOT
 
@@ -136,7 +136,7 @@ def test_settings_from_overrides_or_config_file():
   config = benchmark.core_config(_args())
   assert (config.model.image_size, config.optim.batch_size, config.model.layers,
           config.loss.preset) == (128, 6, 7, 'final')
-  config_lib.validate(config, device_count=1)
+  steps.validate(config, device_count=1)
   config = benchmark.core_config(
       _args('--config.model.image_size=32', '--config', 'configs/tiny.py'))
   assert (config.model.image_size, config.model.layers, config.model.base_features) == (32, 4, 8)

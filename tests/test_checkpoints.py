@@ -10,7 +10,8 @@ from define_jax.config import config_lib
 from define_jax.inference import PRETRAINED_MODEL, Inpainter
 from define_jax.model import checkpoints
 from define_jax.model import model_file
-from define_jax.model import steps
+from define_jax.model import network
+from define_jax.training import steps
 
 from conftest import astronaut
 
@@ -132,7 +133,7 @@ def test_checkpoint_and_model_file_with_flat_configs_restore_identically(tiny_ch
            else key.split('.')[-1]): value
           for key, value in config_lib.flatten(config_dict).items()}
   workdir = str(tmp_path / 'old_run')
-  config = config_lib.model_config(config_dict, tiny_checkpoint)
+  config = network.model_config(config_dict, tiny_checkpoint)
   state = steps.create_train_state(config, jax.random.key(0), variables).replace(step=step)
   manager = checkpoints.create_manager(workdir)
   checkpoints.save(manager, state, flat)

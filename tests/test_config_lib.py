@@ -8,6 +8,8 @@ from configs import default
 from configs import loss_study
 from configs import tiny
 from define_jax.config import config_lib
+from define_jax.model import network
+from define_jax.training import steps
 
 from conftest import REPO_ROOT
 
@@ -57,7 +59,7 @@ def test_every_shipped_config_loads_and_only_defines_default_fields():
     # Defaults live only in configs/default.py.
     assert config_lib.flatten(config).keys() == fields, path.name
     if config.optim.init_from is not None:  # finetune.py requires --config.optim.init_from.
-      config_lib.validate(config, device_count=1 if config.optim.batch_size % 4 else 4)
+      steps.validate(config, device_count=1 if config.optim.batch_size % 4 else 4)
 
 
 def test_flat_fields_name_every_field_of_the_sections_once():
@@ -95,14 +97,14 @@ def test_invalid_settings_name_the_field(field, value, message):
   else:
     config[section][name] = value
   with pytest.raises(ValueError, match=message):
-    config_lib.validate(config, device_count=4)
+    steps.validate(config, device_count=4)
 
 
 def test_a_field_outside_the_sections_is_refused():
   config = tiny.get_config()
   config.batch_size = 4  # Accepted by an unlocked ConfigDict, as a new field.
   with pytest.raises(ValueError, match='config.batch_size is no field'):
-    config_lib.validate(config, device_count=4)
+    steps.validate(config, device_count=4)
 
 
 def _flat(config) -> dict:
@@ -124,34 +126,34 @@ def test_checkpoint_configs_need_the_model_fields_and_get_later_ones():
   flat = _flat(tiny.get_config())
   for later in config_lib.MODEL_FIELDS_ADDED_LATER:
     del flat[later]
-  config = config_lib.model_config(flat, 'runs/old')
+  config = network.model_config(flat, 'runs/old')
   # As trained before them.
   assert (config.model.mask_channel, config.model.prefill) == (False, 'none')
   del flat['layers']
   with pytest.raises(ValueError, match='runs/old: model lacks layers'):
-    config_lib.model_config(flat, 'runs/old')
+    network.model_config(flat, 'runs/old')
 
 
 def test_stored_configs_take_overrides_of_their_fields():
   stored = tiny.get_config().to_dict()
-  config = config_lib.model_config(stored, 'm.msgpack', ['--config.model.dtype=bfloat16'])
+  config = network.model_config(stored, 'm.msgpack', ['--config.model.dtype=bfloat16'])
   assert config.model.dtype == 'bfloat16'
   with pytest.raises(ValueError, match="no config field 'model.dtypes'"):
-    config_lib.model_config(stored, 'm.msgpack', ['--config.model.dtypes=bfloat16'])
+    network.model_config(stored, 'm.msgpack', ['--config.model.dtypes=bfloat16'])
   with pytest.raises(ValueError, match='model.dtype'):
-    config_lib.model_config(stored, 'm.msgpack', ['--config.model.dtype=float8'])
+    network.model_config(stored, 'm.msgpack', ['--config.model.dtype=float8'])
 
 
 def test_initialising_from_another_architecture_is_refused():
   model = tiny.get_config().model
   # Settings that leave the weights' shapes alone may differ.
-  config_lib.check_same_architecture(
+  network.check_same_architecture(
       model, {**model.to_dict(), 'dtype': 'bfloat16', 'freeze_encoder_bn': True,
               'image_size': 128}, 'stage one')
   with pytest.raises(ValueError, match=r'stage one was trained with another network: '
                      r'model.base_features=16 \(this config: 8\)'):
-    config_lib.check_same_architecture(model, {**model.to_dict(), 'base_features': 16},
+    network.check_same_architecture(model, {**model.to_dict(), 'base_features': 16},
                                        'stage one')
   with pytest.raises(ValueError, match='mask_channel'):  # More input channels.
-    config_lib.check_same_architecture(model, {**model.to_dict(), 'mask_channel': True},
+    network.check_same_architecture(model, {**model.to_dict(), 'mask_channel': True},
                                        'stage one')

@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 
 from configs import default
-from define_jax.data import images
+from define_jax.data import image_sources
 from define_jax.data import pipeline
 from define_jax.data import skips
 from define_jax.datasets import prepare
@@ -218,11 +218,11 @@ def test_decode_rejects_corrupt_and_truncated_data():
 
 def test_small_images_are_upscaled_and_crops_are_square():
   tiny = smooth_photo(3, 5, 0)
-  assert images.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
+  assert image_sources.crop_and_resize(tiny, SIZE, None).shape == (SIZE, SIZE, 3)
   wide = smooth_photo(50, 120, 0)
-  centre = images.crop_and_resize(wide, 50, None)
+  centre = image_sources.crop_and_resize(wide, 50, None)
   np.testing.assert_array_equal(centre, wide[:, 35:85])
-  random_crop = images.crop_and_resize(wide, 50, np.random.default_rng(0))
+  random_crop = image_sources.crop_and_resize(wide, 50, np.random.default_rng(0))
   assert random_crop.shape == (50, 50, 3)
 
 

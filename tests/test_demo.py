@@ -147,9 +147,9 @@ def distance_to_segment(height, width, start, end) -> np.ndarray:
 # --- End to end in Chromium ------------------------------------------------------------
 
 
-def wait_for_status(page, text: str, directory, timeout_ms: int = 120_000) -> None:
-  """Waits for the status line to contain `text`; on timeout the page's text and a
-  screenshot (failed_<text>.png in `directory`) say what the page showed instead."""
+def wait_for_status(page, text: str, directory, server, timeout_ms: int = 120_000) -> None:
+  """Waits for the status line to contain `text`; on timeout the page's text, a screenshot
+  (failed_<text>.png in `directory`) and the server's tracebacks say what happened instead."""
   from playwright.sync_api import TimeoutError as PlaywrightTimeout
   try:
     page.wait_for_selector(f'#status:has-text("{text}")', timeout=timeout_ms)
@@ -157,7 +157,8 @@ def wait_for_status(page, text: str, directory, timeout_ms: int = 120_000) -> No
     shot = directory / f'failed_{re.sub(r"[^a-z0-9]", "_", text.lower())}.png'
     page.screenshot(path=str(shot), full_page=True)
     raise AssertionError(f'No "{text}" in the status; the page shows:\n'
-                         f'{page.inner_text("body")[-2000:]}\nscreenshot: {shot}') from None
+                         f'{page.inner_text("body")[-2000:]}\nscreenshot: {shot}\n'
+                         f'server tracebacks: {server_errors(server.log())[-2:]}') from None
 
 
 def upload_and_paint(page, photo_path, shape, x_offsets, y_offset):
@@ -235,7 +236,7 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
     stroke = upload_and_paint(page, photo_path, photo.shape, (-0.3, 0.25), 0.0)
 
     page.click('#inpaint')
-    wait_for_status(page, 'Pass 1', tmp_path)
+    wait_for_status(page, 'Pass 1', tmp_path, server)
     first = fetch_image(page.get_attribute('#network img', 'src'))
     telea = fetch_image(page.get_attribute('#telea img', 'src'))
     with page.expect_download() as download:
@@ -244,7 +245,7 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
     page.screenshot(path=str(tmp_path / 'demo_inpainted.png'), full_page=True)
 
     page.click('#again')
-    wait_for_status(page, 'Pass 2', tmp_path)
+    wait_for_status(page, 'Pass 2', tmp_path, server)
     second = fetch_image(page.get_attribute('#network img', 'src'))
 
     # On a fresh page: pick an example, paint, inpaint.
@@ -260,7 +261,7 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
     page.mouse.move(middle_x + 40, middle_y, steps=8)
     page.mouse.up()
     page.click('#inpaint')
-    wait_for_status(page, '256×256', tmp_path)
+    wait_for_status(page, '256×256', tmp_path, server)
     page.wait_for_timeout(1000)  # Let the page finish its uploads before closing.
 
   assert outside_requests == [], outside_requests  # Nothing outside 127.0.0.1, not even fonts.
@@ -300,7 +301,7 @@ def test_browser_two_faces_only_the_painted_one_changes(demo_server, tmp_path):
     # Across the left face's mouth (the face is centred at 1/4 of the width).
     stroke = upload_and_paint(page, photo_path, photo.shape, (-0.32, -0.18), 0.05)
     page.click('#inpaint')
-    wait_for_status(page, 'Pass 1', tmp_path)
+    wait_for_status(page, 'Pass 1', tmp_path, server)
     status = page.inner_text('#status')
     result = fetch_image(page.get_attribute('#network img', 'src'))
     boxes = fetch_image(page.get_attribute('#faces img', 'src'))
@@ -509,7 +510,7 @@ def test_without_checkpoint_the_packaged_model_is_loaded(capsys, monkeypatch):
 def test_demo_uses_the_one_inference_core():
   """No second copy of the canvas / resize / paste-back logic in the demo."""
   source = open(demo.__file__, encoding='utf-8').read()
-  for duplicated in ('def to_canvas', 'checkpoints.load_model', 'steps.create_model',
+  for duplicated in ('def to_canvas', 'checkpoints.load_model', 'network.create_model',
                      'jax.jit', 'http.server'):
     assert duplicated not in source
   assert 'Inpainter' in source

@@ -36,7 +36,7 @@ from define_jax.inference import Inpainter
 from define_jax.inference import inference
 from define_jax.model import checkpoints
 from define_jax.model import model_file
-from define_jax.model import steps
+from define_jax.training import steps
 from define_jax.training import train
 from define_jax.training import workdir_lock
 

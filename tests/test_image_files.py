@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 
 from define_jax import inpaint
-from define_jax.data import images
+from define_jax.data import image_sources
 from define_jax.data import mask_sources
 from define_jax.datasets import ffhq
 from define_jax.datasets import prepare
@@ -107,7 +107,7 @@ def test_every_path_reads_a_mask_file_alike(tmp_path, inpainter):
 
   # Training: the NVIDIA builder stores the files, the pipeline reads them back.
   builder = prepare.prepare_dataset('nvidia_irregular_masks', masks_dir, tmp_path / 'tfds')
-  records = images.TfdsRecords(builder, 'test', 'mask')
+  records = image_sources.TfdsRecords(builder, 'test', 'mask')
   stored = {f'{int(example["file_number"]):05d}.png': mask_sources.read_stored_mask(records, i)
             for i, example in enumerate(builder.as_data_source('test'))}
 
@@ -135,7 +135,7 @@ def test_every_path_reads_a_photo_alike(tmp_path, inpainter):
   names = photo_files(photos)
   mask = tmp_path / 'mask.png'
   Image.fromarray(np.where(hole_set(), 255, 0).astype(np.uint8)).save(mask)
-  training = images.FileImages(photos, names)
+  training = image_sources.FileImages(photos, names)
   evaluated, evaluated_names, skipped = evaluation_set.folder_images(str(photos), SIZE, len(names))
   assert evaluated_names == names and not skipped
   with mock.patch.object(Inpainter, 'load', return_value=inpainter):

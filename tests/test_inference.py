@@ -8,18 +8,15 @@ import sys
 import jax
 import numpy as np
 import pytest
-import skimage.data
-import skimage.transform
-from flax import jax_utils
 from PIL import Image
 
 from configs import tiny
 from define_jax import inpaint
 from define_jax.inference import Inpainter
-from define_jax.model import checkpoints
+from define_jax.model import network
 from define_jax.model import prefill
-from define_jax.model import steps
 from define_jax.runtime.data_parallel import DataParallel
+from define_jax.training import steps
 
 from conftest import REPO_ROOT, TRAIN_STEPS, astronaut, save_checkpoint
 
@@ -146,7 +143,7 @@ def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(mon
   it runs in the first pass only."""
   config = tiny.get_config()
   config.model.prefill, config.model.mask_channel = 'biharmonic', True
-  variables = steps.init_variables(config.model, jax.random.key(0))
+  variables = network.init_variables(config.model, jax.random.key(0))
   fill_runs = []
 
   def counted_fill(image, mask):
@@ -168,8 +165,8 @@ def test_later_passes_reuse_the_inference_core_without_rerunning_the_prefill(mon
   # The passes spelled out: the network sees the previous fill as known everywhere, with
   # the pre-fill run on every pass.
   monkeypatch.setitem(prefill.FILLS, 'biharmonic', prefill.biharmonic_fill)
-  apply = steps.create_model(config.model).apply
-  fill = steps.inpaint(apply, variables, images * known, known)
+  apply = network.create_model(config.model).apply
+  fill = network.inpaint(apply, variables, images * known, known)
   for _ in range(2):
     refined = apply(variables, fill, np.ones_like(known), train=False)
     fill = known * images + (1 - known) * refined
@@ -247,6 +244,28 @@ def test_inference_imports_neither_tensorflow_nor_clu():
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=120, check=True)
   assert result.stdout.strip() == '[]'
+
+
+# What loading the packaged model and inpainting must not import: training (optax, the
+# losses, the train step, Orbax's checkpoints), evaluation, the PyTorch reference, TensorFlow.
+NOT_FOR_INFERENCE = ('optax', 'orbax', 'tensorflow', 'torch', 'clu', 'define_jax.training',
+                     'define_jax.eval', 'define_jax.benchmark', 'define_jax.study')
+
+
+def test_packaged_model_inpaints_without_training_evaluation_or_tensorflow_modules():
+  code = ('import sys, numpy as np\n'
+          'from define_jax.inference import Inpainter\n'
+          'image = np.random.default_rng(0).random((40, 48, 3), np.float32)\n'
+          'known = np.ones((40, 48, 1), np.float32); known[10:20, 12:30] = 0\n'
+          'fill = Inpainter.pretrained()(image, known, polarity="keep_white")\n'
+          'assert fill.shape == image.shape and np.isfinite(fill).all()\n'
+          f'found = sorted(m for m in sys.modules for p in {NOT_FOR_INFERENCE!r}\n'
+          '               if m == p or m.startswith(p + "."))\n'
+          'print(found)\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == '[]'
 
 
 def write_photo_and_mask(directory, name, size=(80, 60)):

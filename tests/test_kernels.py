@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from define_jax.model import kernels
-from define_jax.model import losses
 from define_jax.model import models
+from define_jax.training import losses
 
 
 def _value_and_grads(fn, args, enabled):

@@ -16,8 +16,8 @@ PACKAGE = 'define_jax'
 # and each subpackage's __main__.py.
 CLI = 'command lines'
 LAYERS = (
-    ('files', 'runtime'),
-    ('config', 'model', 'faces', 'data', 'datasets'),
+    ('files', 'config', 'runtime'),
+    ('model', 'faces', 'data', 'datasets'),
     ('inference',),
     ('eval', 'demo'),
     ('training',),
@@ -159,5 +159,5 @@ def test_the_model_side_imports_nothing_from_the_loss_side():
   graph = import_graph(pathlib.Path(REPO_ROOT))
   for module in ('model.models', 'model.prefill', 'model.masking'):
     imported = reachable(graph, f'{PACKAGE}.{module}')
-    assert not imported & {f'{PACKAGE}.model.losses', f'{PACKAGE}.model.vgg',
-                           f'{PACKAGE}.model.steps'}, module
+    assert not imported & {f'{PACKAGE}.training.losses', f'{PACKAGE}.model.vgg',
+                           f'{PACKAGE}.training.steps'}, module

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from define_jax.model import losses
 from define_jax.model import masking
 from define_jax.model import models
 from define_jax.model import vgg
+from define_jax.training import losses
 
 RTOL = 1e-5
 

@@ -7,7 +7,7 @@ import numpy as np
 from flax import jax_utils
 
 from configs import tiny
-from define_jax.model import steps
+from define_jax.training import steps
 
 from conftest import synthetic_batch
 

@@ -15,14 +15,14 @@ from flax import jax_utils
 from configs import faces128
 from configs import tiny
 from define_jax import export
-from define_jax.config import config_lib
 from define_jax.faces import faces
 from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
 from define_jax.model import model_file
 from define_jax.model import models
+from define_jax.model import network
 from define_jax.model import prefill
-from define_jax.model import steps
+from define_jax.training import steps
 
 from conftest import astronaut, save_checkpoint, synthetic_batch, with_fields
 
@@ -112,8 +112,8 @@ def test_checkpoints_keep_the_averages_and_inference_loads_them(tmp_path):
 def test_faces128_recipe_is_valid_and_fits_the_shipping_budget():
   config = faces128.get_config()
   config.input.image_dir = '/faces'
-  config_lib.validate(config, device_count=1)
-  shapes = jax.eval_shape(lambda: steps.init_variables(config.model, jax.random.key(0)))
+  steps.validate(config, device_count=1)
+  shapes = jax.eval_shape(lambda: network.init_variables(config.model, jax.random.key(0)))
   parameters = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes['params']))
   assert parameters * 2 < 16 * 2**20  # float16 storage within the 16 MiB budget
 

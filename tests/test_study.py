@@ -16,7 +16,6 @@ from define_jax.data import bands
 from define_jax.eval import metrics
 from define_jax.model import checkpoints
 from define_jax.study import study
-from define_jax.study import study_lib
 from define_jax.study import study_protocol
 from define_jax.training import training_curves
 

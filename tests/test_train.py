@@ -15,7 +15,7 @@ from define_jax.eval import evaluation_set
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
-from define_jax.model import steps
+from define_jax.training import steps
 from define_jax.training import train
 
 from conftest import REPO_ROOT, synthetic_batch

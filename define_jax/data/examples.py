@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from define_jax.data import images
+from define_jax.data import image_sources
 from define_jax.data import mask_sources
 from define_jax.data import skips
 
@@ -36,7 +36,7 @@ class Examples:
 
   def __init__(
       self,
-      split: images.ImageSplit,
+      split: image_sources.ImageSplit,
       masks: mask_sources.MaskMaker,
       image_size: int,
       seed: int,
@@ -67,7 +67,7 @@ class Examples:
     if index in self._known_unreadable:
       skips.SKIPS.record('images', self._split.images.name(index), 'unreadable (seen before)')
       return None
-    image = images.load_or_skip(self._split.images, index, min_side)
+    image = image_sources.load_or_skip(self._split.images, index, min_side)
     if image is None:
       self._known_unreadable.add(index)
     return image
@@ -93,7 +93,7 @@ class Examples:
       self._epoch_skips.record(epoch)
     else:
       raise ValueError(f'no readable image left in {self._split.images.description}')
-    image = images.crop_and_resize(
+    image = image_sources.crop_and_resize(
         image,
         self._size,
         element_rng(self._seed, IMAGE_STREAM, element),

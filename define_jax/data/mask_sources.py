@@ -2,7 +2,7 @@
 
 Adding a kind of mask is one builder `(config, process_count) -> MaskMaker` and one
 MASK_SOURCES entry; adding a TFDS mask set is one
-mask_sets.MASK_SETS entry.
+masks.MASK_SETS entry.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 import ml_collections
 import numpy as np
 
-from define_jax.data import images
+from define_jax.data import image_sources
 from define_jax.data import masks as mask_lib
 from define_jax.data import skips
-from define_jax.data.mask_sets import MASK_SETS, STORED_POLARITY, MaskSet
+from define_jax.data.masks import MASK_SETS, STORED_POLARITY, MaskSet
 from define_jax.files import image_files
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class MaskSetMasks:
 
   def __init__(
       self,
-      source: images.TfdsRecords,
+      source: image_sources.TfdsRecords,
       size: int,
       augment: bool,
       generated: GeneratedMasks,
@@ -124,7 +124,7 @@ class FacePartMasks:
     return mask_lib.face_part_mask(rng, self._size, self._size, self._landmarks, part)
 
 
-def read_stored_mask(records: images.TfdsRecords, index: int) -> np.ndarray:
+def read_stored_mask(records: image_sources.TfdsRecords, index: int) -> np.ndarray:
   """uint8 [H, W], 1 = known, of mask `index` of a prepared mask set (InputError naming it)."""
   return image_files.read_mask(records.load_bytes(index), STORED_POLARITY,
                                name=records.name(index), max_pixels=None)
@@ -142,7 +142,7 @@ def prepared_mask_set(
   if not config.input.mask_dir or process_count > 1:
     raise FileNotFoundError(
         f'{mask_set.tfds_name} is not prepared in {builder.data_dir}; set config.input.mask_dir '
-        f'(single host) or run: {images.prepare_command(mask_set.tfds_name, config)}'
+        f'(single host) or run: {image_sources.prepare_command(mask_set.tfds_name, config)}'
     )
   return prepare.prepare_dataset(mask_set.tfds_name, config.input.mask_dir, config.input.data_dir)
 
@@ -160,7 +160,7 @@ def _from_mask_set(
     mask_set: MaskSet, config: ml_collections.ConfigDict, process_count: int
 ) -> MaskSetMasks:
   return MaskSetMasks(
-      images.TfdsRecords(
+      image_sources.TfdsRecords(
           prepared_mask_set(mask_set, config, process_count), mask_set.train_split, 'mask'
       ),
       int(config.model.image_size),
@@ -179,7 +179,7 @@ MASK_SOURCES: dict[str, Callable[[ml_collections.ConfigDict, int], MaskMaker]] =
 def mask_maker(config: ml_collections.ConfigDict, process_count: int) -> MaskMaker:
   """The training masks of config.input.masks, a fraction of them over face parts
   (config.input.face_part_mask_fraction)."""
-  masks = images.lookup(MASK_SOURCES, 'masks', config.input.masks)(config, process_count)
+  masks = image_sources.lookup(MASK_SOURCES, 'masks', config.input.masks)(config, process_count)
   fraction = float(config.input.face_part_mask_fraction)
   if not fraction:
     return masks

@@ -1,5 +1,7 @@
-"""Hole masks for inpainting: a fast irregular-mask generator and augmentation of masks
-from a mask set (files are read by define_jax.files.image_files).
+"""Hole masks for inpainting: a fast irregular-mask generator, augmentation of masks from a
+mask set, and the mask sets themselves (MASK_SETS: the TFDS sets of define_jax.datasets, each
+set's polarity stated here once, for its builder, the training masks and evaluate's
+--mask_dir; files are read by define_jax.files.image_files).
 
 Convention everywhere in this module: masks are uint8 arrays [H, W] with
 1 = known pixel and 0 = hole (callers add the trailing channel axis and cast).
@@ -13,10 +15,17 @@ can be made in parallel inside tf.data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
+from absl import logging
+
+from define_jax.files import image_files
 
 # A generated mask is built from at most this many accepted or rejected
 # primitives before the deterministic top-up guarantees the hole ratio.
@@ -229,3 +238,42 @@ def face_part_mask(rng: np.random.Generator | None, height: int, width: int,
   cv2.ellipse(hole, (int(round(centre[0])), int(round(centre[1]))),
               (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), angle, 0, 360, 1, -1)
   return (1 - hole).astype(np.uint8)
+
+
+Key = TypeVar('Key')
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSet:
+  """A TFDS mask set (define_jax.datasets) and how its manual files are read."""
+
+  tfds_name: str
+  train_split: str
+  eval_split: str
+  # Whether white is hole or keep in the set's files; stated only here, used by its TFDS
+  # builder and by evaluate's --mask_dir.
+  polarity: image_files.MaskPolarity
+
+
+# The TFDS builders store masks as 0/1 PNGs, 1 = known: binary data whose white is kept.
+STORED_POLARITY = 'keep_white'
+
+MASK_SETS = {
+    'nvidia_irregular': MaskSet('nvidia_irregular_masks', 'test', 'test', 'hole_white'),
+    'qd_imd': MaskSet('qd_imd', 'train', 'test', 'keep_white'),
+}
+
+
+def read_mask_set_files(name: str,
+                        files: Iterable[tuple[Key, Path]]) -> Iterator[tuple[Key, np.ndarray]]:
+  """(key, uint8 [H, W, 1], 1 = known) of the manual files of MASK_SETS[name], read with its
+  polarity: what its TFDS builder stores. Unreadable and non-binary files are skipped with
+  a warning naming them."""
+  polarity = MASK_SETS[name].polarity
+  for key, path in files:
+    try:
+      known = image_files.read_mask(path, polarity, max_pixels=None)
+    except image_files.InputError as error:
+      logging.warning('Skipping %s', error)
+      continue
+    yield key, known[..., None]

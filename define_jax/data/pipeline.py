@@ -31,7 +31,7 @@ import ml_collections
 import tensorflow as tf
 
 from define_jax.data import examples
-from define_jax.data import images
+from define_jax.data import image_sources
 from define_jax.data import mask_sources
 
 # tf.data runs on the host CPU; JAX owns every accelerator.
@@ -152,7 +152,7 @@ def create_train_dataset(
   layout = _batch_layout(config, process_index, process_count)
   size = int(config.model.image_size)
   make_example = examples.Examples(
-      images.image_split(config, 'train'),
+      image_sources.image_split(config, 'train'),
       mask_sources.mask_maker(config, layout.process_count),
       size,
       int(config.seed) % 2**32,  # NumPy seeds must be non-negative

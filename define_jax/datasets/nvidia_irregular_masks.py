@@ -1,7 +1,7 @@
 """TFDS builder for the NVIDIA irregular hole masks (Liu et al. 2018, PConv test set).
 
 The files (`NNNNN.png`, 512x512, white = hole, read with the polarity of
-mask_sets.MASK_SETS['nvidia_irregular']) are read from the manual directory; nothing is
+masks.MASK_SETS['nvidia_irregular']) are read from the manual directory; nothing is
 downloaded. The stored `mask` uses the project convention 1 = known pixel, 0 = hole (uint8
 values 0/1).
 """
@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from define_jax.data import bands
-from define_jax.data import mask_sets
+from define_jax.data import masks
 
 # The official set holds 00000.png .. 11999.png: the hole-area ratio rises one
 # 10% band per block of 2,000 files, and the first 1,000 of each block touch
@@ -97,7 +97,7 @@ class NvidiaIrregularMasks(tfds.core.GeneratorBasedBuilder):
     return {'test': self._generate_examples(files)}
 
   def _generate_examples(self, files: dict[int, Path]) -> Iterator[tuple[int, dict]]:
-    for number, known in mask_sets.read_mask_set_files('nvidia_irregular', files.items()):
+    for number, known in masks.read_mask_set_files('nvidia_irregular', files.items()):
       yield number, {
           'mask': known,
           'hole_ratio_band': band_of(number),

@@ -1,7 +1,7 @@
 """TFDS builder for QD-IMD, the QuickDraw irregular mask dataset (Iskakov 2018).
 
 The files (`train/*.png`, `test/*.png`, 512x512, white = keep, read with the polarity of
-mask_sets.MASK_SETS['qd_imd']) are read from the manual directory; nothing is
+masks.MASK_SETS['qd_imd']) are read from the manual directory; nothing is
 downloaded. The stored `mask` uses the project convention 1 = known pixel, 0 = hole (uint8
 values 0/1).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from define_jax.data import mask_sets
+from define_jax.data import masks
 
 SPLITS = ('train', 'test')
 
@@ -68,5 +68,5 @@ class QdImd(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, paths: list[Path]) -> Iterator[tuple[str, dict]]:
     named = ((path.name, path) for path in paths)
-    for name, known in mask_sets.read_mask_set_files('qd_imd', named):
+    for name, known in masks.read_mask_set_files('qd_imd', named):
       yield name, {'mask': known, 'file_name': name}

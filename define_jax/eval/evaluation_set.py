@@ -22,8 +22,7 @@ import numpy as np
 from define_jax.data import bands
 from define_jax.data import examples
 from define_jax.data import image_folder
-from define_jax.data import images
-from define_jax.data import mask_sets
+from define_jax.data import image_sources
 from define_jax.data import mask_sources
 from define_jax.data import masks
 from define_jax.files import image_files
@@ -32,7 +31,7 @@ from define_jax.files import image_files
 EVAL_SEED = 20240917
 # Seed of the mask choice of training-time evaluation and study (evaluate's --seed default).
 MASK_SEED = 0
-MASK_POLARITIES = {name: mask_set.polarity for name, mask_set in mask_sets.MASK_SETS.items()}
+MASK_POLARITIES = {name: mask_set.polarity for name, mask_set in masks.MASK_SETS.items()}
 # Hole-ratio range drawn for generated masks of each band: band 0 starts at 1% because a
 # handful of hole pixels measures nothing.
 _GENERATED_RANGES = [
@@ -73,7 +72,7 @@ def validation_images(
   if image_dir:
     config = ml_collections.ConfigDict(config.to_dict())
     config.input.dataset, config.input.image_dir = 'image_folder', image_dir
-  split = images.image_split(config, 'validation')
+  split = image_sources.image_split(config, 'validation')
   source = split.images
   if split.eval_random_crops:
     order = np.arange(count) % len(source)
@@ -82,12 +81,12 @@ def validation_images(
     order = permutation.permutation(len(source))[:count]
   chosen = []
   for position, index in enumerate(order):
-    image = images.load_or_skip(source, int(index), size)
+    image = image_sources.load_or_skip(source, int(index), size)
     if image is None:
       continue
     crop_rng = (examples.element_rng(EVAL_SEED, examples.IMAGE_STREAM, position)
                 if split.eval_random_crops else None)
-    chosen.append(images.crop_and_resize(image, size, crop_rng, split.crop_fractions))
+    chosen.append(image_sources.crop_and_resize(image, size, crop_rng, split.crop_fractions))
   if not chosen:
     raise ValueError(f'no readable image in {source.description}')
   return _to_float(chosen), [f'{config.input.dataset} validation #{k}' for k in range(len(chosen))]
@@ -111,7 +110,7 @@ def folder_images(image_dir: str, size: int,
     except image_files.InputError as error:
       skipped.append(str(error))
       continue
-    chosen.append(images.crop_and_resize(pixels, size, None))
+    chosen.append(image_sources.crop_and_resize(pixels, size, None))
     names.append(name)
   if not chosen:
     raise ValueError(f'No readable image below {image_dir}: {"; ".join(skipped[:3])}')
@@ -164,7 +163,7 @@ def masks_from_dir(mask_dir: str, polarity: image_files.MaskPolarity, size: int,
                         f'with polarity {polarity!r}; is --masks right?')
 
 
-def masks_from_records(records: images.TfdsRecords, size: int, count: int,
+def masks_from_records(records: image_sources.TfdsRecords, size: int, count: int,
                        seed: int) -> tuple[np.ndarray, list[str]]:
   """`count` band-balanced masks of a prepared TFDS mask set's split."""
   names = [records.name(index) for index in range(len(records))]
@@ -225,10 +224,10 @@ def _training_masks(config: ml_collections.ConfigDict, size: int,
   prepared mask set's evaluation split; generated for masks='generated'."""
   if config.input.masks == 'generated':
     return generated_masks(size, count, MASK_SEED)
-  mask_set = images.lookup(mask_sets.MASK_SETS, 'masks', config.input.masks)
+  mask_set = image_sources.lookup(masks.MASK_SETS, 'masks', config.input.masks)
   if config.input.mask_dir:
     return masks_from_dir(config.input.mask_dir, mask_set.polarity, size, count, MASK_SEED)
-  records = images.TfdsRecords(mask_sources.prepared_mask_set(mask_set, config),
+  records = image_sources.TfdsRecords(mask_sources.prepared_mask_set(mask_set, config),
                                mask_set.eval_split, 'mask')
   return masks_from_records(records, size, count, MASK_SEED)
 

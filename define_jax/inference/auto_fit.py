@@ -30,16 +30,13 @@ size"). Known pixels are the photo's own, exactly.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 
 from define_jax.faces import align
 from define_jax.faces.faces import FramingSpread
 from define_jax.inference import baselines
-from define_jax.model import prefill
 
 # (canvas images [K, S, S, 3], canvas known [K, S, S, 1]) -> network composites [K, S, S, 3].
 CanvasFills = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -86,43 +83,6 @@ def _faces_on_holes(faces: Sequence[Any], holes: np.ndarray, template: np.ndarra
   return chosen
 
 
-_harmonic_fill = jax.jit(prefill.harmonic_fill)
-
-
-def seam_exact(fill: np.ndarray, image: np.ndarray, known: np.ndarray) -> np.ndarray:
-  """fill [H, W, 3] plus the harmonic interpolation over the holes of its mismatch with the
-  image on the known pixels (known [H, W, 1], 1 = known): it meets the known pixels exactly
-  at every hole border, and where fill already matches them it is returned unchanged."""
-  mismatch = np.where(known > 0, image - fill, 0.0).astype(np.float32)
-  if not mismatch.any():
-    return fill
-  return fill + np.asarray(_harmonic_fill(mismatch[None], known[None]))[0]
-
-
-# Hole pixels up to which biharmonic_fill solves exactly: any 512² photo up to half hole.
-# scikit-image's sparse solve grows faster than the hole count (measured on the shared 2-core
-# CPU: 0.58 GB and 9 to 30 s at 154k holes, about 1 s per 512² photo at 50 % holes on an
-# idle core); more holes are solved on a block-averaged copy of the photo.
-EXACT_BIHARMONIC_HOLES = 2 ** 17
-
-
-def biharmonic_fill(image: np.ndarray, known: np.ndarray,
-                    max_holes: int = EXACT_BIHARMONIC_HOLES) -> np.ndarray:
-  """Composite [H, W, 3] of image [H, W, 3] with its holes (known [H, W, 1] == 0) filled by
-  the biharmonic equation, scikit-image's exact solve (eval.baselines.biharmonic) when there
-  are at most max_holes hole pixels. With more, the photo is block-averaged by the smallest
-  factor that brings them under max_holes, solved there, upsampled and made to meet the known
-  pixels with seam_exact: the time and memory stay bounded on any photo."""
-  height, width = known.shape[:2]
-  factor = math.ceil(math.sqrt(np.count_nonzero(known[..., 0] < 0.5) / max_holes))
-  if factor <= 1:
-    return baselines.biharmonic(image, known)
-  coarse_image, coarse_known = align.box_downsample(image, known, factor)
-  coarse = biharmonic_fill(coarse_image, coarse_known, max_holes)
-  fill = align.box_upsample(coarse, factor, height, width)
-  return np.where(known > 0, image, seam_exact(fill, image, known)).astype(np.float32)
-
-
 def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
               template: np.ndarray, spread: FramingSpread, size: int, canvas_fills: CanvasFills,
               native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
@@ -146,7 +106,7 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
   if not on_faces and can_smooth:
     # Under large holes the native fill can leave a face the detector does not recognise;
     # on the smooth biharmonic fill it found one more often (README "Photos of any size").
-    smooth = biharmonic_fill(image, known)
+    smooth = baselines.biharmonic(image, known, baselines.EXACT_BIHARMONIC_HOLES)
     found_again = look(smooth)
     on_faces_again = _faces_on_holes(found_again, holes, template, spread, size)
     if on_faces_again:
@@ -156,7 +116,7 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
     # A face larger than the canvas: the network met it, at the photo's resolution, larger
     # than it was trained on, and the biharmonic fill measured better under the corrections.
     if smooth is None:
-      smooth = biharmonic_fill(image, known)
+      smooth = baselines.biharmonic(image, known, baselines.EXACT_BIHARMONIC_HOLES)
     base = native + min(upscale - 1.0, 1.0) * (smooth - native)
   elif not on_faces and smooth is not None and min(height, width) > 2 * size:
     # No face on the holes of a photo over twice the canvas: the network's native fill there
@@ -177,7 +137,7 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
       base_on_canvas, _ = align.warp_to_canvas(base, np.ones_like(known), matrix, size)
       fill = fill + weight[..., None] * share * align.warp_from_canvas(
           face_fill - base_on_canvas, matrix, height, width)
-    fill = seam_exact(fill, image, known)
+    fill = baselines.seam_exact(fill, image, known)
   composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
   report = FitReport(len(faces), len(on_faces), upscale,
                      [tuple(float(v) for v in face.box) for face in faces])

@@ -28,19 +28,16 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from define_jax.config import config_lib
 from define_jax.data import masks
 from define_jax.faces import faces
 from define_jax.files import image_files
+from define_jax.files.image_files import ImageInput
 from define_jax.files.image_files import InputError
 from define_jax.inference import auto_fit
-from define_jax.inference import image_input
 from define_jax.inference import memory
-from define_jax.inference.image_input import ImageInput
-from define_jax.model import checkpoints
 from define_jax.model import masking
 from define_jax.model import model_file
-from define_jax.model import steps
+from define_jax.model import network
 from define_jax.model import weight_checks
 from define_jax.runtime import data_parallel
 
@@ -178,7 +175,7 @@ class Inpainter:
     self.step = step  # The training step of the checkpoint, when restored from one.
     self.image_size: int = config.model.image_size
     self._size_multiple = 2 ** config.model.layers
-    self._apply = steps.create_model(config.model).apply
+    self._apply = network.create_model(config.model).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes runs the one compiled program of a shape.
@@ -203,8 +200,13 @@ class Inpainter:
     FileNotFoundError lists what is there when there is no checkpoint; ValueError when the
     weights do not match the checkpoint's own config.
     """
-    variables, stored_config, restored_step = checkpoints.load_model(path, step)
-    config = config_lib.model_config(stored_config, path, overrides)
+    if model_file.is_model_file(path):  # The packaged model and exported files: no Orbax.
+      variables, stored_config, restored_step = model_file.read_model_file(path)
+    else:
+      # Orbax (about 230 modules) only for a training run's checkpoints.
+      from define_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
+      variables, stored_config, restored_step = checkpoints.load_model(path, step)
+    config = network.model_config(stored_config, path, overrides)
     model_file.check_variables_match(config, variables, path)
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
@@ -231,7 +233,7 @@ class Inpainter:
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
-    inpaint = functools.partial(steps.inpaint, self._apply, variables)
+    inpaint = functools.partial(network.inpaint, self._apply, variables)
     fill = inpaint(net_image, net_known)
     # Later passes show the network the previous result as known everywhere (with the original
     # mask the partial convolutions would ignore the fill and repeat the first pass); the
@@ -298,7 +300,7 @@ class Inpainter:
     if fit == 'pad':
       result = result[crop]
     if self.refuse_non_finite:
-      weight_checks.check_output(result)
+      weight_checks.check_finite_result(result)
     return result
 
   def __call__(self, image: ImageInput | Sequence[ImageInput], mask: Any, *,
@@ -347,12 +349,12 @@ class Inpainter:
                       self.max_memory_gb if max_memory_gb is None else max_memory_gb)
     source = image
     if isinstance(source, (str, os.PathLike)):
-      source = image_input.open_input(source, os.fspath(source), limit)
-    pixels = image_input.image_array(source, limit)
+      source = image_files.open_input(source, os.fspath(source), limit)
+    pixels = image_files.image_array(source, limit)
     batched = pixels.ndim == 4
     images = _as_float_images(pixels if batched else pixels[None])
     mask_name = image_files.source_name(mask, 'The mask')
-    known = image_files.known_pixels(image_input.mask_array(mask, batched, limit), polarity,
+    known = image_files.known_pixels(image_files.mask_array(mask, batched, limit), polarity,
                                      mask_threshold, mask_name)[..., None].astype(np.float32)
     if known.shape[0] != images.shape[0]:
       raise InputError(f'{images.shape[0]} images but {known.shape[0]} masks.', 'ragged batch')
@@ -375,5 +377,5 @@ class Inpainter:
     result = self.inpaint_arrays(images, known, passes=passes, fit=fit)
     result = _restore_dtype(result if batched else result[0], pixels.dtype)
     if isinstance(source, Image.Image):
-      return image_input.result_image(result, source)
+      return image_files.result_image(result, source)
     return result

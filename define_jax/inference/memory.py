@@ -57,7 +57,7 @@ class Cost:
 # resolution adds about 215 bytes per pixel ('pad' less 'resize'). XLA on CPU; an
 # accelerator keeps the network's activations in its own memory instead. 'auto' with the
 # biharmonic base under a face larger than the canvas (its sparse solve bounded by
-# auto_fit.EXACT_BIHARMONIC_HOLES) was re-checked with a 46 % hole, a face found on it: 0.79
+# baselines.EXACT_BIHARMONIC_HOLES) was re-checked with a 46 % hole, a face found on it: 0.79
 # GB at 512² and 1.27 GB at 1024², under this model's 1.09 and 1.37 GB.
 COSTS: dict[str, Cost] = {
     'decode': Cost(0.1, 16.0),

@@ -1,2 +1,2 @@
-"""Layer 1, the compute core: the networks, their kernels, losses, VGG, the train and inpaint
-steps, model files and checkpoints. Imports no TensorFlow and no clu."""
+"""Layer 1, the network: its Modules and kernels, building it from config.model, the inpaint
+step, VGG16, model files and checkpoints. Imports no optax, no TensorFlow and no clu."""

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from define_jax.config import config_lib
 from define_jax.model import model_file
+from define_jax.model import network
 from define_jax.model import weight_checks
 
 ITEMS = ('model', 'optimizer', 'config')
@@ -177,7 +178,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, model=None):
     if model is not None:
       stored = _stored_config(step_dir)
       if stored is not None:
-        config_lib.check_same_architecture(model, config_lib.sectioned(stored)['model'],
+        network.check_same_architecture(model, config_lib.sectioned(stored)['model'],
                                            f'The checkpoint {step_dir}')
     try:
       verify_checksums(step_dir)
@@ -215,7 +216,7 @@ def _stored_config(step_dir: epath.Path) -> dict | None:
 
 def _sectioned(stored: Any) -> Any:
   """A stored config in sections; anything but a mapping is left for
-  config_lib.model_config to report."""
+  network.model_config to report."""
   return config_lib.sectioned(stored) if isinstance(stored, Mapping) else stored
 
 

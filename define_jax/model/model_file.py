@@ -18,7 +18,7 @@ import numpy as np
 from flax import serialization
 
 from define_jax.files import output_files
-from define_jax.model import steps
+from define_jax.model import network
 from define_jax.model import weight_checks
 
 if TYPE_CHECKING:  # Configs come from config_lib, which works without ml_collections too.
@@ -108,7 +108,7 @@ def _shape_mismatches(expected: Any, actual: Any) -> list[str]:
 def check_variables_match(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                           path: str) -> None:
   """ValueError unless the checkpoint's weights have the shapes its config's model needs."""
-  problems = _shape_mismatches(dict(steps.variable_shapes(config.model)), dict(variables))
+  problems = _shape_mismatches(dict(network.variable_shapes(config.model)), dict(variables))
   if problems:
     shown = '\n  '.join(problems[:8])
     model = ', '.join(f'{field}={value!r}' for field, value in config.model.items()

@@ -253,7 +253,7 @@ class InpaintingUNet(nn.Module):
 PConvUNet = functools.partial(InpaintingUNet, convolution='partial')
 UNet = functools.partial(InpaintingUNet, convolution='plain')
 
-# The model registry: config.model.name -> Module. steps.create_model sets the Module's
+# The model registry: config.model.name -> Module. network.create_model sets the Module's
 # fields from the model section's fields of the same names, so a new model is one Module
 # here, one entry below, and a field in configs/default.py's model section for each
 # setting it adds.

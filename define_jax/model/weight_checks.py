@@ -33,7 +33,7 @@ def check_variables(variables: Any, name: str) -> None:
       raise ValueError(f'{where} holds negative BatchNorm variances; the weights are damaged.')
 
 
-def check_output(result: np.ndarray) -> None:
+def check_finite_result(result: np.ndarray) -> None:
   """ValueError when a model's output holds NaN or infinities: never a picture of them."""
   bad = int(np.size(result) - np.isfinite(result).sum())
   if bad:

@@ -29,9 +29,9 @@ from define_jax.eval import metrics
 from define_jax.eval import report as report_lib
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
-from define_jax.model import losses
 from define_jax.study import study_lib
 from define_jax.tools import model_card_figures
+from define_jax.training import losses
 from define_jax.training import training_curves
 
 REFERENCE = 'packaged'

@@ -38,7 +38,8 @@ from define_jax.eval import grids
 from define_jax.eval import scoring
 from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
-from define_jax.model import steps
+from define_jax.model import network
+from define_jax.training import steps
 from define_jax.training import workdir_lock
 
 
@@ -80,11 +81,11 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
   # A model trained without the mirror input starts a mirror run: the side input's kernel
   # is added at zero (models.py), so the network computes the source's function exactly.
   grows_mirror = config.model.mirror and not source_model.get('mirror', False)
-  config_lib.check_same_architecture(
+  network.check_same_architecture(
       config.model, {**source_model, 'mirror': config.model.mirror} if grows_mirror
       else source_model, f'config.optim.init_from={init_from!r}')
   if grows_mirror:
-    fresh = steps.init_variables(config.model, jax.random.key(config.seed))
+    fresh = network.init_variables(config.model, jax.random.key(config.seed))
     variables = jax.tree.map(lambda leaf: leaf, variables)  # A copy to add to.
     variables['params']['enc_1']['side_input'] = fresh['params']['enc_1']['side_input']
     report(f'Initialised from {init_from} at step {step}, with the mirror input added at zero.')
@@ -180,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   ValueError (before anything is built) for an invalid config, a workdir that is a file or
   is in use by another run (see workdir_lock), or checkpoints of another architecture.
   """
-  config_lib.validate(config)
+  steps.validate(config)
   workdir = checkpoints.resolve_workdir(workdir)
   if '://' not in workdir and os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir} is a file, not a directory.')

@@ -1,15 +1,13 @@
-"""Model construction, train state and the per-device train and inpaint steps.
+"""A training run's settings check, train state, optimizer and the per-device train step.
 
-This is the compute core the training loop, the evaluation, the benchmarks, the notebook
-and the demo share. It imports only jax/flax/optax/numpy, no TensorFlow and no clu, so it
-runs on any accelerator host.
+The training loop, the loss study and the benchmarks share it; the network itself is built
+by define_jax.model.network. It imports only jax/flax/optax/numpy, no TensorFlow and no clu,
+so it runs on any accelerator host.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import flax
@@ -18,10 +16,13 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from define_jax.model import losses
+from define_jax.config import config_lib
 from define_jax.model import masking
 from define_jax.model import models
+from define_jax.model import network
 from define_jax.model import vgg_weights
+from define_jax.training import losses
+from define_jax.training import steps
 
 if TYPE_CHECKING:  # Configs are ConfigDicts; the core itself never needs ml_collections.
   import ml_collections
@@ -29,7 +30,6 @@ if TYPE_CHECKING:  # Configs are ConfigDicts; the core itself never needs ml_col
 # The pmap axis over which gradients, metrics and BatchNorm statistics are averaged.
 AXIS_NAME = 'batch'
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class TrainState(train_state.TrainState):
@@ -50,40 +50,6 @@ class TrainState(train_state.TrainState):
   disc_opt_state: Any = flax.struct.field(default_factory=dict)
 
 
-def model_hyperparameters(name: str) -> dict[str, Any]:
-  """{field: default} of the fields of models.MODELS[name] that the model section sets:
-  the Module's dataclass fields but those Flax (parent, name), pmap (axis_name) and the
-  registry entry (a functools.partial's keywords) fix."""
-  builder = models.MODELS[name]
-  module = getattr(builder, 'func', builder)
-  fixed = {'parent', 'name', 'axis_name', *getattr(builder, 'keywords', {})}
-  return {field.name: field.default for field in dataclasses.fields(module)
-          if field.name not in fixed}
-
-
-def create_model(model: ml_collections.ConfigDict, *, axis_name: str | None = None):
-  """The network of a model section (config.model): models.MODELS[model.name] built from
-  the section's fields of the same names (dtype by name); axis_name=None gives a model
-  usable outside pmap."""
-  settings = {field: model[field] for field in model_hyperparameters(model.name)}
-  settings['dtype'] = DTYPES[model.dtype]
-  return models.MODELS[model.name](**settings, axis_name=axis_name)
-
-
-def variable_shapes(model: Mapping[str, Any]) -> dict[str, Any]:
-  """jax.ShapeDtypeStructs of the variables ({'params', 'batch_stats'}) of a model
-  section's network: traced, not computed (do not modify the cached result)."""
-  return _variable_shapes(json.dumps(dict(model.items()), sort_keys=True))
-
-
-@functools.lru_cache(maxsize=8)
-def _variable_shapes(model_json: str) -> dict[str, Any]:
-  from define_jax.config import config_fallback  # pylint: disable=g-import-not-at-top  # Any host.
-
-  model = config_fallback.ConfigDict(json.loads(model_json))
-  return jax.eval_shape(lambda: init_variables(model, jax.random.key(0)))
-
-
 def create_discriminator(loss: ml_collections.ConfigDict) -> models.PatchDiscriminator:
   return models.PatchDiscriminator(features=loss.discriminator_features)
 
@@ -94,16 +60,56 @@ def discriminator_optimizer(loss: ml_collections.ConfigDict) -> optax.GradientTr
   return optax.adam(loss.discriminator_learning_rate, b1=0.5)
 
 
-def init_variables(model: ml_collections.ConfigDict, rng: jax.Array) -> dict:
-  """Random variables ({'params', 'batch_stats'}) of a model section's network."""
-  network = create_model(model)
-  shape = (1, model.image_size, model.image_size)
-  variables = jax.jit(functools.partial(network.init, train=False))(
-      rng, jnp.zeros(shape + (3,), jnp.float32), jnp.ones(shape + (1,), jnp.float32))
-  return flax.core.unfreeze(variables)
-
-
 LR_SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int | None = None) -> None:
+  """Rejects inconsistent settings before anything is compiled, naming the field.
+
+  device_count: devices the global batch is split over (default: all of JAX's).
+  """
+  unknown = sorted(set(config.keys()) - {'seed', *config_lib.SECTIONS})
+  if unknown:  # An unlocked config takes any new field, e.g. one set by its pre-section name.
+    raise ValueError(f'config.{unknown[0]} is no field: fields are in the sections '
+                     f'{", ".join(config_lib.SECTIONS)} (configs/default.py).')
+  network.validate_model(config.model)
+  loss, optim = config.loss, config.optim
+  losses.get_loss_weights(loss.preset)  # Raises with the known presets.
+  if loss.tv_region not in losses.TV_REGIONS:
+    raise ValueError(f'config.loss.tv_region={loss.tv_region!r}: expected one of '
+                     f'{losses.TV_REGIONS}.')
+  device_count = jax.device_count() if device_count is None else device_count
+  if optim.batch_size <= 0 or optim.batch_size % device_count:
+    raise ValueError(
+        f'config.optim.batch_size={optim.batch_size} must be a positive multiple of the '
+        f'{device_count} devices (the global batch is split evenly across them).')
+  if optim.learning_rate <= 0:
+    raise ValueError(f'config.optim.learning_rate={optim.learning_rate} must be positive.')
+  if optim.lr_schedule not in steps.LR_SCHEDULES:
+    raise ValueError(f'config.optim.lr_schedule={optim.lr_schedule!r}: expected one of '
+                     f'{steps.LR_SCHEDULES}.')
+  if not 0 <= optim.warmup_steps < max(optim.num_train_steps, 1):
+    raise ValueError(f'config.optim.warmup_steps={optim.warmup_steps} must lie in '
+                     f'[0, num_train_steps={optim.num_train_steps}).')
+  if not 0 <= optim.final_learning_rate_fraction <= 1:
+    raise ValueError('config.optim.final_learning_rate_fraction='
+                     f'{optim.final_learning_rate_fraction} must lie in [0, 1].')
+  if optim.grad_clip_norm < 0:
+    raise ValueError(f'config.optim.grad_clip_norm={optim.grad_clip_norm} must be >= 0 '
+                     '(0 = off).')
+  if not 0 <= optim.ema_decay < 1:
+    raise ValueError(f'config.optim.ema_decay={optim.ema_decay} must lie in [0, 1) (0 = off).')
+  if losses.needs_discriminator(losses.get_loss_weights(loss.preset)):
+    for field in ('discriminator_features', 'discriminator_learning_rate'):
+      if loss[field] <= 0:
+        raise ValueError(f'config.loss.{field}={loss[field]} must be positive.')
+    if loss.r1_gamma < 0:
+      raise ValueError(f'config.loss.r1_gamma={loss.r1_gamma} must be >= 0 (0 = no R1 '
+                       'penalty).')
+  if optim.init_from is None:
+    raise ValueError(
+        'config.optim.init_from is required by this config: pass the stage-one workdir, '
+        'e.g. --config.optim.init_from=runs/ffhq256.')
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict) -> optax.Schedule:
@@ -148,7 +154,7 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
                        variables: Mapping[str, Any] | None = None) -> TrainState:
   """A fresh (unreplicated) train state, from random init or the given variables."""
   if variables is None:
-    variables = init_variables(config.model, rng)
+    variables = network.init_variables(config.model, rng)
   ema = config.optim.ema_decay > 0
   disc_params, disc_opt_state = {}, {}
   if losses.needs_discriminator(losses.get_loss_weights(config.loss.preset)):
@@ -157,7 +163,7 @@ def create_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
         jax.random.fold_in(rng, 1), jnp.zeros((1, size, size, 3), jnp.float32)))['params']
     disc_opt_state = discriminator_optimizer(config.loss).init(disc_params)
   return TrainState.create(
-      apply_fn=create_model(config.model, axis_name=AXIS_NAME).apply,
+      apply_fn=network.create_model(config.model, axis_name=AXIS_NAME).apply,
       params=variables['params'],
       batch_stats=variables['batch_stats'],
       tx=create_optimizer(config.optim),
@@ -196,7 +202,7 @@ def loss_fn_for_config(config: ml_collections.ConfigDict) -> Callable[..., tuple
   def loss_fn(output, target, mask, vgg_params, discriminator=None):
     # VGG computes in the model's dtype too (most of a step's FLOPs); its features, like
     # the network output, are cast to float32 before any loss term.
-    features = (vgg_weights.vgg_feature_fn(vgg_params, origin, DTYPES[config.model.dtype])
+    features = (vgg_weights.vgg_feature_fn(vgg_params, origin, network.DTYPES[config.model.dtype])
                 if needs_vgg else None)
     return losses.total_loss(weights, output, target, mask, features,
                              tv_region=config.loss.tv_region, discriminator=discriminator)
@@ -317,15 +323,3 @@ def make_p_train_step(config: ml_collections.ConfigDict) -> Callable:
           disc_tx=discriminator_optimizer(config.loss) if adversarial else None,
           r1_gamma=config.loss.r1_gamma),
       axis_name=AXIS_NAME, donate_argnums=(0,))
-
-
-def inpaint(apply_fn: Callable, variables: Mapping[str, Any], image: jax.Array,
-            mask: jax.Array, network_mask: jax.Array | None = None) -> jax.Array:
-  """The network's fill with the known pixels restored (the composite), inference mode.
-
-  network_mask: the pixels the network is told are known (default: mask); inference's later
-  passes tell it the whole previous fill is.
-  """
-  network_mask = mask if network_mask is None else network_mask
-  output = apply_fn(variables, image * network_mask, network_mask, train=False)
-  return masking.composite(output, image, mask)
