@@ -42,6 +42,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 'none' (paper), 'harmonic' or 'biharmonic': the network gets that diffusion fill of the holes
   # as input and outputs a correction to it (see define_jax/model/prefill.py).
   model.prefill = 'none'
+  # The prefill on the aligned face canvases of fit='auto' (None: model.prefill): 'mirror'
+  # fills a hole whose mirror across the face's vertical axis is known from that mirror
+  # (define_jax/prefill.py), which draws a hidden eye from the other one. Inference only:
+  # the native fill of a whole photo, whose axis is no face's, keeps model.prefill.
+  model.face_prefill = ml_collections.config_dict.placeholder(str)
   # Also feed the left-right mirror image and its mask (models.py, `mirror`): on an aligned
   # face canvas it shows the other eye and mouth half. Off in the paper. Switching it on for a
   # run initialised from a model without it starts from that model's exact function.
