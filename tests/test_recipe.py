@@ -248,3 +248,22 @@ def test_damaged_or_foreign_model_files_are_clear_errors(tmp_path):
   foreign.write_bytes(model_file.serialization.msgpack_serialize({'weights': np.zeros(3)}))
   with pytest.raises(ValueError, match='not a define_jax model file'):
     Inpainter.from_checkpoint(str(foreign))
+
+
+def test_mirror_fill_draws_a_hole_from_its_mirror_and_meets_the_border():
+  """A hole whose mirror is known gets the mirror's content, shifted by the (smooth) difference
+  between the two sides, so a darker side stays darker; a hole across the axis gets the
+  biharmonic fill."""
+  rng = np.random.default_rng(0)
+  half = rng.uniform(0.2, 0.6, size=(1, 32, 16, 3)).astype(np.float32)
+  face = np.concatenate([half + 0.1, half[:, :, ::-1]], axis=2)  # Left side 0.1 brighter.
+  mask = np.ones((1, 32, 32, 1), np.float32)
+  mask[:, 10:16, 3:9] = 0  # On the left: its mirror (columns 23-28) is known.
+  mask[:, 24:28, 14:18] = 0  # Across the axis: its mirror is a hole too.
+  filled = np.asarray(prefill.mirror_fill(jnp.asarray(face), jnp.asarray(mask)))
+  np.testing.assert_allclose(filled[:, 10:16, 3:9], face[:, 10:16, 3:9], atol=1e-4)
+  smooth = np.asarray(prefill.biharmonic_fill(jnp.asarray(face), jnp.asarray(mask)))
+  np.testing.assert_allclose(filled[:, 24:28, 14:18], smooth[:, 24:28, 14:18], atol=1e-6)
+  np.testing.assert_array_equal(filled[mask[..., 0] == 1], face[mask[..., 0] == 1])
+  # The plain biharmonic fill cannot invent the texture the mirror carries.
+  assert np.abs(smooth[:, 10:16, 3:9] - face[:, 10:16, 3:9]).mean() > 0.05
