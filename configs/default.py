@@ -42,6 +42,15 @@ def get_config() -> ml_collections.ConfigDict:
   # 'none' (paper), 'harmonic' or 'biharmonic': the network gets that diffusion fill of the holes
   # as input and outputs a correction to it (see define_jax/model/prefill.py).
   model.prefill = 'none'
+  # The prefill on the aligned face canvases of fit='auto' (None: model.prefill): 'mirror'
+  # fills a hole whose mirror across the face's vertical axis is known from that mirror
+  # (define_jax/prefill.py), which draws a hidden eye from the other one. Inference only:
+  # the native fill of a whole photo, whose axis is no face's, keeps model.prefill.
+  model.face_prefill = ml_collections.config_dict.placeholder(str)
+  # Also feed the left-right mirror image and its mask (models.py, `mirror`): on an aligned
+  # face canvas it shows the other eye and mouth half. Off in the paper. Switching it on for a
+  # run initialised from a model without it starts from that model's exact function.
+  model.mirror = False
   # Five-point landmarks (x, y as fractions of the canvas: eyes, nose, mouth corners) that
   # fit='auto' aligns faces to; None = define_jax.faces.faces.FACE_TEMPLATE, measured on the
   # training faces. Export writes the measured value into the model file.
@@ -117,6 +126,10 @@ def get_config() -> ml_collections.ConfigDict:
   # With a mask set: fraction of training masks generated instead (in the hole-ratio range);
   # generated strokes reach down to 2 pixels at 128², thinner than augmented mask-set masks.
   data.generated_mask_fraction = 0.0
+  # Fraction of training masks replaced by one hole over an eye, the nose or the mouth, placed
+  # on the face template (model.face_template, or the measured define_jax.faces.FACE_TEMPLATE
+  # when None): the holes that hide a whole part, where a mean fill is a smear.
+  data.face_part_mask_fraction = 0.0
   # tf.data prefetch depth (batches).
   data.prefetch = 4
 

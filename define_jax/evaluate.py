@@ -51,6 +51,9 @@ from define_jax.runtime import compilation_cache
 from define_jax.runtime import console
 
 MODEL_METHOD = 'DeFINe'
+# --masks: one hole over an eye, the nose or the mouth, placed on each image's detected face
+# (rows per face part instead of per hole-ratio band).
+FACE_PARTS = 'face_parts'
 # Smallest evaluation size: LPIPS's VGG gives NaN below it.
 MIN_IMAGE_SIZE = 16
 
@@ -66,7 +69,7 @@ def _mask_dir(options: argparse.Namespace, config: ml_collections.ConfigDict) ->
 
 def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDict,
                    size: int) -> evaluation_set.EvalSet:
-  mask_dir = '' if options.masks == 'generated' else _mask_dir(options, config)
+  mask_dir = '' if options.masks in ('generated', FACE_PARTS) else _mask_dir(options, config)
   skipped = []
   if options.image_dir and options.split != 'validation':
     images, image_names, skipped = evaluation_set.folder_images(options.image_dir, size,
@@ -76,6 +79,13 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
   else:
     images, image_names = evaluation_set.validation_images(config, size, options.num_images,
                                                            options.image_dir)
+  if options.masks == FACE_PARTS:
+    images, known, parts, image_names, no_face = evaluation_set.face_part_masks(
+        images, image_names, options.masks_per_image)
+    for line in no_face:
+      print(f'skipped {line}', file=sys.stderr)
+    return evaluation_set.EvalSet(images, known, image_names, parts, skipped + no_face,
+                                  groups=parts)
   # Each image k times in a row: with k = 6 (bands.NUM_BANDS), one mask of every band.
   images = np.repeat(images, options.masks_per_image, axis=0)
   image_names = [name for name in image_names for _ in range(options.masks_per_image)]
@@ -131,9 +141,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help='Report directory (default: WORKDIR/eval for a workdir, ./eval '
                       'otherwise).')
   parser.add_argument('--masks', default='generated',
-                      choices=['generated', *evaluation_set.MASK_POLARITIES],
-                      help='Mask kind: generated, or files with white = hole (nvidia_irregular) '
-                      'or white = keep (qd_imd).')
+                      choices=['generated', FACE_PARTS, *evaluation_set.MASK_POLARITIES],
+                      help='Mask kind: generated, face_parts (an eye, the nose or the mouth '
+                      'of the largest face found in each image, in turn: rows per part; '
+                      'use --masks_per_image 4 for every part of every face), or files with '
+                      'white = hole (nvidia_irregular) or white = keep (qd_imd).')
   parser.add_argument('--mask_dir', default='', help='Folder of mask files of the --masks kind.')
   parser.add_argument('--image_dir', default='',
                       help="Any folder of face photos instead of the checkpoint's dataset.")
@@ -227,7 +239,7 @@ def run(argv: Sequence[str]) -> dict:
   methods, titles = _methods(inpainter, options.baselines, options.fit)
   per_image, example_composites = scoring.score(inpainter.parallel, methods, eval_set,
                                                 options.batch_size)
-  rows = scoring.summarize(per_image, eval_set.bands)
+  rows = scoring.summarize(per_image, eval_set.bands, eval_set.groups)
   grid_files = grids.write_band_grids(out_dir, eval_set, example_composites, titles)
   header = report_header(options, inpainter, eval_set, size)
   markdown = report.write_evaluation_report(out_dir, header, rows, eval_set, per_image,

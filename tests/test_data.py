@@ -423,3 +423,23 @@ def test_real_faces_with_real_nvidia_masks(shared_data, tmp_path):
     assert ((known_fraction > 0) & (known_fraction < 1)).all()
   faces = make_config(image_dir=os.path.join(shared_data, 'faces', 'utkface'), image_size=64)
   assert len(evaluation_set.validation_images(faces, 64, 10)[0]) == 10
+
+
+def test_face_part_fraction_replaces_that_share_of_masks():
+  from configs import tiny
+  from define_jax.faces import faces
+  from define_jax.data import mask_sources
+  config = tiny.get_config()
+  config.input.masks = 'generated'
+  config.input.face_part_mask_fraction = 0.5
+  maker = mask_sources.mask_maker(config, 1)
+  size = config.model.image_size
+  eyes = (faces.FACE_TEMPLATE[:2] * size).astype(int)
+  rng = np.random.default_rng(0)
+  drawn = [maker.draw(rng) for _ in range(200)]
+  over_an_eye = [known for known in drawn if min(known[y, x] for x, y in eyes) == 0
+                 and known.mean() > 0.8]
+  assert 60 < len(over_an_eye) < 140  # About half are face parts, half of those eyes.
+  config.input.face_part_mask_fraction = 1.5
+  with pytest.raises(ValueError, match='face_part_mask_fraction'):
+    mask_sources.mask_maker(config, 1)

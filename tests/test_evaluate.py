@@ -171,3 +171,26 @@ def test_every_band_on_each_photo_at_another_size_with_each_fit(tiny_checkpoint,
     assert images == [images[0]] * 6 + [images[6]] * 6 and images[0] != images[6]
     assert [r['images'] for r in result['rows'] if r['method'] == 'DeFINe'] == [2] * 6 + [12]
     assert 'Biharmonic (scikit-image)' in {r['method'] for r in result['rows']}
+
+
+def test_face_part_holes_sit_on_each_face_and_rows_are_parts(tiny_checkpoint, tmp_path):
+  """--masks face_parts: the holes hide an eye, the nose or the mouth of the face found in
+  each photo (a photo without a face is skipped and named); rows are per part."""
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.fromarray((astronaut(128, 128) * 255).astype(np.uint8)).save(photos / 'a_face.png')
+  Image.fromarray(np.full((128, 128, 3), 90, np.uint8)).save(photos / 'b_wall.png')
+  result = evaluate.run(['--workdir', tiny_checkpoint, '--image_dir', str(photos), '--masks',
+                         'face_parts', '--masks_per_image', '4', '--num_images', '2',
+                         '--image_size', '128', '--baselines', '--out', str(tmp_path / 'out')])
+  parts = ['left_eye', 'mouth', 'nose', 'right_eye']
+  assert sorted({r['band'] for r in result['rows']}) == ['All'] + parts
+  assert all(r['images'] == 1 for r in result['rows'] if r['band'] != 'All')
+  report = json.loads((tmp_path / 'out' / 'report.json').read_text(encoding='utf-8'))
+  assert {record['image'] for record in report['per_image']} == {'a_face.png'}
+  assert any('b_wall.png: no face found' in line for line in report['header'])
+  assert '| Face part | Images | Method |' in result['markdown']
+  # Each hole is a small part of the photo (the astronaut's face is small), the eyes' alike.
+  ratios = {r['mask']: r['hole_ratio'] for r in report['per_image']}
+  assert all(0.001 < ratio < 0.1 for ratio in ratios.values()), ratios
+  assert ratios['left_eye'] == pytest.approx(ratios['right_eye'], rel=0.2)

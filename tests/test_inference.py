@@ -312,3 +312,23 @@ def test_cli_folder_mode_skips_failures_and_reports_them(tiny_checkpoint, tmp_pa
   assert '3/3' in result.stderr  # The progress bar.
   # fit='auto' says per photo what it did with faces.
   assert re.search(r'a\.jpg: (no face found|\d+ of \d+ faces found)', result.stderr)
+
+
+def test_face_prefill_applies_to_aligned_face_canvases_only(tiny_checkpoint):
+  """model.face_prefill changes the fill of canvases marked as aligned faces (fit='auto''s),
+  never that of other calls; without it both are the same program's."""
+  image = astronaut(128, 128)[None]
+  known = np.ones((1, 128, 128, 1), np.float32)
+  known[:, 40:60, 16:44] = 0.0
+  plain = Inpainter.pretrained(overrides=['--config.model.face_prefill=biharmonic'])
+  mirrored = Inpainter.pretrained(overrides=['--config.model.face_prefill=mirror'])
+  reference = plain.inpaint_arrays(image, known)
+  np.testing.assert_array_equal(plain.inpaint_arrays(image, known, aligned_faces=True),
+                                reference)
+  np.testing.assert_array_equal(mirrored.inpaint_arrays(image, known), reference)
+  assert np.abs(mirrored.inpaint_arrays(image, known, aligned_faces=True)
+                - reference).max() > 1e-2
+  with pytest.raises(ValueError, match='face_prefill'):
+    Inpainter.pretrained(overrides=['--config.model.face_prefill=smear'])
+  with pytest.raises(ValueError, match="face_prefill='mirror' needs a network trained"):
+    Inpainter.from_checkpoint(tiny_checkpoint, overrides=['--config.model.face_prefill=mirror'])

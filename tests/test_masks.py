@@ -168,3 +168,23 @@ def test_read_mask_file_errors_name_the_file(tmp_path):
     image_files.read_mask(grey, 'hole_white')
   with pytest.raises(ValueError, match='polarity'):
     image_files.read_mask(white_square_file(tmp_path / 'm.png'), 'white_is_hole')
+
+
+@pytest.mark.parametrize('part', sorted(masks.FACE_PARTS))
+def test_face_part_mask_covers_its_landmarks_and_nothing_far(part):
+  landmarks = np.array([[30, 40], [70, 40], [50, 60], [35, 78], [65, 78]], np.float64)
+  points, _ = masks.FACE_PARTS[part]
+  for rng in (None, np.random.default_rng(0), np.random.default_rng(1)):
+    known = masks.face_part_mask(rng, 100, 100, landmarks, part)
+    assert known.dtype == np.uint8 and known.shape == (100, 100)
+    centre = landmarks[list(points)].mean(axis=0).round().astype(int)
+    assert known[centre[1], centre[0]] == 0  # The part's centre is hidden ...
+    others = [i for i in range(5) if i not in points and not (part == 'mouth' and i == 2)]
+    for x, y in landmarks[others].astype(int):
+      assert known[y, x] == 1  # ... the other landmarks stay known.
+    assert 0.02 < 1 - known.mean() < 0.2
+
+
+def test_face_part_mask_rejects_unknown_parts():
+  with pytest.raises(ValueError, match='ear'):
+    masks.face_part_mask(None, 10, 10, np.zeros((5, 2)), 'ear')

@@ -280,3 +280,41 @@ def test_cross_device_batch_norm_under_pmap():
   np.testing.assert_allclose(output.reshape(image.shape), global_output, atol=1e-5)
   jax.tree.map(lambda s, g: np.testing.assert_allclose(s[0], g, atol=1e-6),
                updates['batch_stats'], global_updates['batch_stats'])
+
+
+@pytest.mark.parametrize('model_cls', [models.PConvUNet, models.UNet])
+def test_mirror_input_starts_at_zero_and_then_sees_the_other_half(model_cls):
+  """The mirror's side convolution starts at zero: the network computes what it did
+  without the mirror; once it is non-zero, what lies across the vertical axis changes the
+  output."""
+  image = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  mask = (jax.random.uniform(jax.random.key(1), (2, 32, 32, 1)) > 0.3).astype(jnp.float32)
+  settings = dict(layers=3, base_features=8, max_features=16, mask_channel=True)
+  plain, mirrored = model_cls(**settings), model_cls(**settings, mirror=True)
+  variables = plain.init(jax.random.key(2), image, mask, train=False)
+  grown = mirrored.init(jax.random.key(2), image, mask, train=False)
+  side = grown['params']['enc_1']['side_input']
+  assert jax.tree.map(jnp.shape, side) == {'kernel': (7, 7, 4, 8)}
+  assert all(float(jnp.abs(leaf).max()) == 0 for leaf in jax.tree.leaves(side))
+  grown = jax.tree.map(lambda leaf: leaf, variables)
+  grown['params']['enc_1']['side_input'] = side
+  np.testing.assert_array_equal(plain.apply(variables, image, mask, train=False),
+                                mirrored.apply(grown, image, mask, train=False))
+
+  grown['params']['enc_1']['side_input'] = {
+      'kernel': jax.random.normal(jax.random.key(3), side['kernel'].shape)}
+  # Changing a known pixel on the left half changes the output on the right half only
+  # through the mirror (the plain network's left pixels reach the right too, so compare the
+  # two networks' responses).
+  changed = image.at[:, 4:8, 4:8, :].add(0.5)
+  response = lambda model, params: model.apply(params, changed, mask, train=False) - \
+      model.apply(params, image, mask, train=False)
+  assert float(jnp.abs(response(mirrored, grown) - response(plain, variables)).max()) > 1e-3
+
+
+def test_mirror_input_is_the_flipped_known_image_and_mask():
+  image = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(1, 2, 4, 3)
+  mask = jnp.array([[1, 1, 0, 1], [1, 0, 1, 1]], jnp.float32).reshape(1, 2, 4, 1)
+  side = models._mirror_input(image, mask)
+  np.testing.assert_array_equal(side[..., 3], mask[0, :, ::-1, 0][None])
+  np.testing.assert_array_equal(side[..., :3], (image * mask)[:, :, ::-1, :])

@@ -248,3 +248,28 @@ def test_damaged_or_foreign_model_files_are_clear_errors(tmp_path):
   foreign.write_bytes(model_file.serialization.msgpack_serialize({'weights': np.zeros(3)}))
   with pytest.raises(ValueError, match='not a define_jax model file'):
     Inpainter.from_checkpoint(str(foreign))
+
+
+def test_mirror_fill_draws_deep_face_holes_from_their_mirror_and_leaves_the_rest_smooth():
+  """Deep inside a hole on the inner face, whose mirror is known, the fill is the mirror's
+  content shifted by the (smooth) difference between the two sides, so a brighter side stays
+  brighter; a thin stroke, a hole off the inner face and a hole across the axis keep the
+  biharmonic fill."""
+  rng = np.random.default_rng(0)
+  half = rng.uniform(0.2, 0.6, size=(1, 64, 32, 3)).astype(np.float32)
+  face = np.concatenate([half + 0.1, half[:, :, ::-1]], axis=2)  # Left side 0.1 brighter.
+  mask = np.ones((1, 64, 64, 1), np.float32)
+  mask[:, 12:28, 10:26] = 0  # An eye-sized hole on the left: its mirror (38-53) is known.
+  mask[:, 40, 8:24] = 0  # A thin stroke.
+  mask[:, 0:6, 0:6] = 0  # The corner: hair or background.
+  mask[:, 48:54, 29:35] = 0  # Across the axis: its mirror is a hole too.
+  filled = np.asarray(prefill.mirror_fill(jnp.asarray(face), jnp.asarray(mask)))
+  smooth = np.asarray(prefill.biharmonic_fill(jnp.asarray(face), jnp.asarray(mask)))
+  deep = (slice(None), slice(16, 24), slice(14, 22))  # 4 px (6 %) or more from the border.
+  np.testing.assert_allclose(filled[deep], face[deep], atol=1e-4)
+  for region in ((slice(None), 40, slice(8, 24)), (slice(None), slice(0, 6), slice(0, 6)),
+                 (slice(None), slice(48, 54), slice(29, 35))):
+    np.testing.assert_allclose(filled[region], smooth[region], atol=1e-6)
+  np.testing.assert_array_equal(filled[mask[..., 0] == 1], face[mask[..., 0] == 1])
+  # The plain biharmonic fill cannot invent the texture the mirror carries.
+  assert np.abs(smooth[deep] - face[deep]).mean() > 0.05

@@ -166,6 +166,16 @@ def test_finetune_rejects_other_architecture(tmp_path):
   with pytest.raises(ValueError, match='base_features'):
     train.train_and_evaluate(other, str(tmp_path / 'b'))
 
+  # The mirror input is the one addition a run may make to its start: its kernel at zero.
+  mirrored = tiny.get_config()
+  mirrored.model.mirror = True
+  mirrored.optim.init_from = str(tmp_path / 'a')
+  grown = train.initial_variables(mirrored)
+  loaded, _, _ = checkpoints.load_model(str(tmp_path / 'a'))
+  side = grown['params']['enc_1'].pop('side_input')
+  assert not np.any(side['kernel'])
+  jax.tree.map(np.testing.assert_array_equal, grown, loaded)
+
 
 def read_scalars(workdir, tag):
   """Values of one scalar summary from the TensorBoard event files in workdir."""

@@ -71,7 +71,8 @@ FLAT_FIELDS = {
 }
 # Model fields added after the first checkpoints were written, with the behaviour those
 # checkpoints have: checkpoints without them restore as they were trained.
-MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None}
+MODEL_FIELDS_ADDED_LATER = {'mask_channel': False, 'prefill': 'none', 'face_template': None,
+                            'mirror': False, 'face_prefill': None}
 
 
 def resolve(name: str) -> Path:

@@ -103,6 +103,27 @@ class MaskSetMasks:
     return self._generated.draw(rng)
 
 
+class FacePartMasks:
+  """A fraction of the masks of another source replaced by a hole over one face part (an eye,
+  the nose, the mouth; masks.face_part_mask) placed on the face template: the training faces
+  are aligned to it, so the hole hides that part and the mirror input (models.py) can show
+  the other side's."""
+
+  def __init__(self, inner: MaskMaker, size: int, template: np.ndarray, fraction: float) -> None:
+    if not 0.0 <= fraction <= 1.0:
+      raise ValueError(f'config.input.face_part_mask_fraction={fraction} must lie in [0, 1]')
+    self._inner = inner
+    self._size = size
+    self._landmarks = np.asarray(template, np.float64) * size
+    self._fraction = fraction
+
+  def draw(self, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() >= self._fraction:
+      return self._inner.draw(rng)
+    part = sorted(mask_lib.FACE_PARTS)[int(rng.integers(len(mask_lib.FACE_PARTS)))]
+    return mask_lib.face_part_mask(rng, self._size, self._size, self._landmarks, part)
+
+
 def read_stored_mask(records: image_sources.TfdsRecords, index: int) -> np.ndarray:
   """uint8 [H, W], 1 = known, of mask `index` of a prepared mask set (InputError naming it)."""
   return image_files.read_mask(records.load_bytes(index), STORED_POLARITY,
@@ -156,5 +177,13 @@ MASK_SOURCES: dict[str, Callable[[ml_collections.ConfigDict, int], MaskMaker]] =
 
 
 def mask_maker(config: ml_collections.ConfigDict, process_count: int) -> MaskMaker:
-  """The training masks of config.input.masks."""
-  return image_sources.lookup(MASK_SOURCES, 'masks', config.input.masks)(config, process_count)
+  """The training masks of config.input.masks, a fraction of them over face parts
+  (config.input.face_part_mask_fraction)."""
+  masks = image_sources.lookup(MASK_SOURCES, 'masks', config.input.masks)(config, process_count)
+  fraction = float(config.input.face_part_mask_fraction)
+  if not fraction:
+    return masks
+  from define_jax.faces import faces  # pylint: disable=g-import-not-at-top  # Only face-part runs.
+  template = (faces.FACE_TEMPLATE if config.model.face_template is None
+              else np.asarray(config.model.face_template))
+  return FacePartMasks(masks, int(config.model.image_size), template, fraction)

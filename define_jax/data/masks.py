@@ -204,6 +204,42 @@ def is_degenerate(known: np.ndarray) -> bool:
   return known_count == 0 or known_count == known.size
 
 
+# The face parts a face-part hole hides, by the five landmarks (left eye, right eye, nose,
+# left and right mouth corner) it is placed on, and its half-size (width, height) as a
+# fraction of the inter-ocular distance: an eye with its lids and brow edge, the nose from
+# its bridge to the nostrils, the lips with their corners.
+FACE_PARTS = {
+    'left_eye': ((0,), (0.42, 0.30)),
+    'right_eye': ((1,), (0.42, 0.30)),
+    'nose': ((2,), (0.30, 0.40)),
+    'mouth': ((3, 4), (0.60, 0.32)),
+}
+
+
+def face_part_mask(rng: np.random.Generator | None, height: int, width: int,
+                   landmarks: np.ndarray, part: str) -> np.ndarray:
+  """uint8 [H, W], 1 = known: an ellipse hiding one face part (FACE_PARTS) of the face with
+  these five landmarks (pixels, x then y). rng None: the ellipse as FACE_PARTS sizes it, on
+  the part's landmarks (evaluation); otherwise scaled by 0.8-1.3 per axis, moved by up to
+  0.1 of the inter-ocular distance and turned by up to 15 degrees (training)."""
+  if part not in FACE_PARTS:
+    raise ValueError(f'face part {part!r}: expected one of {sorted(FACE_PARTS)}.')
+  points, (half_width, half_height) = FACE_PARTS[part]
+  landmarks = np.asarray(landmarks, np.float64)
+  interocular = float(np.linalg.norm(landmarks[1] - landmarks[0]))
+  centre = landmarks[list(points)].mean(axis=0)
+  angle = 0.0
+  axes = np.array([half_width, half_height]) * interocular
+  if rng is not None:
+    axes = axes * rng.uniform(0.8, 1.3, size=2)
+    centre = centre + rng.uniform(-0.1, 0.1, size=2) * interocular
+    angle = float(rng.uniform(-15.0, 15.0))
+  hole = np.zeros((height, width), np.uint8)
+  cv2.ellipse(hole, (int(round(centre[0])), int(round(centre[1]))),
+              (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))), angle, 0, 360, 1, -1)
+  return (1 - hole).astype(np.uint8)
+
+
 Key = TypeVar('Key')
 
 

@@ -49,6 +49,9 @@ class EvalSet:
   mask_names: list[str]
   # Why each unreadable image was left out (the message names the file).
   skipped: list[str] = dataclasses.field(default_factory=list)
+  # What the report's rows group by when not the hole-ratio band: one label per image (the
+  # face part its hole hides, for face-part masks).
+  groups: list[str] | None = None
 
   @property
   def bands(self) -> np.ndarray:
@@ -182,6 +185,39 @@ def generated_masks(size: int, count: int, seed: int) -> tuple[np.ndarray, list[
   names = [f'generated #{k} (band {bands.band_label(k % bands.NUM_BANDS)})'
            for k in range(count)]
   return np.stack(known)[..., None].astype(np.float32), names
+
+
+def face_part_masks(images: np.ndarray, names: Sequence[str], masks_per_image: int
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+  """Holes over face parts (masks.FACE_PARTS in turn: the k-th mask of the whole set hides
+  part k mod 4), each on the largest face the detector finds in its image, placed on that
+  face's own landmarks; masks_per_image masks per image.
+
+  Returns (the images with a face, each repeated masks_per_image times, their known masks
+  [N, S, S, 1], the part each hides, the image names and a line naming each image without
+  a face, which is left out)."""
+  from define_jax.faces import faces  # pylint: disable=g-import-not-at-top  # Face-part runs only.
+
+  detector = faces.FaceDetector.pretrained()
+  parts = sorted(masks.FACE_PARTS)
+  kept, known, hidden, kept_names, skipped = [], [], [], [], []
+  for index, (image, name) in enumerate(zip(images, names)):
+    found = detector(image)
+    if not found:
+      skipped.append(f'{name}: no face found for a face-part hole')
+      continue
+    face = max(found, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    for _ in range(masks_per_image):
+      part = parts[len(known) % len(parts)]
+      kept.append(index)
+      known.append(masks.face_part_mask(None, image.shape[0], image.shape[1], face.landmarks,
+                                        part))
+      hidden.append(part)
+      kept_names.append(name)
+  if not kept:
+    raise ValueError('No face found in any evaluation image: face-part holes need faces.')
+  return (images[kept], np.stack(known)[..., None].astype(np.float32), hidden, kept_names,
+          skipped)
 
 
 def _training_masks(config: ml_collections.ConfigDict, size: int,

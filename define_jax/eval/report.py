@@ -42,11 +42,11 @@ def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
 
 
 def band_table(rows: list[dict], columns: Sequence[str] = tuple(metrics.METRICS),
-               code_names: bool = False) -> str:
-  """Hole ratio | Images | Method | one column per metric of `columns`; best per band in
-  bold; method names as code with code_names."""
+               code_names: bool = False, group_heading: str = 'Hole ratio') -> str:
+  """Hole ratio (or group_heading) | Images | Method | one column per metric of `columns`;
+  best per band in bold; method names as code with code_names."""
   best = best_per_group(rows)
-  headings = ['Hole ratio', 'Images', 'Method'] + [metrics.METRICS[m][0] for m in columns]
+  headings = [group_heading, 'Images', 'Method'] + [metrics.METRICS[m][0] for m in columns]
   lines = ['| ' + ' | '.join(headings) + ' |', '|' + '---|' * 3 + '---:|' * len(columns)]
   previous_band = None
   for i, row in enumerate(rows):
@@ -107,7 +107,9 @@ def write_evaluation_report(out_dir: Path, header: list[str], rows: list[dict],
   """OUT/report.md (header, table, grids) and OUT/report.json (also every image's scores);
   returns the Markdown."""
   markdown = '\n'.join(['# DeFINe evaluation', ''] + [f'- {line}' for line in header] +
-                       ['', band_table(rows), ''] + [f'![{g}]({g})' for g in grid_files]) + '\n'
+                       ['', band_table(rows, group_heading='Hole ratio' if eval_set.groups is None
+                                       else 'Face part'), '']
+                       + [f'![{g}]({g})' for g in grid_files]) + '\n'
   (out_dir / 'report.md').write_text(markdown, encoding='utf-8')
   write_json(out_dir / 'report.json',
              {'options': options, 'header': header, 'l1_scale': 100, 'rows': rows,

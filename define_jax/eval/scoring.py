@@ -72,9 +72,16 @@ def overall(scores: dict[str, np.ndarray], bands: np.ndarray) -> dict[str, float
   return band_means(scores, bands >= 0)
 
 
-def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray) -> list[dict]:
-  """Rows {band, images, method, l1 (×100), psnr, ssim, lpips, lpips_alex}: each band, then overall."""
-  groups = [(bands_lib.band_label(b), bands == b) for b in range(bands_lib.NUM_BANDS)]
+def summarize(per_image: dict[str, dict[str, np.ndarray]], bands: np.ndarray,
+              labels: list[str] | None = None) -> list[dict]:
+  """Rows {band, images, method, l1 (×100), psnr, ssim, lpips, lpips_alex}: each band, then overall;
+  with `labels` (one per image, e.g. the face part a hole hides), each label in sorted order
+  instead of the bands."""
+  if labels is None:
+    groups = [(bands_lib.band_label(b), bands == b) for b in range(bands_lib.NUM_BANDS)]
+  else:
+    labels = np.asarray(labels)
+    groups = [(str(label), (labels == label) & (bands >= 0)) for label in sorted(set(labels))]
   groups.append((bands_lib.OVERALL, bands >= 0))
   rows = []
   for label, selected in groups:

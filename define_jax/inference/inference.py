@@ -17,6 +17,7 @@ the result are exactly the input's, at the input's resolution.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from pathlib import Path
@@ -178,11 +179,17 @@ class Inpainter:
     self.memory_network = memory.Network(self.image_size, self._size_multiple,
                                          config.model.base_features)
     self._apply = network.create_model(config.model).apply
+    # On fit='auto''s aligned face canvases the network may start from another prefill
+    # (model.face_prefill: 'mirror' draws a hidden eye from the other one).
+    face_model = copy.deepcopy(config.model)
+    face_model.prefill = config.model.face_prefill or config.model.prefill
+    self._face_apply = network.create_model(face_model).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes above one runs the one compiled program of a
     # shape; a single pass (the usual call) compiles no refinement loop.
-    self._pipeline = jax.jit(self._inpaint_pipeline, static_argnames=('fit', 'refine'))
+    self._pipeline = jax.jit(self._inpaint_pipeline,
+                             static_argnames=('fit', 'refine', 'aligned_faces'))
     # (batch shape, fit, refine) of every compilation, for users and tests to inspect.
     self.compiled_shapes: list[tuple[tuple[int, ...], str, bool]] = []
 
@@ -231,12 +238,14 @@ class Inpainter:
     return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
 
   def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array,
-                        passes: jax.Array, *, fit: Fit, refine: bool) -> jax.Array:
+                        passes: jax.Array, *, fit: Fit, refine: bool,
+                        aligned_faces: bool) -> jax.Array:
     self.compiled_shapes.append((tuple(images.shape), fit, refine))  # Runs only when tracing.
     _, height, width, _ = images.shape
     content, canvas = _network_canvas(height, width, self.image_size, self._size_multiple, fit)
     net_image, net_known, (top, left) = _to_canvas(images, known, content, canvas)
-    inpaint = functools.partial(network.inpaint, self._apply, variables,
+    apply = self._face_apply if aligned_faces else self._apply
+    inpaint = functools.partial(network.inpaint, apply, variables,
                                 contrast_cell=self.image_size // 4)
     fill = inpaint(net_image, net_known)
     if refine:
@@ -274,7 +283,8 @@ class Inpainter:
 
   def _auto_fit(self, images: np.ndarray, known: np.ndarray, passes: int) -> np.ndarray:
     # Face canvases have the model's size, so 'resize' leaves them as they are.
-    canvas_fills = lambda i, k: self.inpaint_arrays(i, k, passes=passes, fit='resize')
+    canvas_fills = lambda i, k: self.inpaint_arrays(i, k, passes=passes, fit='resize',
+                                                    aligned_faces=True)
     native = lambda i, k: self.inpaint_arrays(i[None], k[None], passes=passes, fit='pad')[0]
     results, self.last_fit_reports = [], []
     for image, image_known in zip(images, known):
@@ -287,11 +297,13 @@ class Inpainter:
     return np.stack(results)
 
   def inpaint_arrays(self, images: np.ndarray, known: np.ndarray, *, passes: int = 1,
-                     fit: Fit = 'resize') -> np.ndarray:
+                     fit: Fit = 'resize', aligned_faces: bool = False) -> np.ndarray:
     """Composites float32 [N, H, W, 3] from images in [0, 1] and known-masks [N, H, W, 1].
 
     The default suits images at the model's size (training-time evaluation, study); photos
-    of users' sizes: fit='auto', as __call__ does by default.
+    of users' sizes: fit='auto', as __call__ does by default. aligned_faces: the images are
+    faces on the model's template (fit='auto' passes its face canvases), so
+    model.face_prefill applies.
     """
     if not 1 <= passes <= MAX_PASSES:
       raise ValueError(f'passes={passes}: need 1 to {MAX_PASSES} passes (later passes change '
@@ -306,7 +318,8 @@ class Inpainter:
     if fit == 'pad':  # Shape buckets: every photo size of one canvas shares one program.
       images, known, crop = _on_pad_canvas(images, known, self.image_size, self._size_multiple)
     result = self.parallel(
-        lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit, refine=passes > 1),
+        lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit, refine=passes > 1,
+                                       aligned_faces=aligned_faces),
         self._variables, images, known)
     if fit == 'pad':
       result = result[crop]

@@ -32,6 +32,13 @@ which partial convolutions alone barely distinguish from dark lines (see prefill
 `mask_channel` adds the mask as an always-known input channel; `prefill='harmonic'` or
 `'biharmonic'` adds a diffusion fill of the holes as always-known input channels and makes
 the output a correction added to that fill.
+
+A third, `mirror`, gives the network the face's own symmetry: on an aligned face canvas the
+left-right mirror image shows the other eye, the other half of the mouth. The mirrored
+image (zero in its holes) and its mask enter the first level through a convolution of their
+own, `enc_1/side_input`, added before the activation; it starts at zero, so a network
+trained without the mirror computes exactly what it did when the option is switched on
+(train.initial_variables adds the missing kernel).
 """
 
 from __future__ import annotations
@@ -132,8 +139,10 @@ class Block(nn.Module):
   """A U-Net level: convolution (partial, or plain with PartialConv's symmetric padding),
   then optional BatchNorm and activation.
 
-  __call__(x, mask, upsampled=None) -> (y, new mask); a decoder level passes
-  upsampled=(features, mask) of the level below, convolved concatenated before x.
+  __call__(x, mask, upsampled=None, side=None) -> (y, new mask); a decoder level passes
+  upsampled=(features, mask) of the level below, convolved concatenated before x; `side`,
+  always-known channels at x's resolution, gets a zero-initialised plain convolution of the
+  same geometry whose output is added before BatchNorm and activation.
   """
 
   features: int
@@ -148,7 +157,16 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array], upsampled: Masked | None = None,
-               *, use_running_average: bool) -> Masked:
+               side: jax.Array | None = None, *, use_running_average: bool) -> Masked:
+    pad = (self.kernel_size - 1) // 2
+    conv = functools.partial(
+        nn.Conv, kernel_size=(self.kernel_size, self.kernel_size),
+        strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+        param_dtype=jnp.float32, conv_general_dilated=kernels.conv_general_dilated)
+    side_output = None
+    if side is not None:
+      side_output = conv(self.features, use_bias=False, kernel_init=nn.initializers.zeros_init(),
+                         name='side_input')(side)
     if self.convolution == 'partial':
       x, mask = PartialConv(self.features, self.kernel_size, self.strides,
                             use_bias=self.use_bias, dtype=self.dtype)(x, mask, upsampled)
@@ -156,13 +174,10 @@ class Block(nn.Module):
       if upsampled is not None:
         up_x = upsampled[0]
         x = jnp.concatenate([kernels.upsample(up_x), x.astype(up_x.dtype)], axis=-1)
-      pad = (self.kernel_size - 1) // 2
-      x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
-                  strides=(self.strides, self.strides), padding=((pad, pad), (pad, pad)),
-                  use_bias=self.use_bias, kernel_init=nn.initializers.he_normal(),
-                  dtype=self.dtype, param_dtype=jnp.float32,
-                  conv_general_dilated=kernels.conv_general_dilated)(x)
+      x = conv(self.features, use_bias=self.use_bias, kernel_init=nn.initializers.he_normal())(x)
       mask = None
+    if side_output is not None:
+      x = x + side_output.astype(x.dtype)
     if self.use_batch_norm:
       # PyTorch's BatchNorm2d defaults; statistics are reduced and stored in float32.
       x = nn.BatchNorm(use_running_average=use_running_average, momentum=0.9, epsilon=1e-5,
@@ -189,6 +204,8 @@ class InpaintingUNet(nn.Module):
     mask_channel: also feed the mask itself as an (always known) input channel.
     prefill: 'none', 'harmonic' or 'biharmonic': feed that fill of the holes as (always known)
       input channels and output a correction added to it.
+    mirror: also feed the left-right mirror image and its mask (the first level's
+      side_input): on an aligned face, the other half of the face.
   """
 
   convolution: str = 'partial'
@@ -200,6 +217,7 @@ class InpaintingUNet(nn.Module):
   dtype: Dtype = jnp.float32
   mask_channel: bool = False
   prefill: str = 'none'
+  mirror: bool = False
 
   @nn.compact
   def __call__(self, image: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
@@ -216,11 +234,12 @@ class InpaintingUNet(nn.Module):
 
     skips = [(x, x_mask)]
     for level in range(1, self.layers + 1):
+      side = _mirror_input(image, mask) if self.mirror and level == 1 else None
       x, x_mask = block(
           features=min(self.base_features * 2**(level - 1), self.max_features),
           kernel_size=(7, 5, 5)[level - 1] if level <= 3 else 3, strides=2,
           use_batch_norm=level > 1, activation=nn.relu, name=f'enc_{level}')(
-              x, x_mask, use_running_average=not train or self.freeze_encoder_bn)
+              x, x_mask, side=side, use_running_average=not train or self.freeze_encoder_bn)
       skips.append((x, x_mask))
 
     for level in range(self.layers, 0, -1):
@@ -268,6 +287,14 @@ def _network_input(image: jax.Array, mask: jax.Array, mask_channel: bool, prefil
     channel_masks.append(jnp.ones_like(hole_free))
   return (jnp.concatenate(channels, axis=-1), jnp.concatenate(channel_masks, axis=-1),
           base)
+
+
+def _mirror_input(image: jax.Array, mask: jax.Array) -> jax.Array:
+  """The left-right mirror of the known pixels (zero in the holes) and of the hole-free mask
+  [N,H,W,C+1]: what the other half of an aligned face shows at each position."""
+  known = jnp.min(mask.astype(jnp.float32), axis=-1, keepdims=True)
+  side = jnp.concatenate([image * known.astype(image.dtype), known.astype(image.dtype)], axis=-1)
+  return side[:, :, ::-1, :]
 
 
 class PatchDiscriminator(nn.Module):

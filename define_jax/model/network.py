@@ -54,9 +54,13 @@ def validate_model(model: Mapping[str, Any], where: str = 'config.model.') -> No
   for field, default in hyperparameters.items():  # The Module's defaults give the types.
     if isinstance(default, (bool, int, str)):
       _check_type(model, field, type(default), where)
-  for field, choices in (('dtype', sorted(DTYPES)), ('prefill', list(models.PREFILLS))):
+  for field, choices in (('dtype', sorted(DTYPES)), ('prefill', list(models.PREFILLS)),
+                         ('face_prefill', [None, *prefill.FILLS])):
     if field in model and model[field] not in choices:
       raise ValueError(f'{where}{field}={model[field]!r}: expected one of {choices}.')
+  if model.get('face_prefill') is not None and model.get('prefill', 'none') == 'none':
+    raise ValueError(f'{where}face_prefill={model["face_prefill"]!r} needs a network trained '
+                     f"with a prefill (its prefill is 'none'): the fill is one of its inputs.")
   for field in ('base_features', 'max_features'):
     if field in hyperparameters and model[field] < 1:
       raise ValueError(f'{where}{field}={model[field]}: must be positive.')

@@ -104,7 +104,66 @@ def biharmonic_fill(image: jax.Array, mask: jax.Array,
   return x
 
 
-FILLS = {'harmonic': harmonic_fill, 'biharmonic': biharmonic_fill}
+# Where the aligned face's left-right symmetry is trusted (fractions of the canvas side): the
+# template's face from the brows to below the mouth and across the cheeks (faces.FACE_TEMPLATE:
+# eyes at y 0.29, mouth at 0.69), an ellipse whose outer 10 % fades out; hair and background
+# outside it are not symmetric.
+INNER_FACE_CENTRE = (0.49, 0.5)  # (y, x)
+INNER_FACE_RADII = (0.40, 0.40)
+# How deep inside a hole (Chebyshev distance to a known pixel, fraction of the canvas side) the
+# mirror takes over from biharmonic: thin strokes keep biharmonic's smooth fill, a hole that
+# hides a whole eye gets the other eye.
+MIRROR_DEPTH_RAMP = (0.02, 0.06)
+
+
+def _hole_depth(known: jax.Array, limit: int) -> jax.Array:
+  """[N,H,W,C] Chebyshev distance of each hole pixel to the nearest known one, capped at
+  `limit` (0 on known pixels)."""
+  depth = jnp.zeros_like(known)
+  reached = known
+  for _ in range(limit):
+    depth = depth + (1.0 - reached)
+    reached = jax.lax.reduce_window(reached, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
+                                    'SAME')
+  return depth
+
+
+def _mirror_weight(known: jax.Array) -> jax.Array:
+  """[N,H,W,C] in [0, 1]: how much of a hole pixel the mirror fills (MIRROR_DEPTH_RAMP inside
+  INNER_FACE_RADII)."""
+  _, height, width, _ = known.shape
+  side = min(height, width)
+  start, end = (fraction * side for fraction in MIRROR_DEPTH_RAMP)
+  depth = _hole_depth(known, int(math.ceil(end)))
+  deep = jnp.clip((depth - start) / max(end - start, 1.0), 0.0, 1.0)
+  y = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+  x = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
+  radius = jnp.sqrt(((y[:, None] - INNER_FACE_CENTRE[0]) / INNER_FACE_RADII[0]) ** 2 +
+                    ((x[None, :] - INNER_FACE_CENTRE[1]) / INNER_FACE_RADII[1]) ** 2)
+  inside = jnp.clip((1.0 - radius) / 0.1, 0.0, 1.0)
+  return deep * inside[None, :, :, None]
+
+
+def mirror_fill(image: jax.Array, mask: jax.Array) -> jax.Array:
+  """image [N,H,W,C] of an aligned face canvas with the inside of its holes drawn from the
+  left-right mirror: a hole pixel whose mirror is known gets that mirror pixel plus the
+  biharmonic fill of the difference between the image and its mirror (so the fill meets the
+  hole's border without a seam, and a brighter side stays brighter), weighted by how deep it
+  lies in its hole and whether it lies on the inner face (_mirror_weight); the rest of the
+  hole gets biharmonic_fill. This draws a hidden eye from the other one. (Measured worse on
+  the tuning faces: the mirror everywhere, which lost 1.1 dB on thin strokes, and searching
+  the axis that best matches the known pixels to their mirror.) Known pixels are unchanged."""
+  image = jax.lax.stop_gradient(image.astype(jnp.float32))
+  known = jnp.broadcast_to(jax.lax.stop_gradient(mask.astype(jnp.float32)), image.shape)
+  known = (known >= masking.KNOWN_THRESHOLD).astype(jnp.float32)
+  mirrored, mirror_known = image[:, :, ::-1], known[:, :, ::-1]
+  difference = biharmonic_fill(image - mirrored, known * mirror_known)
+  smooth = biharmonic_fill(image, known)
+  weight = (1.0 - known) * mirror_known * _mirror_weight(known)
+  return weight * jnp.clip(mirrored + difference, 0.0, 1.0) + (1.0 - weight) * smooth
+
+
+FILLS = {'harmonic': harmonic_fill, 'biharmonic': biharmonic_fill, 'mirror': mirror_fill}
 
 
 def known_contrast(image: jax.Array, mask: jax.Array, cell: int) -> jax.Array:

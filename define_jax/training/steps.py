@@ -23,7 +23,6 @@ from define_jax.model import models
 from define_jax.model import network
 from define_jax.model import vgg_weights
 from define_jax.training import losses
-from define_jax.training import steps
 
 if TYPE_CHECKING:  # Configs are ConfigDicts; the core itself never needs ml_collections.
   import ml_collections
@@ -86,9 +85,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int | None = No
         f'{device_count} devices (the global batch is split evenly across them).')
   if optim.learning_rate <= 0:
     raise ValueError(f'config.optim.learning_rate={optim.learning_rate} must be positive.')
-  if optim.lr_schedule not in steps.LR_SCHEDULES:
+  if optim.lr_schedule not in LR_SCHEDULES:
     raise ValueError(f'config.optim.lr_schedule={optim.lr_schedule!r}: expected one of '
-                     f'{steps.LR_SCHEDULES}.')
+                     f'{LR_SCHEDULES}.')
   if not 0 <= optim.warmup_steps < max(optim.num_train_steps, 1):
     raise ValueError(f'config.optim.warmup_steps={optim.warmup_steps} must lie in '
                      f'[0, num_train_steps={optim.num_train_steps}).')

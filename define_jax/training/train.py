@@ -79,9 +79,20 @@ def initial_variables(config: ml_collections.ConfigDict) -> dict | None:
   if not init_from:
     return None
   variables, source_config, step = checkpoints.load_model(init_from)
-  network.check_same_architecture(config.model, source_config['model'],
-                                     f'config.optim.init_from={init_from!r}')
-  report(f'Initialised from {init_from} at step {step}.')
+  source_model = source_config['model']
+  # A model trained without the mirror input starts a mirror run: the side input's kernel
+  # is added at zero (models.py), so the network computes the source's function exactly.
+  grows_mirror = config.model.mirror and not source_model.get('mirror', False)
+  network.check_same_architecture(
+      config.model, {**source_model, 'mirror': config.model.mirror} if grows_mirror
+      else source_model, f'config.optim.init_from={init_from!r}')
+  if grows_mirror:
+    fresh = network.init_variables(config.model, jax.random.key(config.seed))
+    variables = jax.tree.map(lambda leaf: leaf, variables)  # A copy to add to.
+    variables['params']['enc_1']['side_input'] = fresh['params']['enc_1']['side_input']
+    report(f'Initialised from {init_from} at step {step}, with the mirror input added at zero.')
+  else:
+    report(f'Initialised from {init_from} at step {step}.')
   return variables
 
 
