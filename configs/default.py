@@ -43,9 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
   # as input and outputs a correction to it (see define_jax/model/prefill.py).
   model.prefill = 'none'
   # The prefill on the aligned face canvases of fit='auto' (None: model.prefill): 'mirror'
-  # fills a hole whose mirror across the face's vertical axis is known from that mirror
-  # (define_jax/prefill.py), which draws a hidden eye from the other one. Inference only:
-  # the native fill of a whole photo, whose axis is no face's, keeps model.prefill.
+  # fills the inside of a hole on the inner face from its mirror across the face's axis
+  # (define_jax/model/prefill.py), which draws a hidden eye from the other one (eyes'
+  # LPIPS-Alex about a third of biharmonic's; up to 0.16 dB lower PSNR on large irregular
+  # holes: docs/lab_notebook.md). Inference only: the native fill of a whole photo, whose axis
+  # is no face's, keeps model.prefill.
   model.face_prefill = ml_collections.config_dict.placeholder(str)
   # Also feed the left-right mirror image and its mask (models.py, `mirror`): on an aligned
   # face canvas it shows the other eye and mouth half. Off in the paper. Switching it on for a

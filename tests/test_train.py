@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -322,6 +323,16 @@ def test_train_step_compiles_once_per_run_and_per_resume(tmp_path, monkeypatch, 
 def test_training_stops_when_another_run_takes_its_workdir_over(tmp_path, monkeypatch):
   monkeypatch.setattr(workdir_lock, 'RENEW_S', 0.05)
   make = steps.make_p_train_step
+  renew = workdir_lock.Lease.renew
+  found_lost = threading.Event()
+
+  def renew_and_tell(lease):
+    renewed = renew(lease)
+    if not renewed:
+      found_lost.set()
+    return renewed
+
+  monkeypatch.setattr(workdir_lock.Lease, 'renew', renew_and_tell)
 
   def taken_over_after_the_first_step(config):
     p_train_step = make(config)
@@ -332,7 +343,7 @@ def test_training_stops_when_another_run_takes_its_workdir_over(tmp_path, monkey
       if len(calls) == 2:  # Another run has taken the lock over meanwhile.
         (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
             {'pid': 4242, 'host': 'node-17', 'started': 'now', 'token': 'theirs'}))
-        time.sleep(0.5)  # A renewal finds it.
+        assert found_lost.wait(60)  # A renewal finds it (however busy the machine).
       return p_train_step(*arguments)
 
     call.lower = p_train_step.lower

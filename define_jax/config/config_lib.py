@@ -52,7 +52,7 @@ FLAT_FIELDS = {
     'model': ('model', 'name'), 'loss': ('loss', 'preset'),
     **{field: ('model', field) for field in (
         'image_size', 'layers', 'base_features', 'max_features', 'dtype', 'freeze_encoder_bn',
-        'mask_channel', 'prefill', 'face_template')},
+        'mask_channel', 'prefill', 'face_template', 'mirror', 'face_prefill')},
     **{field: ('loss', field) for field in (
         'tv_region', 'vgg_weights', 'discriminator_features', 'discriminator_learning_rate',
         'r1_gamma')},
@@ -63,7 +63,7 @@ FLAT_FIELDS = {
     **{field: ('input', field) for field in (
         'dataset', 'ffhq_config', 'data_dir', 'image_dir', 'validation_fraction', 'masks',
         'mask_dir', 'hole_ratio_min', 'hole_ratio_max', 'mask_augment',
-        'generated_mask_fraction', 'prefetch')},
+        'generated_mask_fraction', 'face_part_mask_fraction', 'prefetch')},
     **{field: ('eval', field) for field in (
         'num_eval_images', 'eval_every_steps', 'image_every_steps')},
     **{field: ('log', field) for field in (

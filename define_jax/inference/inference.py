@@ -17,7 +17,6 @@ the result are exactly the input's, at the input's resolution.
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from pathlib import Path
@@ -181,9 +180,8 @@ class Inpainter:
     self._apply = network.create_model(config.model).apply
     # On fit='auto''s aligned face canvases the network may start from another prefill
     # (model.face_prefill: 'mirror' draws a hidden eye from the other one).
-    face_model = copy.deepcopy(config.model)
-    face_model.prefill = config.model.face_prefill or config.model.prefill
-    self._face_apply = network.create_model(face_model).apply
+    self._face_apply = network.create_model(config.model,
+                                            prefill=config.model.face_prefill).apply
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes above one runs the one compiled program of a

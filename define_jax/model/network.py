@@ -89,12 +89,16 @@ def model_hyperparameters(name: str) -> dict[str, Any]:
           if field.name not in fixed}
 
 
-def create_model(model: ml_collections.ConfigDict, *, axis_name: str | None = None):
+def create_model(model: ml_collections.ConfigDict, *, axis_name: str | None = None,
+                 prefill: str | None = None):
   """The network of a model section (config.model): models.MODELS[model.name] built from
   the section's fields of the same names (dtype by name); axis_name=None gives a model
-  usable outside pmap."""
+  usable outside pmap; prefill, where given, replaces model.prefill (same weights, another
+  fill of the holes as input: model.face_prefill)."""
   settings = {field: model[field] for field in model_hyperparameters(model.name)}
   settings['dtype'] = DTYPES[model.dtype]
+  if prefill is not None and 'prefill' in settings:
+    settings['prefill'] = prefill
   return models.MODELS[model.name](**settings, axis_name=axis_name)
 
 
