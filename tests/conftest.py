@@ -1,8 +1,12 @@
 """Test setup: four simulated CPU devices so pmap code paths run as on a multi-GPU host."""
 
+import contextlib
+import io
 import os
 import struct
+import threading
 import zlib
+from unittest import mock
 
 # Must happen before JAX initialises its backends.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
@@ -19,10 +23,14 @@ import numpy as np
 import skimage.data
 import skimage.transform
 from PIL import Image
+from PIL import ImageFile
 from flax import jax_utils
+from hypothesis import strategies as st
 
 from configs import tiny
+from define_jax import inpaint
 from define_jax.config import config_lib
+from define_jax.inference import Inpainter
 from define_jax.model import checkpoints
 from define_jax.training import steps
 
@@ -123,3 +131,71 @@ def png_header_only(width: int, height: int) -> bytes:
   header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
   return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', zlib.compress(b'')) + \
       chunk(b'IEND', b'')
+
+
+# A few shapes (each compiles the network once), from 1×1 to non-square.
+SIZES = st.sampled_from([(1, 1), (1, 9), (17, 5), (24, 40), (40, 24)])
+
+
+def damaged(data: bytes, cut: int, flips: list[int]) -> bytes:
+  data = bytearray(data[:max(cut, 0)] if cut < len(data) else data)
+  for position in flips:
+    if data:
+      data[position % len(data)] ^= 0xFF
+  return bytes(data)
+
+
+@pytest.fixture(scope='module')
+def inpainter(tiny_checkpoint) -> Inpainter:
+  return Inpainter.from_checkpoint(tiny_checkpoint)
+
+
+def photo(height=48, width=40, seed=0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def block_holes(height=48, width=40) -> np.ndarray:
+  holes = np.zeros((height, width), bool)
+  holes[height // 4:height // 2, width // 4:3 * width // 4] = True
+  return holes
+
+
+def poisoned(variables, kind):
+  variables = jax.tree.map(np.array, variables)
+  if kind == 'negative variance':
+    leaf = next(v for p, v in jax.tree_util.tree_flatten_with_path(variables['batch_stats'])[0]
+                if p[-1].key == 'var')
+    leaf[...] = -1.0
+  else:
+    jax.tree.leaves(variables["params"])[0].flat[0] = {'nan': np.nan, 'inf': np.inf,
+                                                        'huge': 6.5e37}[kind]
+  return variables
+
+
+def sigterm_to_self_is_safe():
+  """Signal handlers are installed from the main thread only; elsewhere SIGTERM would kill
+  the test process."""
+  if threading.current_thread() is not threading.main_thread():
+    pytest.skip('tests do not run in the main thread')
+
+
+def run_cli(args, inpainter) -> tuple[int, str]:
+  """inpaint.main in-process with an already loaded model; (exit status, stderr)."""
+  stderr = io.StringIO()
+  with mock.patch.object(Inpainter, 'load', return_value=inpainter), \
+      contextlib.redirect_stderr(stderr):
+    status = inpaint.main([str(a) for a in args])
+  return status, stderr.getvalue()
+
+
+def cli_args(image, mask, out, *extra):
+  return ['--image', image, '--mask', mask, '--polarity', 'hole_white', '--out', out, *extra]
+
+
+@contextlib.contextmanager
+def decoding_forbidden():
+  """Any attempt to decode pixel data fails the test."""
+  def load(self):
+    raise AssertionError(f'decoded {self.size}, a header check should have refused it')
+  with mock.patch.object(ImageFile.ImageFile, 'load', load):
+    yield

@@ -1,5 +1,5 @@
 """`python -m define_jax.benchmark` and scripts/accelerator_benchmarks.sh, on hosts without
-TensorFlow, clu or ml_collections."""
+TensorFlow, clu or ml_collections; its memory flags' one-line errors."""
 
 import importlib.util
 import json
@@ -195,3 +195,16 @@ print(json.dumps({'config': config.to_dict(), 'locked': locked, 'refused': refus
   assert 'tiny.py' in report['refused'] and 'optim.batch_size' in report['refused']
   assert report['overridden'] == config_lib.load(
       'tiny', ['--config.optim.batch_size=4', '--config.model.dtype=bfloat16']).to_dict()
+
+
+@pytest.mark.parametrize('flag,value', [('--sides', '-5'), ('--sides', '0'),
+                                        ('--sides', '99999999'), ('--at_limit', '-1'),
+                                        ('--at_limit', '0.01'), ('--at_limit', 'nan'),
+                                        ('--at_limit', '1e9')])
+def test_benchmark_memory_flags_are_one_line_errors_naming_the_flag(capsys, flag, value):
+  with pytest.raises(SystemExit) as stopped:
+    benchmark.main(['memory', flag, value])
+  assert stopped.value.code == 2
+  err = capsys.readouterr().err
+  last = err.strip().splitlines()[-1]
+  assert 'error: ' in last and flag in last and 'Traceback' not in err

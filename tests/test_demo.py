@@ -11,30 +11,40 @@ inside the stroke, identical outside. It skips only when /usr/bin/chromium is ab
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import io
+import math
 import os
 import queue
 import re
+import signal
+import stat
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import skimage.data
+from gradio import processing_utils
+from gradio import route_utils
 from PIL import Image
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 
 from define_jax.demo import demo
+from define_jax.demo import local_only
 from define_jax.inference import Inpainter
 
-from conftest import png_header_only
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, png_header_only, sigterm_to_self_is_safe
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -514,3 +524,133 @@ def test_demo_uses_the_one_inference_core():
                      'jax.jit', 'http.server'):
     assert duplicated not in source
   assert 'Inpainter' in source
+
+
+def asgi_status(hosts, headers, method='POST') -> int:
+  """The status LocalOnly answers (200: passed on to the app)."""
+  sent = []
+
+  async def app(scope, receive, send):  # pylint: disable=unused-argument
+    sent.append({'type': 'http.response.start', 'status': 200})
+
+  async def send(message):
+    sent.append(message)
+
+  scope = {'type': 'http', 'method': method, 'path': '/gradio_api/queue/join',
+           'headers': [(k.encode(), v.encode()) for k, v in headers.items()]}
+  asyncio.run(local_only.LocalOnly(app, hosts)(scope, None, send))
+  return sent[0]['status']
+
+
+@pytest.mark.parametrize('hosts', [list(local_only.LOCAL_NAMES), None])
+def test_demo_origin_check_includes_the_port(hosts):
+  host = {'host': 'localhost:7860'}
+  assert asgi_status(hosts, {**host, 'origin': 'http://localhost:7860'}) == 200
+  assert asgi_status(hosts, {**host, 'origin': 'http://localhost:9999'}) == 403
+  assert asgi_status(hosts, {**host, 'origin': 'http://localhost'}) == 403  # Port 80.
+  assert asgi_status(hosts, {'host': 'localhost', 'origin': 'http://localhost'}) == 200
+
+
+def test_demo_serves_only_example_images_and_cleans_up_on_sigterm(inpainter, tmp_path,
+                                                                  monkeypatch):
+  sigterm_to_self_is_safe()
+  monkeypatch.setattr(demo, 'configure_logging', lambda verbose: None)
+  extra = tmp_path / 'extra'
+  extra.mkdir()
+  Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(extra / 'face.png')
+  (extra / 'secret.txt').write_text('do not serve')
+  upload = tmp_path / 'upload.png'
+  upload.write_bytes(b'an upload in the cache')
+  seen = {}
+
+  def launch(app, **kwargs):
+    seen['allowed_paths'] = kwargs['allowed_paths']
+
+  def block_thread(app):
+    app.upload_file_set.add(str(upload))
+    (folder,) = seen['allowed_paths']
+    seen['examples'] = sorted(os.listdir(folder))
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # The handler interrupts this.
+
+  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path, **_: inpainter))
+  monkeypatch.setattr(demo.gr.Blocks, 'launch', launch)
+  monkeypatch.setattr(demo.gr.Blocks, 'block_thread', block_thread)
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    assert demo.main(['--examples', str(extra), '--port', '8']) == 0
+  (folder,) = seen['allowed_paths']
+  assert os.path.basename(folder).startswith('define_jax_demo_examples_')
+  assert 'example_03.png' in seen['examples'] and not any('secret' in f for f in seen['examples'])
+  assert not os.path.exists(folder)  # The temporary folder is gone,
+  assert not upload.exists()  # and so are the uploads.
+  assert (extra / 'secret.txt').exists() and (extra / 'face.png').exists()
+
+
+def test_demo_files_are_private_and_gone_after_sigterm(inpainter, monkeypatch):
+  sigterm_to_self_is_safe()
+  monkeypatch.setattr(demo, 'configure_logging', lambda verbose: None)
+  monkeypatch.delenv('GRADIO_TEMP_DIR', raising=False)
+  umask = os.umask(0o022)
+  os.umask(umask)
+  seen = {}
+
+  def block_thread(app):
+    del app
+    cache = Path(os.environ['GRADIO_TEMP_DIR'])
+    result = processing_utils.save_pil_to_cache(Image.new('RGB', (8, 8)), str(cache))
+    seen['root'] = cache.parent
+    seen['modes'] = [stat.S_IMODE(os.stat(p).st_mode) for p in
+                     (cache.parent, cache, Path(result).parent, result)]
+    aborted = cache / 'tmpcutoff'  # What a cut-off upload leaves behind.
+    aborted.write_bytes(b'part of an upload')
+    seen['stray'] = Path(tempfile.mkstemp()[1])  # Any other temporary file of the server.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # The handler interrupts this.
+
+  monkeypatch.setattr(Inpainter, 'load', staticmethod(lambda path, **_: inpainter))
+  monkeypatch.setattr(demo.gr.Blocks, 'launch', lambda app, **kwargs: None)
+  monkeypatch.setattr(demo.gr.Blocks, 'block_thread', block_thread)
+  with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    assert demo.main(['--port', '8']) == 0
+  assert seen['modes'] == [0o700, 0o700, 0o700, 0o600]
+  assert seen['root'].name.startswith('define_jax_demo_') and seen['root'].parent == Path(
+      tempfile.gettempdir())
+  assert not seen['root'].exists() and not seen['stray'].exists()
+  assert 'GRADIO_TEMP_DIR' not in os.environ and os.umask(umask) == umask  # Restored.
+
+
+def test_demo_deletes_files_keep_files_s_after_they_were_written(tmp_path):
+  examples = tmp_path / 'examples'
+  examples.mkdir()
+  old = time.time() - 100
+  files = {name: tmp_path / name for name in
+           ('gradio/hash1/tmpcutoff', 'gradio/hash2/result.webp', 'gradio/fresh/upload.png',
+            'examples/astronaut.png', 'gradio/kept/example_copy.png')}
+  for name, path in files.items():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'x')
+    if 'fresh' not in name:
+      os.utime(path, (old, old))
+  for folder in ('gradio/hash1', 'gradio/hash2', 'gradio/kept'):
+    os.utime(tmp_path / folder, (old, old))
+  kept = {str(files['gradio/kept/example_copy.png'])}
+  demo.delete_old_files(tmp_path, 60, lambda path: path in kept or 'examples' in path)
+  assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*') if p.is_file()) == [
+      'examples/astronaut.png', 'gradio/fresh/upload.png', 'gradio/kept/example_copy.png']
+  assert not (tmp_path / 'gradio' / 'hash1').exists()  # Empty old folders go too.
+
+
+def test_a_cut_off_upload_leaves_no_temporary_file(tmp_path):
+  demo.remove_cut_off_uploads()
+  headers = Headers({'content-type': 'multipart/form-data; boundary=xyz'})
+
+  async def stream():
+    yield (b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+           b'Content-Type: image/png\r\n\r\n' + bytes(100_000))
+    raise ClientDisconnect()
+
+  parser = route_utils.GradioMultiPartParser(headers, stream(), upload_dir=str(tmp_path),
+                                             max_file_size=math.inf)
+  with pytest.raises(ClientDisconnect):
+    asyncio.run(parser.parse())
+  assert not list(tmp_path.iterdir())

@@ -1,9 +1,13 @@
 """Evaluation: mask choice and bands, baselines, reports, determinism, CLI and bad input."""
 
+import contextlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,9 +16,9 @@ from PIL import Image
 from define_jax import evaluate
 from define_jax.data import image_folder
 from define_jax.inference import baselines
+from define_jax.inference import Inpainter
 
-from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT
-from conftest import astronaut, write_masks
+from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT, astronaut, write_masks
 
 
 @pytest.fixture(scope='module')
@@ -194,3 +198,78 @@ def test_face_part_holes_sit_on_each_face_and_rows_are_parts(tiny_checkpoint, tm
   ratios = {r['mask']: r['hole_ratio'] for r in report['per_image']}
   assert all(0.001 < ratio < 0.1 for ratio in ratios.values()), ratios
   assert ratios['left_eye'] == pytest.approx(ratios['right_eye'], rel=0.2)
+
+
+def evaluate_cli(*args) -> tuple[int, str]:
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+    status = evaluate.main([str(a) for a in args])
+  return status, stderr.getvalue()
+
+
+@pytest.fixture(scope='module')
+def faces(tmp_path_factory):
+  directory = tmp_path_factory.mktemp('faces')
+  photo = (astronaut(80, 80) * 255).astype(np.uint8)
+  for k in range(4):
+    Image.fromarray(np.roll(photo, 5 * k, axis=1)).save(directory / f'face_{k}.png')
+  return directory
+
+
+def test_evaluate_out_inside_the_image_or_mask_folder_is_refused_before_scoring(
+    tiny_checkpoint, faces, tmp_path):
+  masks_dir = write_masks(tmp_path / 'masks', BAND_ROWS)
+  before = sorted(os.listdir(faces))
+  with mock.patch.object(Inpainter, 'load', side_effect=AssertionError('scored')):
+    for out in (faces, faces / 'sub', masks_dir):
+      status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                                 '--masks', 'nvidia_irregular', '--mask_dir', masks_dir,
+                                 '--out', out)
+      assert status != 0 and 'lies inside' in err and str(out) in err
+  assert sorted(os.listdir(faces)) == before
+
+
+def test_evaluate_never_overwrites_files_it_did_not_write(tiny_checkpoint, faces, tmp_path):
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'report.md').write_text('my notes')
+  (out / 'band_00-10.png').write_bytes(b'my photo')
+  with mock.patch.object(Inpainter, 'load', side_effect=AssertionError('scored')):
+    status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                               '--num_images', 2, '--out', out)
+    assert status != 0 and 'report.md, band_00-10.png' in err and 'not written by' in err
+    (tmp_path / 'file').write_text('x')
+    status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--out', tmp_path / 'file')
+    assert status != 0 and 'is a file' in err  # Checked before scoring too.
+  assert (out / 'report.md').read_text() == 'my notes'
+  # Its own report is replaced on the next run.
+  fresh = tmp_path / 'fresh'
+  args = ['--checkpoint', tiny_checkpoint, '--image_dir', faces, '--num_images', 2,
+          '--out', fresh]
+  assert evaluate_cli(*args)[0] == 0
+  assert evaluate_cli(*args)[0] == 0
+
+
+def test_evaluate_mask_dir_of_photos_is_refused_like_inpaint_refuses_them(
+    tiny_checkpoint, faces, tmp_path):
+  status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                             '--masks', 'nvidia_irregular', '--mask_dir', faces,
+                             '--num_images', 2, '--out', tmp_path / 'out')
+  assert status != 0 and 'is not binary' in err and 'face_' in err
+
+
+def test_evaluate_image_size_too_small_for_lpips_is_refused(tiny_checkpoint, faces, tmp_path):
+  status, err = evaluate_cli('--checkpoint', tiny_checkpoint, '--image_dir', faces,
+                             '--image_size', 7, '--out', tmp_path / 'out')
+  assert status != 0 and '--image_size 7' in err and 'at least 16' in err
+
+
+def test_evaluate_skips_counts_and_reports_unreadable_images(tiny_checkpoint, faces, tmp_path):
+  folder = tmp_path / 'faces'
+  shutil.copytree(faces, folder)
+  (folder / 'face_1.png').write_bytes(b'\x89PNG damaged')
+  result = evaluate.run(['--checkpoint', tiny_checkpoint, '--image_dir', str(folder),
+                         '--num_images', '3', '--out', str(tmp_path / 'out')])
+  assert result['rows'][-1]['images'] == 3  # The next readable file took its place.
+  assert '1 unreadable image files skipped' in result['markdown']
+  assert 'face_1.png' in result['markdown']

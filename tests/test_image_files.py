@@ -1,5 +1,6 @@
 """One file, one reading: the same photo and mask files read through every path that reads
-them (training data, the TFDS builders, evaluate, inpaint) give the same pixels and masks."""
+them (training data, the TFDS builders, evaluate, inpaint) give the same pixels and masks; any
+bytes, damaged files, brush masks and animated images give a clear error or the right pixels."""
 
 import io
 import os
@@ -8,6 +9,7 @@ from unittest import mock
 
 import cv2
 import numpy as np
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 import pytest
 
@@ -18,7 +20,10 @@ from define_jax.datasets import ffhq
 from define_jax.datasets import prepare
 from define_jax.eval import evaluation_set
 from define_jax.files import image_files
+from define_jax.files.image_files import InputError
 from define_jax.inference import Inpainter
+
+from conftest import astronaut, damaged
 
 SIZE = 64
 
@@ -168,3 +173,96 @@ def test_reading_bytes_and_paths_names_the_source(tmp_path):
     image_files.read_photo(tmp_path / 'missing.png', max_pixels=None)
   with pytest.raises(image_files.InputError, match='over the limit of 10 pixels'):
     image_files.read_photo(buffer.getvalue(), max_pixels=10)
+
+
+FAST = settings(max_examples=300, deadline=None)
+
+
+def encoded(array: np.ndarray, image_format: str) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format=image_format)
+  return buffer.getvalue()
+
+
+pixels = st.builds(
+    lambda h, w, c, seed: np.random.default_rng(seed).integers(
+        0, 256, (h, w) if c == 1 else (h, w, c), dtype=np.uint8),
+    st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 3, 4]), st.integers(0, 2**31))
+
+
+@FAST
+@given(st.binary(max_size=2048))
+def test_read_photo_of_arbitrary_bytes(data):
+  try:
+    image = image_files.read_photo(data, max_pixels=None)
+  except InputError as error:
+    assert str(error)
+    return
+  assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+@FAST
+@given(pixels, st.sampled_from(['PNG', 'JPEG', 'BMP', 'TIFF']), st.integers(0, 4000),
+       st.lists(st.integers(0, 10**6), max_size=4))
+def test_read_photo_of_real_and_damaged_images(array, image_format, cut, flips):
+  if image_format == 'JPEG' and array.ndim == 3 and array.shape[2] == 4:
+    array = array[..., :3]
+  data = damaged(encoded(array, image_format), cut, flips)
+  try:
+    image = image_files.read_photo(data, max_pixels=None)
+  except InputError as error:
+    assert str(error)
+    return
+  assert image.dtype == np.uint8 and image.shape[2] == 3
+
+
+@FAST
+@given(st.one_of(st.binary(max_size=2048),
+                 st.builds(lambda a, cut, flips: damaged(encoded(a, 'PNG'), cut, flips),
+                           pixels, st.integers(0, 4000), st.lists(st.integers(0, 10**6),
+                                                                  max_size=4))),
+       st.sampled_from(['hole_white', 'keep_white']))
+def test_read_mask_of_arbitrary_bytes(data, polarity):
+  try:
+    known = image_files.read_mask(data, polarity, max_pixels=None)
+  except InputError as error:
+    assert str(error)
+    return
+  assert known.dtype == np.uint8 and known.ndim == 2 and set(np.unique(known)) <= {0, 1}
+
+
+def brush_strokes(size=512, spacing=30) -> np.ndarray:
+  """6-pixel anti-aliased strokes, white = hole: more than 5% of the pixels are grey."""
+  strokes = np.zeros((size, size), np.uint8)
+  for y in range(20, size - 20, spacing):
+    cv2.line(strokes, (10, y), (size - 12, y + 15), 255, 6, cv2.LINE_AA)
+  return strokes
+
+
+def test_anti_aliased_brush_masks_are_accepted_soft_masks_are_not():
+  strokes = brush_strokes()
+  brightness = strokes / 255.0
+  assert ((brightness > 0.1) & (brightness < 0.9)).mean() > 0.05  # Refused before.
+  known = image_files.known_pixels(strokes, 'hole_white')
+  np.testing.assert_array_equal(known, (strokes <= 127).astype(np.float32))
+  with pytest.raises(InputError, match='not binary'):  # A blurred (soft) mask.
+    image_files.known_pixels(cv2.GaussianBlur(strokes, (0, 0), 1.5), 'hole_white')
+  with pytest.raises(InputError, match='not binary'):  # A photo.
+    image_files.known_pixels((astronaut(64, 64)[..., 0] * 255).astype(np.uint8), 'keep_white')
+  # The threshold is an option: where the edges are cut.
+  wide = image_files.known_pixels(strokes, 'hole_white', threshold=0.1)
+  np.testing.assert_array_equal(wide, (strokes <= 25).astype(np.float32))
+  assert wide.sum() < known.sum()
+
+
+@pytest.mark.parametrize('image_format', ['GIF', 'PNG', 'TIFF'])
+def test_animated_and_multi_page_images_are_refused(tmp_path, image_format):
+  frames = [Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)) for k in range(3)]
+  path = tmp_path / f'animated.{image_format.lower()}'
+  frames[0].save(path, format=image_format, save_all=True, append_images=frames[1:])
+  with pytest.raises(InputError, match='animated.* has 3 frames'):
+    image_files.open_image(path)
+  with pytest.raises(InputError, match='has 3 frames'):  # Training data and mask sets too.
+    image_files.read_photo(path.read_bytes(), max_pixels=None)
+  with pytest.raises(InputError, match='has 3 frames'):
+    image_files.read_mask(path, 'hole_white', max_pixels=None)

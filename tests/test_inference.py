@@ -1,5 +1,8 @@
-"""Inference: checkpoint restore, sizes, dtypes, mask polarity, batching, bad input, CLI."""
+"""Inference: checkpoint restore, sizes, dtypes, mask polarity, batching, bad input, CLI;
+any array or mask encoding, non-finite outputs refused, flat regions that come back flat."""
 
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -8,22 +11,23 @@ import sys
 import jax
 import numpy as np
 import pytest
+import skimage.transform
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
 
 from configs import tiny
 from define_jax import inpaint
+from define_jax.files.image_files import InputError
+from define_jax.inference import inference
 from define_jax.inference import Inpainter
+from define_jax.model import checkpoints
 from define_jax.model import network
 from define_jax.model import prefill
 from define_jax.runtime.data_parallel import DataParallel
 from define_jax.training import steps
 
-from conftest import REPO_ROOT, TRAIN_STEPS, astronaut, save_checkpoint
-
-@pytest.fixture(scope='module')
-def inpainter(tiny_checkpoint) -> Inpainter:
-  return Inpainter.from_checkpoint(tiny_checkpoint)
-
+from conftest import (REPO_ROOT, SIZES, TRAIN_STEPS, astronaut, block_holes, photo, poisoned,
+                      save_checkpoint)
 
 def hole_mask(height, width):
   """bool, True = hole: a block and a stroke."""
@@ -332,3 +336,223 @@ def test_face_prefill_applies_to_aligned_face_canvases_only(tiny_checkpoint):
     Inpainter.pretrained(overrides=['--config.model.face_prefill=smear'])
   with pytest.raises(ValueError, match="face_prefill='mirror' needs a network trained"):
     Inpainter.from_checkpoint(tiny_checkpoint, overrides=['--config.model.face_prefill=mirror'])
+
+
+def arbitrary_array(draw, shape, binary=False):
+  dtype = draw(st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, bool]))
+  rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+  if dtype == bool:
+    return rng.integers(0, 2, shape).astype(bool)
+  if binary:  # 0 and the dtype's "white"
+    white = 1 if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
+    return (rng.integers(0, 2, shape) * white).astype(dtype)
+  if np.issubdtype(dtype, np.integer):
+    return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+  out_of_range = draw(st.sampled_from([False, False, False, True]))
+  values = rng.uniform(-0.5 if out_of_range else 0.0, 1.5 if out_of_range else 1.0,
+                       shape).astype(dtype)
+  if draw(st.sampled_from([False, False, False, True])):
+    values.flat[draw(st.integers(0, values.size - 1))] = draw(
+        st.sampled_from([np.nan, np.inf, -np.inf]))
+  return values
+
+
+@st.composite
+def image_and_mask(draw):
+  height, width = draw(SIZES)
+  channels = draw(st.sampled_from([3, 3, 3, 3, None, 1, 4]))
+  image_shape = (height, width) if channels is None else (height, width, channels)
+  mask_height = draw(st.sampled_from([height, draw(st.integers(1, 9))]))
+  mask_shape = draw(st.sampled_from([(mask_height, width), (mask_height, width, 1),
+                                     (mask_height, width, 3)]))
+  binary_mask = draw(st.sampled_from([True, True, True, False]))
+  return arbitrary_array(draw, image_shape), arbitrary_array(draw, mask_shape, binary_mask)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(image_and_mask(), st.sampled_from(['hole_white', 'keep_white']))
+def test_inpainter_on_arbitrary_arrays(inpainter, pair, polarity):
+  image, mask = pair
+  try:
+    result = inpainter(image, mask, polarity=polarity)
+  except (ValueError, TypeError) as error:
+    assert len(str(error)) > 10
+    event(f'refused: {str(error)[:30]}')
+    return
+  event('inpainted')
+  assert result.shape == image.shape and result.dtype == image.dtype
+  if np.issubdtype(result.dtype, np.floating):
+    assert np.all(np.isfinite(result[np.isfinite(image)]))
+
+
+def test_ragged_batches_and_empty_images_are_clear_errors(inpainter):
+  with pytest.raises(InputError, match=r'share one shape: image 0 is \(48, 40, 3\), image 1 '
+                     r'is \(32, 32, 3\)'):
+    inpainter([photo(), photo(32, 32)], [block_holes(), block_holes(32, 32)],
+              polarity='hole_white')
+  with pytest.raises(InputError, match='share one shape'):
+    inpainter([photo(), photo()], [block_holes(), block_holes(32, 32)], polarity='hole_white')
+  with pytest.raises(InputError, match='0×0: an image needs at least one pixel'):
+    inpainter(np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), bool), polarity='hole_white')
+  with pytest.raises(InputError, match='empty'):
+    inpainter(np.zeros((0, 8, 8, 3), np.uint8), np.zeros((0, 8, 8), bool),
+              polarity='hole_white')
+  # A list of equally sized images (PIL or arrays) is a batch.
+  batch = inpainter([photo(), Image.fromarray(photo(seed=1))], [block_holes()] * 2,
+                    polarity='hole_white')
+  assert batch.shape == (2, 48, 40, 3)
+
+
+def render_mask(holes: np.ndarray, encoding: str, polarity: str):
+  """The hole set `holes` written in one of the many valid ways a user may pass a mask."""
+  white = holes if polarity == 'hole_white' else ~holes
+  if encoding == 'bool':
+    return white
+  if encoding == 'uint8 0/255':
+    return np.where(white, 255, 0).astype(np.uint8)
+  if encoding == 'uint8 0/1':
+    return white.astype(np.uint8)
+  if encoding == 'uint16 0/65535':
+    return np.where(white, 65535, 0).astype(np.uint16)
+  if encoding == 'int64 0/255':
+    return np.where(white, 255, 0)
+  if encoding == 'float 0/1':
+    return white.astype(np.float32)
+  if encoding == 'rgb uint8':
+    return np.repeat(np.where(white, 255, 0).astype(np.uint8)[..., None], 3, -1)
+  if encoding == 'PIL L':
+    return Image.fromarray(np.where(white, 255, 0).astype(np.uint8))
+  if encoding == 'PIL 1':
+    return Image.fromarray(white)
+  if encoding == 'PIL I;16':
+    return Image.fromarray(np.where(white, 65535, 0).astype(np.uint16))
+  raise AssertionError(encoding)
+
+
+MASK_ENCODINGS = ['bool', 'uint8 0/255', 'uint8 0/1', 'uint16 0/65535', 'int64 0/255',
+                  'float 0/1', 'rgb uint8', 'PIL L', 'PIL 1', 'PIL I;16']
+
+
+def render_image(pixels: np.ndarray, encoding: str):
+  """uint8 RGB pixels as uint8, uint16, float or a PIL image; and the pixels as read back."""
+  if encoding == 'uint8':
+    return pixels, pixels
+  if encoding == 'uint16':
+    wide = pixels.astype(np.uint16) * 257
+    return wide, wide
+  if encoding == 'float32':
+    return pixels / np.float32(255), pixels / np.float32(255)
+  if encoding == 'PIL RGB':
+    return Image.fromarray(pixels), pixels
+  if encoding == 'PIL L':
+    grey = pixels[..., 0]
+    return Image.fromarray(grey), grey
+  if encoding == 'PIL I;16':
+    grey = pixels[..., 0].astype(np.uint16) * 257
+    return Image.fromarray(grey), grey
+  raise AssertionError(encoding)
+
+
+@st.composite
+def hole_sets(draw):
+  height, width = draw(SIZES)
+  kind = draw(st.sampled_from(['none', 'all', 'block', 'random']))
+  holes = np.zeros((height, width), bool)
+  if kind == 'all':
+    holes[:] = True
+  elif kind == 'block':
+    top, left = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+    holes[top:top + draw(st.integers(1, height)), left:left + draw(st.integers(1, width))] = True
+  elif kind == 'random':
+    holes = np.random.default_rng(draw(st.integers(0, 2**31))).uniform(size=holes.shape) < 0.3
+  return holes
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hole_sets(), st.sampled_from(MASK_ENCODINGS), st.sampled_from(['hole_white', 'keep_white']),
+       st.sampled_from(['uint8', 'uint16', 'float32', 'PIL RGB', 'PIL L', 'PIL I;16']),
+       st.integers(0, 2**31))
+def test_any_valid_mask_encoding_gives_the_right_answer(inpainter, holes, mask_encoding, polarity,
+                                                        image_encoding, seed):
+  """Whatever the encoding, the result keeps exactly the known pixels and its fill does not
+  depend on what was under the holes (so no hole was read as known); an all-hole mask is
+  the one refusal."""
+  rng = np.random.default_rng(seed)
+  pixels = rng.integers(0, 256, holes.shape + (3,), dtype=np.uint8)
+  if image_encoding.startswith('PIL L') or image_encoding == 'PIL I;16':
+    pixels[...] = pixels[..., :1]
+  other = pixels.copy()
+  other[holes] = 255 - other[holes]  # Different content under the holes.
+  mask = render_mask(holes, mask_encoding, polarity)
+  image, expected = render_image(pixels, image_encoding)
+  image2, _ = render_image(other, image_encoding)
+  if holes.all():
+    with pytest.raises(InputError, match='every pixel as a hole'):
+      inpainter(image, mask, polarity=polarity)
+    return
+  result = inpainter(image, mask, polarity=polarity)
+  result2 = inpainter(image2, mask, polarity=polarity)
+  values, values2 = np.asarray(result), np.asarray(result2)
+  assert values.shape == np.asarray(expected).shape
+  np.testing.assert_array_equal(values[~holes], np.asarray(expected)[~holes])
+  np.testing.assert_array_equal(values[holes], values2[holes])
+
+
+def test_non_finite_output_is_an_error_never_a_picture(tiny_checkpoint):
+  inpainter = Inpainter.from_checkpoint(tiny_checkpoint)
+  inpainter.set_variables(poisoned(checkpoints.load_model(tiny_checkpoint)[0], 'nan'))
+  image = np.full((64, 64, 3), 128, np.uint8)
+  holes = np.zeros((64, 64), bool)
+  holes[10:30, 10:30] = True
+  with pytest.raises(ValueError, match='NaN or infinite values'):
+    inpainter(image, holes, polarity='hole_white')
+
+
+def test_any_number_of_passes_runs_one_compiled_program(tiny_checkpoint):
+  inpainter = Inpainter.from_checkpoint(tiny_checkpoint)
+  image = (astronaut(40, 40) * 255).astype(np.uint8)
+  holes = np.zeros((40, 40), bool)
+  holes[10:25, 8:30] = True
+  results = [inpainter(image, holes, polarity='hole_white', passes=passes)
+             for passes in (1, 2, 3, inference.MAX_PASSES)]
+  # One program without the refinement loop (passes=1), one for every larger count.
+  assert [refine for _, _, refine in inpainter.compiled_shapes] == [False, True], \
+      inpainter.compiled_shapes
+  assert not np.array_equal(results[0], results[1])
+  assert not np.array_equal(results[1], results[2])
+  with pytest.raises(ValueError, match=f'need 1 to {inference.MAX_PASSES} passes'):
+    inpainter(image, holes, polarity='hole_white', passes=10**6)
+  with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+    inpaint.parse_args(['--image', 'i.png', '--mask', 'm.png', '--polarity', 'hole_white',
+                        '--out', 'o.png', '--passes', '1000000'])
+  assert f'--passes 1000000: at most {inference.MAX_PASSES}' in err.getvalue()
+
+
+@pytest.fixture(scope='module')
+def packaged():
+  return Inpainter.pretrained(detector=lambda image: [])  # A flat photo has no face.
+
+
+@pytest.mark.parametrize('fit', ['auto', 'pad', 'resize'])
+def test_a_flat_photo_comes_back_flat(packaged, fit):
+  image = np.full((256, 256, 3), 128, np.uint8)
+  holes = np.zeros((256, 256), bool)
+  holes[78:178, 78:178] = True
+  result = packaged(image, holes, polarity='hole_white', fit=fit).astype(int)
+  assert np.abs(result - 128).max() <= 1, (result[holes].min(), result[holes].max())
+
+
+def test_a_flat_region_beside_texture_comes_back_flat_and_faces_keep_their_correction(
+    packaged):
+  image = np.full((256, 256, 3), 100, np.uint8)
+  image[:, 128:] = skimage.data.astronaut()[:256, 128:256]
+  holes = np.zeros((256, 256), bool)
+  holes[100:160, 20:70] = True  # In the flat half, 58 pixels from the texture.
+  result = packaged(image, holes, polarity='hole_white', fit='pad').astype(int)
+  assert np.abs(result[holes] - 100).max() <= 1
+  # On a face the correction is whole: its known pixels vary far beyond FLAT_CONTRAST.
+  face = skimage.transform.resize(skimage.data.astronaut()[0:256, 96:352], (128, 128))
+  known = np.ones((1, 128, 128, 1), np.float32)
+  known[:, 60:90, 40:90] = 0.0
+  fade = np.asarray(network.flat_fade(face[None].astype(np.float32), known, 32))
+  assert fade.min() == 1.0

@@ -19,13 +19,7 @@ from define_jax.files.image_files import InputError
 from define_jax.inference import FITS, Inpainter
 from define_jax.inference import memory
 
-from conftest import png_header_only
-from test_hostile_input import cli_args, decoding_forbidden, run_cli
-
-
-@pytest.fixture(scope='module')
-def inpainter(tiny_checkpoint) -> Inpainter:
-  return Inpainter.from_checkpoint(tiny_checkpoint)
+from conftest import cli_args, decoding_forbidden, png_header_only, run_cli
 
 
 def bound_at(inpainter: Inpainter, path: str, side: int, less_bytes: float = 0.0) -> float:

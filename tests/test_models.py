@@ -1,4 +1,5 @@
-"""PartialConv against independent references; U-Net structure, BatchNorm and input checks."""
+"""PartialConv against independent references; U-Net structure, BatchNorm and input checks;
+the prefill's known contrast."""
 
 import functools
 
@@ -11,6 +12,7 @@ import torch
 
 from define_jax.benchmark import torch_reference
 from define_jax.model import models
+from define_jax.model import prefill
 
 
 def _masks(rng, shape, channels):
@@ -318,3 +320,15 @@ def test_mirror_input_is_the_flipped_known_image_and_mask():
   side = models._mirror_input(image, mask)
   np.testing.assert_array_equal(side[..., 3], mask[0, :, ::-1, 0][None])
   np.testing.assert_array_equal(side[..., :3], (image * mask)[:, :, ::-1, :])
+
+
+def test_known_contrast_is_zero_on_flat_known_pixels_and_infinite_without_any():
+  flat = np.full((2, 64, 64, 3), 0.5, np.float32)
+  known = np.ones((2, 64, 64, 1), np.float32)
+  known[0, 20:40, 20:40] = 0.0
+  known[1] = 0.0  # No known pixel: nothing says the photo is flat.
+  contrast = np.asarray(prefill.known_contrast(flat, known, 16))
+  assert np.all(contrast[0] < 1e-6) and np.all(np.isinf(contrast[1]))
+  noisy = flat + np.random.default_rng(0).normal(0, 0.05, flat.shape).astype(np.float32)
+  contrast = np.asarray(prefill.known_contrast(noisy, known, 16))[0]
+  np.testing.assert_allclose(contrast[known[0] == 0], 0.05, rtol=0.15)

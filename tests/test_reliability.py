@@ -1,5 +1,6 @@
 """Preemption, exact resume after SIGKILL, requeue on another host (the workdir's lease lock,
-the rehearsal of a partial FFHQ run), and runs that go non-finite."""
+the rehearsal of a partial FFHQ run), and runs that go non-finite; one training per workdir, no
+resume of another architecture, no temporary file left by a SIGTERM during a save."""
 
 import json
 import logging
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -18,11 +20,13 @@ from PIL import Image
 
 from configs import tiny
 from define_jax.datasets import prepare
+from define_jax.files import output_files
 from define_jax.model import checkpoints
+from define_jax.training import steps
 from define_jax.training import train
 from define_jax.training import workdir_lock
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, save_checkpoint, sigterm_to_self_is_safe
 
 NEVER = 10**6  # A step budget the subprocess never reaches before it is signalled.
 
@@ -241,3 +245,96 @@ def test_rehearsal_partial_ffhq_killed_and_requeued_on_another_host_resumes(tmp_
   assert f'eval at step {killed_at + 2}' in resumed.stdout  # On the held-out validation file.
   assert saved_steps(workdir)[-1] == killed_at + 2
   assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))
+
+
+def write_lock(workdir, pid, host=None):
+  (workdir / workdir_lock.LOCK_NAME).write_text(json.dumps(
+      {'pid': pid, 'host': host or socket.gethostname(), 'started': '2026-01-01 00:00:00'}))
+
+
+def dead_pid() -> int:
+  process = subprocess.Popen([sys.executable, '-c', 'pass'])
+  process.wait()
+  return process.pid
+
+
+def test_second_training_on_a_workdir_is_refused_naming_the_holder(tmp_path):
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+  try:
+    write_lock(tmp_path, holder.pid)
+    with pytest.raises(workdir_lock.WorkdirInUseError,
+                       match=rf'{tmp_path} is in use by another training run \(PID {holder.pid}'):
+      train.train_and_evaluate(tiny.get_config(), str(tmp_path))
+  finally:
+    holder.kill()
+    holder.wait()
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_stale_lock_of_a_dead_run_is_taken_over_with_a_warning(tmp_path, caplog):
+  pid = dead_pid()
+  write_lock(tmp_path, pid)
+  with workdir_lock.held(str(tmp_path)):
+    assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['pid'] == os.getpid()
+    with pytest.raises(workdir_lock.WorkdirInUseError, match=f'PID {os.getpid()}'):
+      workdir_lock.acquire(str(tmp_path))  # Held by a live process: this one.
+  assert f'from PID {pid}, which is no longer running' in caplog.text
+  assert not (tmp_path / workdir_lock.LOCK_NAME).exists()  # Released.
+
+
+def test_lock_of_a_killed_unreaped_run_is_stale(tmp_path):
+  killed = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+  killed.kill()
+  time.sleep(0.5)  # Dead, but a zombie until waited for.
+  try:
+    write_lock(tmp_path, killed.pid)
+    workdir_lock.acquire(str(tmp_path)).release()
+  finally:
+    killed.wait()
+
+
+def test_live_lease_of_another_host_is_refused(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, '_WATCH_S', 0.05)
+  stop = threading.Event()
+
+  def renew():  # A live run on another host renews its lease.
+    while not stop.wait(0.05):
+      (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
+          {'pid': 1, 'host': 'elsewhere', 'started': '2026-01-01 00:00:00',
+           'renewed': time.time(), 'token': 'theirs'}))
+
+  renew_thread = threading.Thread(target=renew)
+  renew_thread.start()
+  try:
+    time.sleep(0.2)
+    with pytest.raises(workdir_lock.WorkdirInUseError,
+                       match=r'in use by another training run \(PID 1 on elsewhere.*lease '
+                       r'renewed 0 s ago'):
+      workdir_lock.acquire(str(tmp_path))
+  finally:
+    stop.set()
+    renew_thread.join()
+
+
+def test_resuming_a_workdir_of_another_architecture_is_refused(tmp_path):
+  config = tiny.get_config()
+  save_checkpoint(tmp_path, config, steps.create_train_state(config, jax.random.key(0)))
+  other = tiny.get_config()
+  other.model.base_features = 16
+  with pytest.raises(ValueError, match=r'trained with another network: model.base_features=8 '
+                     r'\(this config: 16\)'):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert checkpoints.create_manager(str(tmp_path)).all_steps() == [0]  # Nothing set aside.
+  assert not (tmp_path / workdir_lock.LOCK_NAME).exists()
+
+
+def test_sigterm_during_a_save_leaves_no_temporary_file(tmp_path):
+  sigterm_to_self_is_safe()
+  def write_then_terminated(file):
+    file.write(b'partial')
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  with pytest.raises(KeyboardInterrupt):
+    with output_files.terminate_as_interrupt():
+      output_files.write_file(tmp_path / 'out.png', write_then_terminated)
+  assert os.listdir(tmp_path) == []
