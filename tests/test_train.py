@@ -341,9 +341,15 @@ def test_training_stops_when_another_run_takes_its_workdir_over(tmp_path, monkey
     def call(*arguments):
       calls.append(1)
       if len(calls) == 2:  # Another run has taken the lock over meanwhile.
-        (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
-            {'pid': 4242, 'host': 'node-17', 'started': 'now', 'token': 'theirs'}))
-        assert found_lost.wait(60)  # A renewal finds it (however busy the machine).
+        # Replaced atomically, as runs write the lock, until a renewal finds it however busy
+        # the machine (one that had just read its own record may write it back once).
+        deadline = time.monotonic() + 60
+        while not found_lost.is_set() and time.monotonic() < deadline:
+          theirs = tmp_path / 'theirs.tmp'
+          theirs.write_text(json.dumps(
+              {'pid': 4242, 'host': 'node-17', 'started': 'now', 'token': 'theirs'}))
+          os.replace(theirs, tmp_path / workdir_lock.LOCK_NAME)
+          found_lost.wait(0.2)
       return p_train_step(*arguments)
 
     call.lower = p_train_step.lower
