@@ -182,6 +182,8 @@ class Inpainter:
     # (model.face_prefill: 'mirror' draws a hidden eye from the other one).
     self._face_apply = network.create_model(config.model,
                                             prefill=config.model.face_prefill).apply
+    # Without its own face prefill a face canvas runs the plain program: no second compile.
+    self._faces_differ = config.model.face_prefill not in (None, config.model.prefill)
     self.parallel = data_parallel.DataParallel(devices)
     self._variables = self.parallel.replicate(dict(variables))
     # `passes` is traced: any number of passes above one runs the one compiled program of a
@@ -317,7 +319,7 @@ class Inpainter:
       images, known, crop = _on_pad_canvas(images, known, self.image_size, self._size_multiple)
     result = self.parallel(
         lambda v, i, k: self._pipeline(v, i, k, np.int32(passes), fit=fit, refine=passes > 1,
-                                       aligned_faces=aligned_faces),
+                                       aligned_faces=aligned_faces and self._faces_differ),
         self._variables, images, known)
     if fit == 'pad':
       result = result[crop]
