@@ -5,7 +5,7 @@ For any folder of aligned face photos (searched recursively; 10 % held out by fi
   python -m define_jax.main --config configs/faces128.py --workdir runs/faces128 \
       --config.input.image_dir=DIR --config.input.mask_dir=NVIDIA_MASK_DIR
 
-The shipped weights were then fine-tuned for 1,000 steps (see its MODEL_CARD.md): the same
+The shipped weights were then fine-tuned for 1,000 steps (see pretrained/FACES128_MODEL_CARD.md): the same
 command with --workdir runs/faces128_ft --config.optim.init_from=runs/faces128
 --config.optim.num_train_steps=1000 --config.optim.learning_rate=2e-4
 --config.optim.warmup_steps=100 --config.seed=1.

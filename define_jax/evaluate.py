@@ -44,7 +44,7 @@ from define_jax.eval import evaluation_set
 from define_jax.eval import grids
 from define_jax.eval import report
 from define_jax.eval import scoring
-from define_jax.inference import FITS, Inpainter
+from define_jax.inference import DEFAULT_MODEL, FITS, Inpainter
 from define_jax.inference import baselines
 from define_jax.inference import memory
 from define_jax.runtime import compilation_cache
@@ -80,12 +80,12 @@ def build_eval_set(options: argparse.Namespace, config: ml_collections.ConfigDic
     images, image_names = evaluation_set.validation_images(config, size, options.num_images,
                                                            options.image_dir)
   if options.masks == FACE_PARTS:
-    images, known, parts, image_names, no_face = evaluation_set.face_part_masks(
+    images, known, parts, image_names, no_face, landmarks = evaluation_set.face_part_masks(
         images, image_names, options.masks_per_image)
     for line in no_face:
       print(f'skipped {line}', file=sys.stderr)
     return evaluation_set.EvalSet(images, known, image_names, parts, skipped + no_face,
-                                  groups=parts)
+                                  groups=parts, landmarks=landmarks)
   # Each image k times in a row: with k = 6 (bands.NUM_BANDS), one mask of every band.
   images = np.repeat(images, options.masks_per_image, axis=0)
   image_names = [name for name in image_names for _ in range(options.masks_per_image)]
@@ -118,7 +118,7 @@ def report_header(options: argparse.Namespace, inpainter: Inpainter,
     images = f'validation split of {inpainter.config.input.dataset!r}'
   masks_from = options.mask_dir or options.masks
   header = [
-      f'Checkpoint: `{options.checkpoint or "packaged model"}` (step {inpainter.step}, '
+      f'Checkpoint: `{options.checkpoint or f"packaged model {DEFAULT_MODEL}"}` (step {inpainter.step}, '
       f'{inpainter.config.model.image_size}² model), evaluated at {size}² with '
       f'fit={options.fit!r}',
       f'Images: {len(eval_set.images)} from {images}'

@@ -1,6 +1,7 @@
 """Exports a trained model to one file: config, step, and the weights inference uses.
 
   python -m define_jax.export --workdir runs/faces128 --out faces128.msgpack [--dtype float16]
+  python -m define_jax.export --workdir runs/faces256 --out faces256.msgpack --face_prefill mirror
 
 The file holds the run's config (JSON, in its sections, with the face template that
 fit='auto' aligns faces to: the run's own, else the one measured on the training faces;
@@ -10,8 +11,11 @@ run kept no average), as msgpack (no pickle: loading it runs no code). Weights a
 as float16 by default (half the size; scores are measured on the exported file); BatchNorm
 statistics stay float32.
 `Inpainter.from_checkpoint`, `inpaint --checkpoint`, `evaluate --checkpoint` and the demo
-take such a file wherever they take a workdir (export itself takes no config overrides: the
-file describes the run as it was trained; the readers take them).
+take such a file wherever they take a workdir (export takes no config overrides: the file
+describes the run as it was trained, and the readers take them). One inference setting can be
+stored with it, as the way the model is meant to be run: --face_prefill (model.face_prefill,
+the prefill of fit='auto''s aligned face canvases; readers still override it, and
+--config.model.face_prefill=biharmonic turns 'mirror' off).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Sequence
 
 from define_jax.files import output_files
 from define_jax.model import model_file
+from define_jax.model import network
+from define_jax.model import prefill
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -33,6 +39,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--out', required=True, help=f'Model file to write (*{model_file.SUFFIX}).')
   parser.add_argument('--dtype', default='float16', choices=model_file.STORAGE_DTYPES,
                       help='Storage dtype of the weights (BatchNorm statistics stay float32).')
+  parser.add_argument('--face_prefill', choices=sorted(prefill.FILLS),
+                      help="Store model.face_prefill in the file: the prefill its readers use on "
+                      "fit='auto''s aligned face canvases (default: the run's own).")
   parser.add_argument('--overwrite', action='store_true', help='Replace an existing --out.')
   return parser.parse_args(argv)
 
@@ -49,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       from define_jax.faces import faces  # pylint: disable=g-import-not-at-top
       config = {**config, 'model': {**config['model'],
                                     'face_template': faces.FACE_TEMPLATE.tolist()}}
+    if options.face_prefill:
+      config = {**config, 'model': {**config['model'], 'face_prefill': options.face_prefill}}
+      network.validate_model(config['model'], '--face_prefill: model.')
     try:
       size = model_file.write_model_file(options.out, variables, config, step, options.dtype)
     except OSError as error:

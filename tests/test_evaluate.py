@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from define_jax import evaluate
+from define_jax.eval import landmark_error
 from define_jax.data import image_folder
 from define_jax.inference import baselines
 from define_jax.inference import Inpainter
@@ -198,6 +199,24 @@ def test_face_part_holes_sit_on_each_face_and_rows_are_parts(tiny_checkpoint, tm
   ratios = {r['mask']: r['hole_ratio'] for r in report['per_image']}
   assert all(0.001 < ratio < 0.1 for ratio in ratios.values()), ratios
   assert ratios['left_eye'] == pytest.approx(ratios['right_eye'], rel=0.2)
+  # Where the filled part lands: the detector's landmarks on each composite against the photo's.
+  assert 'Part landmarks off (×IOD) ↓' in result['markdown']
+  assert all(0.0 <= r['landmark_error'] <= landmark_error.NOT_FOUND_ERROR for r in result['rows'])
+  assert all('landmark_error' in scores for record in report['per_image']
+             for scores in record['scores'].values())
+
+
+def test_part_landmark_error_measures_the_hidden_part_on_the_nearest_face():
+  truth = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], np.float32)  # IOD 40
+  moved = truth.copy()
+  moved[3:] += [8, 6]  # Both mouth corners 10 px off: a quarter of the IOD.
+  face = lambda marks: mock.Mock(landmarks=marks)
+  elsewhere = face(truth + 200)
+  found = {0: [face(truth)], 1: [elsewhere, face(moved)], 2: [], 3: [elsewhere]}
+  errors = landmark_error.part_landmark_errors(
+      lambda composite: found[int(composite[0, 0, 0])], np.arange(4)[:, None, None, None],
+      np.repeat(truth[None], 4, axis=0), ['mouth', 'mouth', 'mouth', 'left_eye'])
+  np.testing.assert_allclose(errors, [0.0, 0.25, 1.0, 1.0])
 
 
 def evaluate_cli(*args) -> tuple[int, str]:

@@ -10,7 +10,7 @@ from PIL import Image
 from define_jax import evaluate
 from define_jax import inpaint
 from define_jax.data import masks
-from define_jax.inference import PRETRAINED_MODEL, Inpainter
+from define_jax.inference import DEFAULT_MODEL, PRETRAINED_MODEL, PRETRAINED_MODELS, Inpainter
 from define_jax.inference import baselines
 from define_jax.tools import model_card_figures
 
@@ -24,11 +24,33 @@ def psnr(results, truth):
   return -10 * np.log10(np.mean((results - truth) ** 2, axis=(1, 2, 3)))
 
 
-def test_packaged_model_is_small_and_complete(pretrained):
-  assert os.path.getsize(PRETRAINED_MODEL) <= 16 * 2**20
-  assert (pretrained.image_size, pretrained.config.model.layers) == (128, 7)
+def test_packaged_models_fit_the_budget_and_each_has_its_card():
+  folder = os.path.dirname(PRETRAINED_MODEL)
+  shipped = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
+  assert shipped <= 32 * 2**20  # Everything under define_jax/pretrained/, cards included.
+  assert PRETRAINED_MODEL == PRETRAINED_MODELS[DEFAULT_MODEL]
+  for name, path in PRETRAINED_MODELS.items():
+    assert path.is_file() and path.name == f'{name}.msgpack'
+    card = os.path.join(folder, f'{name.upper()}_MODEL_CARD.md')
+    assert os.path.isfile(card) and f'`{name}.msgpack`' in open(card, encoding='utf-8').read()
+
+
+def test_packaged_model_is_complete(pretrained):
+  assert pretrained.image_size in (128, 256) and pretrained.config.model.layers == 7
   assert pretrained.config.model.prefill == 'biharmonic' and pretrained.config.optim.ema_decay > 0
-  assert os.path.isfile(os.path.join(os.path.dirname(PRETRAINED_MODEL), 'MODEL_CARD.md'))
+
+
+def test_packaged_models_load_by_name_and_a_path_of_that_name_wins(tmp_path, monkeypatch):
+  for name in PRETRAINED_MODELS:
+    by_name, packaged = Inpainter.load(name), Inpainter.pretrained(name)
+    assert (by_name.image_size, by_name.step) == (packaged.image_size, packaged.step)
+  with pytest.raises(ValueError, match='No packaged model .faces64.; the packaged models are '
+                     + ', '.join(PRETRAINED_MODELS)):
+    Inpainter.pretrained('faces64')
+  monkeypatch.chdir(tmp_path)
+  os.mkdir(DEFAULT_MODEL)  # A workdir that happens to share the name: it is what is loaded.
+  with pytest.raises(FileNotFoundError, match=DEFAULT_MODEL):
+    Inpainter.load(DEFAULT_MODEL)
 
 
 def test_packaged_model_beats_telea_and_matches_biharmonic_on_the_astronaut(pretrained):
@@ -65,5 +87,5 @@ def test_cli_and_evaluate_use_the_packaged_model_by_default(tmp_path, capsys):
   Image.fromarray(face).save(faces / 'a.png')
   result = evaluate.run(['--image_dir', str(faces), '--num_images', '1',
                          '--out', str(tmp_path / 'eval')])
-  assert 'packaged model' in result['markdown']
+  assert f'packaged model {DEFAULT_MODEL}' in result['markdown']
   assert result['out_dir'] == str(tmp_path / 'eval')

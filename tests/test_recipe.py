@@ -239,6 +239,30 @@ def test_export_round_trip_and_inference_from_the_file(tiny_checkpoint, tmp_path
   assert export.main(['--workdir', tiny_checkpoint, '--out', str(tmp_path / 'x.bin')]) == 2
 
 
+def test_export_stores_the_face_prefill_its_readers_use(tmp_path, capsys):
+  """--face_prefill is stored as the model's way to run; a network without a prefill input
+  is refused before anything is written, and readers can still switch it off."""
+  config = with_fields(tiny.get_config(), prefill='biharmonic')
+  workdir = tmp_path / 'run'
+  save_checkpoint(workdir, config, steps.create_train_state(config, jax.random.key(0)))
+  out = tmp_path / 'model.msgpack'
+  assert export.main(['--workdir', str(workdir), '--out', str(out), '--face_prefill', 'mirror']) == 0
+  assert model_file.read_model_file(str(out))[1]['model']['face_prefill'] == 'mirror'
+  assert Inpainter.from_checkpoint(str(out)).config.model.face_prefill == 'mirror'
+  off = Inpainter.from_checkpoint(str(out), overrides=['--config.model.face_prefill=biharmonic'])
+  assert not off._faces_differ  # pylint: disable=protected-access
+  config = with_fields(tiny.get_config(), prefill='none')
+  plain = tmp_path / 'plain'
+  save_checkpoint(plain, config, steps.create_train_state(config, jax.random.key(0)))
+  capsys.readouterr()
+  refused = tmp_path / 'refused.msgpack'
+  assert export.main(['--workdir', str(plain), '--out', str(refused),
+                      '--face_prefill', 'mirror']) == 2
+  assert "--face_prefill: model.face_prefill='mirror' needs a network trained with a prefill" \
+      in capsys.readouterr().err
+  assert not refused.exists()
+
+
 def test_damaged_or_foreign_model_files_are_clear_errors(tmp_path):
   damaged = tmp_path / 'damaged.msgpack'
   damaged.write_bytes(b'\x85\xa6format')

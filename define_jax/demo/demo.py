@@ -63,7 +63,7 @@ from define_jax.demo import local_only
 from define_jax.files import image_files
 from define_jax.files import output_files
 from define_jax.files.image_files import InputError
-from define_jax.inference import Inpainter, MAX_PASSES
+from define_jax.inference import DEFAULT_MODEL, Inpainter, MAX_PASSES
 from define_jax.inference import memory
 from define_jax.runtime import compilation_cache
 from define_jax.runtime import console
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   configure_logging(options.verbose)
   compilation_cache.enable()
-  what = options.checkpoint or 'the packaged model'
+  what = options.checkpoint or f'the packaged model {DEFAULT_MODEL}'
   print(f'Loading {what}…', file=sys.stderr, flush=True)
   try:
     inpainter = Inpainter.load(options.checkpoint or None, overrides=options.config_overrides)

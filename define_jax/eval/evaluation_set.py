@@ -52,6 +52,9 @@ class EvalSet:
   # What the report's rows group by when not the hole-ratio band: one label per image (the
   # face part its hole hides, for face-part masks).
   groups: list[str] | None = None
+  # float32 [N, 5, 2]: the landmarks (pixels) of the face each face-part hole hides a part of,
+  # as the detector found them on the image; scoring compares the composite's with them.
+  landmarks: np.ndarray | None = None
 
   @property
   def bands(self) -> np.ndarray:
@@ -188,19 +191,20 @@ def generated_masks(size: int, count: int, seed: int) -> tuple[np.ndarray, list[
 
 
 def face_part_masks(images: np.ndarray, names: Sequence[str], masks_per_image: int
-                    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str],
+                               np.ndarray]:
   """Holes over face parts (masks.FACE_PARTS in turn: the k-th mask of the whole set hides
   part k mod 4), each on the largest face the detector finds in its image, placed on that
   face's own landmarks; masks_per_image masks per image.
 
   Returns (the images with a face, each repeated masks_per_image times, their known masks
-  [N, S, S, 1], the part each hides, the image names and a line naming each image without
-  a face, which is left out)."""
+  [N, S, S, 1], the part each hides, the image names, a line naming each image without
+  a face, which is left out, and the landmarks [N, 5, 2] of the face each hole is on)."""
   from define_jax.faces import faces  # pylint: disable=g-import-not-at-top  # Face-part runs only.
 
   detector = faces.FaceDetector.pretrained()
   parts = sorted(masks.FACE_PARTS)
-  kept, known, hidden, kept_names, skipped = [], [], [], [], []
+  kept, known, hidden, kept_names, skipped, landmarks = [], [], [], [], [], []
   for index, (image, name) in enumerate(zip(images, names)):
     found = detector(image)
     if not found:
@@ -214,10 +218,11 @@ def face_part_masks(images: np.ndarray, names: Sequence[str], masks_per_image: i
                                         part))
       hidden.append(part)
       kept_names.append(name)
+      landmarks.append(face.landmarks)
   if not kept:
     raise ValueError('No face found in any evaluation image: face-part holes need faces.')
   return (images[kept], np.stack(known)[..., None].astype(np.float32), hidden, kept_names,
-          skipped)
+          skipped, np.stack(landmarks).astype(np.float32))
 
 
 def _training_masks(config: ml_collections.ConfigDict, size: int,

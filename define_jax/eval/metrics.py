@@ -28,6 +28,11 @@ METRICS = {
     'lpips': ('LPIPS-VGG ↓', False),
     'lpips_alex': ('LPIPS-Alex ↓', False),
 }
+# Scored only where the evaluation set says which face part each hole hides
+# (eval/landmark_error.py): on the host, with the face detector.
+FACE_PART_METRICS = {'landmark_error': ('Part landmarks off (×IOD) ↓', False)}
+# Every metric a report may hold, in its column order.
+ALL_METRICS = {**METRICS, **FACE_PART_METRICS}
 
 
 @dataclasses.dataclass(frozen=True)

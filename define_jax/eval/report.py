@@ -1,7 +1,8 @@
 """Report writing: Markdown tables of scoring.summarize's rows, and JSON report files.
 
 `evaluate`'s report (report.md, report.json), the study's tables and study.json are written
-here. Rows are {band, images, method, l1 (×100), psnr, ssim, lpips, lpips_alex}.
+here. Rows are {band, images, method, l1 (×100), psnr, ssim, lpips, lpips_alex}, and
+landmark_error for face-part holes.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from define_jax.eval import metrics
 from define_jax.eval.evaluation_set import EvalSet
 
 # Decimals shown per metric in the tables.
-METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4, 'lpips_alex': 4}
+METRIC_DIGITS = {'l1': 2, 'psnr': 2, 'ssim': 4, 'lpips': 4, 'lpips_alex': 4,
+                 'landmark_error': 3}
 # The files of an evaluation report: these, and the example grids its JSON lists.
 REPORT_FILES = ('report.md', 'report.json')
 
 
 def metric_name(metric: str) -> str:
   """'L1', 'PSNR', …: the report heading without unit and arrow."""
-  return metrics.METRICS[metric][0].split()[0]
+  return metrics.ALL_METRICS[metric][0].split()[0]
 
 
 def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
@@ -35,18 +37,22 @@ def best_per_group(rows: list[dict]) -> set[tuple[int, str]]:
     indices = [i for i, row in enumerate(rows) if row['band'] == band]
     if len(indices) < 2:
       continue
-    for metric, (_, higher_is_better) in metrics.METRICS.items():
-      pick = max if higher_is_better else min
-      best.add((pick(indices, key=lambda i: rows[i][metric]), metric))
+    for metric, (_, higher_is_better) in metrics.ALL_METRICS.items():
+      if metric in rows[indices[0]]:
+        pick = max if higher_is_better else min
+        best.add((pick(indices, key=lambda i: rows[i][metric]), metric))
   return best
 
 
-def band_table(rows: list[dict], columns: Sequence[str] = tuple(metrics.METRICS),
+def band_table(rows: list[dict], columns: Sequence[str] | None = None,
                code_names: bool = False, group_heading: str = 'Hole ratio') -> str:
-  """Hole ratio (or group_heading) | Images | Method | one column per metric of `columns`;
-  best per band in bold; method names as code with code_names."""
+  """Hole ratio (or group_heading) | Images | Method | one column per metric of `columns`
+  (default: every metric the rows hold); best per band in bold; method names as code with
+  code_names."""
   best = best_per_group(rows)
-  headings = [group_heading, 'Images', 'Method'] + [metrics.METRICS[m][0] for m in columns]
+  if columns is None:
+    columns = [metric for metric in metrics.ALL_METRICS if rows and metric in rows[0]]
+  headings = [group_heading, 'Images', 'Method'] + [metrics.ALL_METRICS[m][0] for m in columns]
   lines = ['| ' + ' | '.join(headings) + ' |', '|' + '---|' * 3 + '---:|' * len(columns)]
   previous_band = None
   for i, row in enumerate(rows):
@@ -96,7 +102,7 @@ def per_image_records(eval_set: EvalSet,
   return [{'image': eval_set.image_names[k], 'mask': eval_set.mask_names[k],
            'hole_ratio': float(hole_ratios[k]),
            'band': bands_lib.band_label(int(eval_set.bands[k])),
-           'scores': {method: {m: float(v[m][k]) for m in metrics.METRICS}
+           'scores': {method: {m: float(values[k]) for m, values in v.items()}
                       for method, v in per_image.items()}}
           for k in range(len(eval_set.images))]
 

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from define_jax.data import bands as bands_lib
+from define_jax.eval import landmark_error
 from define_jax.eval import metrics
 from define_jax.eval.evaluation_set import EvalSet
 from define_jax.inference import Inpainter
@@ -32,11 +33,17 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
           batch_size: int) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
   """Per-image metrics of every method, and the composites of the example images.
 
-  Inpainting and scoring run data-parallel across `parallel`'s devices, batch by batch.
+  Inpainting and scoring run data-parallel across `parallel`'s devices, batch by batch. A set
+  with face-part landmarks is also scored on metrics.FACE_PART_METRICS.
   """
   lpips_params = parallel.replicate(metrics.load_all_lpips_params())
   examples = bands_lib.example_indices(eval_set.bands)
-  scores = {name: {metric: [] for metric in metrics.METRICS} for name in methods}
+  detect = None
+  if eval_set.landmarks is not None:
+    from define_jax.faces import faces  # pylint: disable=g-import-not-at-top  # Face parts only.
+    detect = faces.FaceDetector.pretrained()
+  names = [*metrics.METRICS, *(metrics.FACE_PART_METRICS if detect else ())]
+  scores = {name: {metric: [] for metric in names} for name in methods}
   example_composites = {name: [] for name in methods}
   for start in range(0, len(eval_set.images), batch_size):
     images = eval_set.images[start:start + batch_size]
@@ -44,7 +51,11 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
     in_batch = [i - start for i in examples if start <= i < start + batch_size]
     for name, method in methods.items():
       composites = np.asarray(method(images, known), np.float32)
-      batch_scores = parallel(_score_batch, lpips_params, composites, images)
+      batch_scores = dict(parallel(_score_batch, lpips_params, composites, images))
+      if detect is not None:
+        batch_scores['landmark_error'] = landmark_error.part_landmark_errors(
+            detect, composites, eval_set.landmarks[start:start + batch_size],
+            eval_set.groups[start:start + batch_size])
       for metric, values in batch_scores.items():
         scores[name][metric].append(values)
       example_composites[name].extend(composites[in_batch])
@@ -61,9 +72,9 @@ def score_inpainters(inpainters: dict[str, Inpainter], eval_set: EvalSet, batch_
 
 
 def band_means(scores: dict[str, np.ndarray], selected: np.ndarray) -> dict[str, float]:
-  """Mean of every metric over the selected images (L1 as a fraction, not ×100)."""
-  return {metric: float(np.mean(scores[metric][selected], dtype=np.float64))
-          for metric in metrics.METRICS}
+  """Mean of every metric scored over the selected images (L1 as a fraction, not ×100)."""
+  return {metric: float(np.mean(values[selected], dtype=np.float64))
+          for metric, values in scores.items()}
 
 
 def overall(scores: dict[str, np.ndarray], bands: np.ndarray) -> dict[str, float]:

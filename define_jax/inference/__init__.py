@@ -3,6 +3,11 @@
 The public API is `from define_jax.inference import Inpainter`.
 """
 
-from define_jax.inference.inference import FITS, MAX_PASSES, PRETRAINED_MODEL, Inpainter
+from define_jax.inference.inference import DEFAULT_MODEL
+from define_jax.inference.inference import FITS
+from define_jax.inference.inference import Inpainter
+from define_jax.inference.inference import MAX_PASSES
+from define_jax.inference.inference import PRETRAINED_MODEL
+from define_jax.inference.inference import PRETRAINED_MODELS
 
-__all__ = [FITS, MAX_PASSES, PRETRAINED_MODEL, Inpainter]
+__all__ = [DEFAULT_MODEL, FITS, Inpainter, MAX_PASSES, PRETRAINED_MODEL, PRETRAINED_MODELS]

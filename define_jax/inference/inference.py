@@ -1,6 +1,7 @@
 """Inpainting with a trained checkpoint: images of any size, explicit mask polarity, batches.
 
-  inpainter = Inpainter.pretrained()                        # the model shipped in the package
+  inpainter = Inpainter.pretrained()                        # the default model shipped in the package
+  inpainter = Inpainter.pretrained('faces128')              # another one, by name
   inpainter = Inpainter.from_checkpoint('runs/ffhq256')      # or a workdir / exported file
   result = inpainter(photo, mask, polarity='hole_white')   # white mask pixels = holes
 
@@ -47,8 +48,13 @@ Polarity = image_files.MaskPolarity  # 'hole_white' (NVIDIA masks) or 'keep_whit
 Fit = Literal['auto', 'resize', 'pad']
 FITS = ('auto', 'resize', 'pad')
 
-# The model shipped with the package (see pretrained/MODEL_CARD.md).
-PRETRAINED_MODEL = Path(__file__).parent.parent / 'pretrained' / 'faces128.msgpack'
+# The models shipped with the package, by name, each with its model card beside it
+# (pretrained/NAME_MODEL_CARD.md).
+PRETRAINED_DIR = Path(__file__).parent.parent / 'pretrained'
+PRETRAINED_MODELS = {name: PRETRAINED_DIR / f'{name}.msgpack' for name in ('faces128',)}
+# What Inpainter.pretrained() and every command line use when no checkpoint is given.
+DEFAULT_MODEL = 'faces128'
+PRETRAINED_MODEL = PRETRAINED_MODELS[DEFAULT_MODEL]
 
 # Most network passes per call: each refines the previous fill a little less, and each costs
 # a full network run.
@@ -221,21 +227,30 @@ class Inpainter:
     return cls(variables, config, step=restored_step, devices=devices, detector=detector)
 
   @classmethod
-  def pretrained(cls, *, devices: list[jax.Device] | None = None,
+  def pretrained(cls, name: str = DEFAULT_MODEL, *, devices: list[jax.Device] | None = None,
                  detector: Callable[[np.ndarray], list[Any]] | None = None,
                  overrides: Sequence[str] = ()) -> Inpainter:
-    """The face model shipped with define_jax (128², trained on UTKFace; licence and scores
-    in define_jax/pretrained/MODEL_CARD.md)."""
-    if not PRETRAINED_MODEL.is_file():
-      raise FileNotFoundError(f'The packaged model {PRETRAINED_MODEL} is missing; reinstall '
-                              'define_jax or pass a checkpoint.')
-    return cls.from_checkpoint(str(PRETRAINED_MODEL), devices=devices, detector=detector,
+    """A face model shipped with define_jax, by name (PRETRAINED_MODELS; default
+    DEFAULT_MODEL). Training data, licence and scores: define_jax/pretrained/NAME_MODEL_CARD.md."""
+    if name not in PRETRAINED_MODELS:
+      raise ValueError(f'No packaged model {name!r}; the packaged models are '
+                       f'{", ".join(PRETRAINED_MODELS)}.')
+    path = PRETRAINED_MODELS[name]
+    if not path.is_file():
+      raise FileNotFoundError(f'The packaged model {path} is missing; reinstall define_jax or '
+                              'pass a checkpoint.')
+    return cls.from_checkpoint(str(path), devices=devices, detector=detector,
                                overrides=overrides)
 
   @classmethod
   def load(cls, path: str | None, **kwargs) -> Inpainter:
-    """from_checkpoint(path), or the packaged model when path is None or empty."""
-    return cls.from_checkpoint(path, **kwargs) if path else cls.pretrained(**kwargs)
+    """from_checkpoint(path); a packaged model's name (PRETRAINED_MODELS) where no file or
+    folder of that name exists; the default packaged model when path is None or empty."""
+    if not path:
+      return cls.pretrained(**kwargs)
+    if path in PRETRAINED_MODELS and not os.path.exists(path):
+      return cls.pretrained(path, **kwargs)
+    return cls.from_checkpoint(path, **kwargs)
 
   def _inpaint_pipeline(self, variables, images: jax.Array, known: jax.Array,
                         passes: jax.Array, *, fit: Fit, refine: bool,

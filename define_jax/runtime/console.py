@@ -44,10 +44,12 @@ def import_tensorflow(verbose: bool = False):
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
-  """--checkpoint (and `aliases`): the model to use; empty means the packaged model."""
+  """--checkpoint (and `aliases`): the model to use; empty means the default packaged model."""
   parser.add_argument('--checkpoint', *aliases, dest='checkpoint', default='',
-                      help='Training workdir, its checkpoints directory, one step directory or '
-                      'a model file from define_jax.export (default: the packaged face model).')
+                      help='Training workdir, its checkpoints directory, one step directory, '
+                      'a model file from define_jax.export, or a packaged model\'s name (the NAME of '
+                      'define_jax/pretrained/NAME.msgpack; default: the default packaged face '
+                      'model).')
 
 
 def parse_with_config_overrides(parser: argparse.ArgumentParser,
