@@ -16,7 +16,7 @@ from configs import tiny
 from define_jax import export
 from define_jax import inpaint
 from define_jax.config import config_lib
-from define_jax.inference import PRETRAINED_MODEL, Inpainter
+from define_jax.inference import PRETRAINED_MODELS, Inpainter
 from define_jax.model import checkpoints
 from define_jax.model import model_file
 from define_jax.model import network
@@ -120,7 +120,7 @@ FIRST_PACKAGED_FLAT_CONFIG = {
 def test_a_model_file_written_before_the_sections_inpaints_as_its_sectioned_copy(tmp_path):
   """The packaged weights stored with the first packaged model's flat config: read through
   the migration, they inpaint exactly as the same weights with the sectioned config do."""
-  variables, _, step = model_file.read_model_file(str(PRETRAINED_MODEL))
+  variables, _, step = model_file.read_model_file(str(PRETRAINED_MODELS['faces128']))
   flat_file, sectioned_file = str(tmp_path / 'flat.msgpack'), str(tmp_path / 'sectioned.msgpack')
   model_file.write_model_file(flat_file, variables, FIRST_PACKAGED_FLAT_CONFIG, step)
   stored = model_file.read_model_file(flat_file)[1]

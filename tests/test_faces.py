@@ -167,10 +167,10 @@ def test_port_tool_writes_what_the_detector_loads(tmp_path, capsys):
   assert 'exists' in capsys.readouterr().err
 
 
-def test_shipped_weights_fit_the_size_limit_and_have_a_card():
-  folder = faces.PRETRAINED_DETECTOR.parent
-  assert sum(path.stat().st_size for path in folder.iterdir()) <= 16 * 2**20
-  assert (folder / 'MTCNN_MODEL_CARD.md').is_file()
+def test_shipped_detector_is_small_and_has_a_card():
+  # The folder's 32 MiB budget, shared with the inpainting models: test_pretrained.
+  assert faces.PRETRAINED_DETECTOR.stat().st_size <= 4 * 2**20
+  assert (faces.PRETRAINED_DETECTOR.parent / 'MTCNN_MODEL_CARD.md').is_file()
 
 
 def test_weights_with_wrong_shapes_are_refused(params):

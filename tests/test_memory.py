@@ -3,6 +3,7 @@
 demo. No test allocates a large photo: big sizes exist only as headers."""
 
 import contextlib
+import dataclasses
 import json
 import io
 import tracemalloc
@@ -88,7 +89,8 @@ def test_estimates_grow_with_pixels_and_limits_with_the_bound():
   limit = {path: memory.max_pixels(path, 4) for path in memory.COSTS}
   assert limit['decode'] > limit['resize'] > limit['pad'] >= limit['auto'] >= limit['demo']
   # A wider network costs more per canvas pixel, and a larger canvas costs more.
-  wide, large = memory.Network(base_features=64), memory.Network(size=512, multiple=512)
+  wide = dataclasses.replace(memory.PACKAGED, base_features=64)
+  large = memory.Network(size=512, multiple=512)
   assert memory.max_pixels('pad', 4, wide) < limit['pad']
   assert memory.max_pixels('resize', 4, wide) < limit['resize']
   assert memory.max_pixels('resize', 4, large) < memory.max_pixels('resize', 4, wide)
@@ -98,7 +100,7 @@ def test_estimates_grow_with_pixels_and_limits_with_the_bound():
 
 @pytest.mark.parametrize('path', ['resize', 'pad', 'auto', 'demo'])
 def test_the_estimate_is_the_model_s_formula_over_the_canvases_a_photo_needs(path):
-  cost, size = memory.COSTS[path], 128
+  cost, size = memory.COSTS[path], memory.PACKAGED.size
   for height, width in ((1, 150_000), (300, 200), (2900, 2900)):
     canvas = {'resize': size * size,
               'pad': max(size, -(-height // 128) * 128) * max(size, -(-width // 128) * 128)}
@@ -111,15 +113,16 @@ def test_the_estimate_is_the_model_s_formula_over_the_canvases_a_photo_needs(pat
 
 
 def test_a_thin_strip_is_refused_for_its_padded_canvas_from_the_header(inpainter, tmp_path):
-  # 1×150,000 photo pixels, but a 128×150,016 canvas: over 4 GB with 'pad' and 'auto'.
-  assert memory.peak_bytes('auto', 1, 150_000) > 5 * memory.GB
+  # 1×150,000 photo pixels, but a 256×150,016 canvas (the packaged model's side at least):
+  # over 4 GB with 'pad' and 'auto'.
+  assert memory.PACKAGED.size == 256 and memory.peak_bytes('auto', 1, 150_000) > 9 * memory.GB
   strip = tmp_path / 'strip.png'
   strip.write_bytes(png_header_only(150_000, 1))
   with decoding_forbidden(), pytest.raises(InputError) as refused:
     memory.check_input('auto', str(strip), 'strip.png', 4.0)
   peak = memory.peak_bytes('auto', 1, 150_000) / memory.GB
   assert str(refused.value).startswith(
-      'strip.png is 150000×1 (150,000 pixels), padded to a 150016×128 network canvas (19.2 '
+      'strip.png is 150000×1 (150,000 pixels), padded to a 150016×256 network canvas (38.4 '
       f"megapixels): inpainting it with fit='auto' would peak at about {peak:.3g} GB, over the "
       'bound of 4 GB')
   # The tiny test model pads to its own canvas: the CLI refuses the strip before decoding.

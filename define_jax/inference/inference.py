@@ -51,9 +51,11 @@ FITS = ('auto', 'resize', 'pad')
 # The models shipped with the package, by name, each with its model card beside it
 # (pretrained/NAME_MODEL_CARD.md).
 PRETRAINED_DIR = Path(__file__).parent.parent / 'pretrained'
-PRETRAINED_MODELS = {name: PRETRAINED_DIR / f'{name}.msgpack' for name in ('faces128',)}
-# What Inpainter.pretrained() and every command line use when no checkpoint is given.
-DEFAULT_MODEL = 'faces128'
+PRETRAINED_MODELS = {name: PRETRAINED_DIR / f'{name}.msgpack'
+                     for name in ('faces256', 'faces128')}
+# What Inpainter.pretrained() and every command line use when no checkpoint is given: the 256²
+# model with the mirror input, which fills a hidden eye from the other one (model card).
+DEFAULT_MODEL = 'faces256'
 PRETRAINED_MODEL = PRETRAINED_MODELS[DEFAULT_MODEL]
 
 # Most network passes per call: each refines the previous fill a little less, and each costs
