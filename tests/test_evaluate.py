@@ -14,10 +14,13 @@ import pytest
 from PIL import Image
 
 from define_jax import evaluate
+from define_jax.eval import evaluation_set
 from define_jax.eval import landmark_error
+from define_jax.eval import scoring
 from define_jax.data import image_folder
 from define_jax.inference import baselines
 from define_jax.inference import Inpainter
+from define_jax.runtime import data_parallel
 
 from conftest import BAND_ROWS, OUT_OF_BAND_ROWS, REPO_ROOT, astronaut, write_masks
 
@@ -204,6 +207,29 @@ def test_face_part_holes_sit_on_each_face_and_rows_are_parts(tiny_checkpoint, tm
   assert all(0.0 <= r['landmark_error'] <= landmark_error.NOT_FOUND_ERROR for r in result['rows'])
   assert all('landmark_error' in scores for record in report['per_image']
              for scores in record['scores'].values())
+
+
+def test_metrics_run_on_a_bounded_number_of_pixels_whatever_the_batch(monkeypatch):
+  """A scoring batch of large images is scored a few images at a time (LPIPS-VGG's
+  activations grow with the pixels: 32 images at 1024² asked for 53 GB), with the same
+  scores as one call."""
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(5, 32, 32, 3)).astype(np.float32)
+  known = np.ones((5, 32, 32, 1), np.float32)
+  known[:, 8:20, 8:20] = 0.0
+  eval_set = evaluation_set.EvalSet(images, known, [''] * 5, [''] * 5)
+  blur = lambda i, k: np.where(k > 0, i, 0.5).astype(np.float32)
+  parallel = data_parallel.DataParallel()
+  whole, _ = scoring.score(parallel, {'fill': blur}, eval_set, batch_size=5)
+  sizes = []
+  score_batch = scoring._score_batch  # pylint: disable=protected-access
+  monkeypatch.setattr(scoring, '_score_batch',
+                      lambda p, c, t: sizes.append(len(t)) or score_batch(p, c, t))
+  monkeypatch.setattr(scoring, 'METRIC_PIXELS_PER_CALL', 2 * 32 * 32)
+  parts, _ = scoring.score(parallel, {'fill': blur}, eval_set, batch_size=5)
+  assert len(sizes) == 3  # 2 + 2 + 1 images (each part padded to the devices by DataParallel).
+  for metric, values in whole['fill'].items():
+    np.testing.assert_allclose(parts['fill'][metric], values, rtol=1e-5, atol=1e-6)
 
 
 def test_part_landmark_error_measures_the_hidden_part_on_the_nearest_face():

@@ -24,6 +24,10 @@ from define_jax.runtime.data_parallel import DataParallel
 _score_batch = jax.jit(metrics.all_metrics)
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# Image pixels per metric call: LPIPS-VGG holds about 1.6 KB of activations per pixel (a
+# scoring batch of 32 images at 1024² asked XLA for 53 GB), so the metrics run on as many
+# images of a batch at once as this allows (one at least), whatever the batch size.
+METRIC_PIXELS_PER_CALL = 2**20
 # A difference between two methods counts as real beyond this many standard errors of the
 # paired per-image differences.
 SIGNIFICANT_STANDARD_ERRORS = 2.0
@@ -51,7 +55,7 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
     in_batch = [i - start for i in examples if start <= i < start + batch_size]
     for name, method in methods.items():
       composites = np.asarray(method(images, known), np.float32)
-      batch_scores = dict(parallel(_score_batch, lpips_params, composites, images))
+      batch_scores = _image_metrics(parallel, lpips_params, composites, images)
       if detect is not None:
         batch_scores['landmark_error'] = landmark_error.part_landmark_errors(
             detect, composites, eval_set.landmarks[start:start + batch_size],
@@ -62,6 +66,17 @@ def score(parallel: DataParallel, methods: dict[str, Method], eval_set: EvalSet,
   per_image = {name: {metric: np.concatenate(values) for metric, values in by_metric.items()}
                for name, by_metric in scores.items()}
   return per_image, {name: np.stack(c) for name, c in example_composites.items() if c}
+
+
+def _image_metrics(parallel: DataParallel, lpips_params, composites: np.ndarray,
+                   images: np.ndarray) -> dict[str, np.ndarray]:
+  """metrics.all_metrics of each composite against its image, METRIC_PIXELS_PER_CALL pixels
+  at a time."""
+  per_call = max(1, METRIC_PIXELS_PER_CALL // (images.shape[1] * images.shape[2]))
+  parts = [parallel(_score_batch, lpips_params, composites[i:i + per_call], images[i:i + per_call])
+           for i in range(0, len(images), per_call)]
+  return {metric: np.concatenate([np.asarray(part[metric]) for part in parts])
+          for metric in parts[0]}
 
 
 def score_inpainters(inpainters: dict[str, Inpainter], eval_set: EvalSet, batch_size: int
