@@ -171,6 +171,20 @@ def wait_for_status(page, text: str, directory, server, timeout_ms: int = 120_00
                          f'server tracebacks: {server_errors(server.log())[-2:]}') from None
 
 
+def _settled_editor(page, reads: int = 3, interval_ms: int = 250, timeout_s: float = 30.0):
+  """(zoom, canvas bounding box) once `reads` readings in a row, interval_ms apart, agree."""
+  deadline, history = time.monotonic() + timeout_s, []
+  while True:
+    zoom = int(re.search(r'(\d+)%', page.inner_text('#editor')).group(1)) / 100
+    box = page.locator('#editor canvas').first.bounding_box()
+    history = (history + [(zoom, tuple(sorted(box.items())))])[-reads:]
+    if len(history) == reads and len(set(history)) == 1:
+      return zoom, box
+    if time.monotonic() > deadline:
+      raise AssertionError(f'The editor never settled: {history}')
+    page.wait_for_timeout(interval_ms)
+
+
 def upload_and_paint(page, photo_path, shape, x_offsets, y_offset):
   """Uploads the photo into the editor and drags the brush along a horizontal line at
   y_offset, from x_offsets[0] to x_offsets[1] (fractions of the photo's size from its
@@ -179,10 +193,10 @@ def upload_and_paint(page, photo_path, shape, x_offsets, y_offset):
   page.set_input_files('#editor input[type=file]', str(photo_path))
   page.wait_for_function(
       "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
-  page.wait_for_timeout(500)
-  # The photo is shown centred in the canvas at the toolbar's zoom.
-  zoom = int(re.search(r'(\d+)%', page.inner_text('#editor')).group(1)) / 100
-  box = page.locator('#editor canvas').first.bounding_box()
+  # The photo is shown centred in the canvas at the toolbar's zoom, once the editor's layout
+  # settles: on a loaded machine it can still move after the zoom first shows (a stroke then
+  # landed 55 px right of where it was aimed).
+  zoom, box = _settled_editor(page)
   centre_x, centre_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
   y = centre_y + y_offset * height * zoom
   x0, x1 = (centre_x + offset * width * zoom for offset in x_offsets)
@@ -263,8 +277,7 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
     page.locator('img[src*="astronaut_face"]').first.click()
     page.wait_for_function(
         "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
-    page.wait_for_timeout(500)
-    box = page.locator('#editor canvas').first.bounding_box()
+    _, box = _settled_editor(page)
     middle_x, middle_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
     page.mouse.move(middle_x - 40, middle_y)
     page.mouse.down()
