@@ -303,11 +303,14 @@ def test_live_lease_of_another_host_is_refused(tmp_path, monkeypatch):
   monkeypatch.setattr(workdir_lock, '_WATCH_S', 0.05)
   stop = threading.Event()
 
-  def renew():  # A live run on another host renews its lease.
+  def renew():  # A live run on another host renews its lease, atomically as runs do (a
+    # truncate-then-write let acquire read an empty lock on a busy machine).
+    theirs = tmp_path / 'theirs.tmp'
     while not stop.wait(0.05):
-      (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(
+      theirs.write_text(json.dumps(
           {'pid': 1, 'host': 'elsewhere', 'started': '2026-01-01 00:00:00',
            'renewed': time.time(), 'token': 'theirs'}))
+      os.replace(theirs, tmp_path / workdir_lock.LOCK_NAME)
 
   renew_thread = threading.Thread(target=renew)
   renew_thread.start()
