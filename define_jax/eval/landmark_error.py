@@ -35,11 +35,11 @@ def part_landmark_errors(detect: Callable[[np.ndarray], Sequence[Any]],
     truth = np.asarray(truth, np.float64)
     interocular = float(np.linalg.norm(truth[1] - truth[0]))
     points = list(masks.FACE_PARTS[part][0])
-    found = [np.asarray(face.landmarks, np.float64) for face in detect(composite)]
-    nearest = min(found, default=None,
-                  key=lambda marks: float(np.linalg.norm(marks - truth, axis=1).mean()))
-    if nearest is None or np.linalg.norm(nearest - truth, axis=1).mean() > interocular:
+    offsets = [np.linalg.norm(np.asarray(face.landmarks, np.float64) - truth, axis=1)
+               for face in detect(composite)]  # Each face's landmarks from the photo's.
+    nearest = min(offsets, default=None, key=np.mean)
+    if nearest is None or nearest.mean() > interocular:
       errors[k] = NOT_FOUND_ERROR
       continue
-    errors[k] = np.linalg.norm(nearest[points] - truth[points], axis=1).mean() / interocular
+    errors[k] = nearest[points].mean() / interocular
   return errors
