@@ -11,9 +11,12 @@ the photo, as is, since resampling it only blurs the known pixels and widens the
 Where such a face is larger than the canvas, the native fill gives way
 to the biharmonic fill (by how much the face is upscaled, all of it from 2x): the network
 met that face at the photo's resolution larger than it was trained on, and the smooth fill
-measured better under the corrections (README "Photos of any size"). Where no face lies on
-a hole of a photo more than twice the canvas's side, the native fill gives way halfway to
-the biharmonic fill (what measured best there). This is the *base*.
+measured better under the corrections (README "Photos of any size"). This is the *base*.
+Where no face lies on a hole, the result is the native fill, or, on a photo more than twice
+the canvas's side, its mean with the biharmonic fill (what measured best there). The faces
+are looked for once, on the native fill (a second look on the biharmonic fill, which found
+faces under large holes for the 128² model, changed nothing measurable with the 256² one:
+lab notebook, rule R5).
 The network fills each face on its canvas, and the difference between that fill and the
 base seen on the same canvas is the face network's *correction*, warped back and added on
 the face (feathered at its canvas border; faces that overlap share by weight).
@@ -139,47 +142,32 @@ def auto_fill(image: np.ndarray, known: np.ndarray, detect: Detect,
               native_fill: NativeFill) -> tuple[np.ndarray, FitReport]:
   """(composite float32 [H, W, 3], report) of image [H, W, 3] in [0, 1] and known
   [H, W, 1] (1 = known). `detect` finds the faces (each with .landmarks [5, 2] and .box) on
-  the photo with its holes already filled natively (when none lies on a hole: again, with them
-  filled biharmonically): the pixels under a hole are never looked at, by the detector no
-  more than by the network (an evaluation's ground truth stays unseen, and a user's occluder
-  does not steer the alignment)."""
-  height, width = known.shape[:2]
+  the photo with its holes already filled natively: the pixels under a hole are never looked
+  at, by the detector no more than by the network (an evaluation's ground truth stays unseen,
+  and a user's occluder does not steer the alignment)."""
   known = (known >= 0.5).astype(np.float32)
-  holes = known[..., 0] == 0
-  # The detector sees the photo with its holes filled, never what they hide.
-  look = lambda fill: detect(np.where(known > 0, image, np.clip(fill, 0.0, 1.0)))
   native = native_fill(image, known)
-  faces = look(native)
-  on_faces = _faces_on_holes(faces, holes, template, spread, size)
+  # The detector sees the photo with its holes filled, never what they hide.
+  faces = detect(np.where(known > 0, image, np.clip(native, 0.0, 1.0)))
+  on_faces = _faces_on_holes(faces, known[..., 0] == 0, template, spread, size)
+  upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
   # The biharmonic fill needs a known pixel (allow_all_hole admits photos without any).
   can_smooth = bool(known.any())
-  smooth = None  # The biharmonic fill, once needed.
-  if not on_faces and can_smooth:
-    # Under large holes the native fill can leave a face the detector does not recognise;
-    # on the smooth biharmonic fill it found one more often (README "Photos of any size").
-    smooth = baselines.biharmonic(image, known, baselines.EXACT_BIHARMONIC_HOLES)
-    found_again = look(smooth)
-    on_faces_again = _faces_on_holes(found_again, holes, template, spread, size)
-    if on_faces_again:
-      faces, on_faces = found_again, on_faces_again
-  upscale = max((1.0 / align.scale_of(m) for m, _ in on_faces), default=1.0)
-  if upscale > 1.0 and can_smooth:
-    # A face larger than the canvas: the network met it, at the photo's resolution, larger
-    # than it was trained on, and the biharmonic fill measured better under the corrections.
-    if smooth is None:
-      smooth = baselines.biharmonic(image, known, baselines.EXACT_BIHARMONIC_HOLES)
-    base = native + min(upscale - 1.0, 1.0) * (smooth - native)
-  elif not on_faces and smooth is not None and min(height, width) > 2 * size:
-    # No face on the holes of a photo over twice the canvas: the network's native fill there
-    # meets content far larger than its training faces, and its mean with the biharmonic fill
-    # measured best on such photos (README "Photos of any size").
-    base = 0.5 * (native + smooth)
-  else:
-    base = native
-  fill = base
+  fill = native
   if on_faces:
+    base = native
+    if upscale > 1.0 and can_smooth:
+      # A face larger than the canvas: the network met it, at the photo's resolution, larger
+      # than it was trained on, and the biharmonic fill measured better under the corrections.
+      smooth = baselines.biharmonic(image, known, baselines.EXACT_BIHARMONIC_HOLES)
+      base = native + min(upscale - 1.0, 1.0) * (smooth - native)
     fill = _with_face_corrections(base, image, known, on_faces, size, canvas_fills)
     fill = baselines.seam_exact(fill, image, known)
+  elif can_smooth and min(known.shape[:2]) > 2 * size:
+    # No face on the holes of a photo over twice the canvas: the network's native fill there
+    # meets content far larger than its training faces, and its mean with the biharmonic fill
+    # measured best on such photos (lab notebook, rules H and R5).
+    fill = 0.5 * (native + baselines.biharmonic(image, known, baselines.EXACT_BIHARMONIC_HOLES))
   composite = np.where(known > 0, image, np.clip(fill, 0.0, 1.0)).astype(np.float32)
   report = FitReport(len(faces), len(on_faces), upscale,
                      [tuple(float(v) for v in face.box) for face in faces])
