@@ -158,21 +158,33 @@ def distance_to_segment(height, width, start, end) -> np.ndarray:
 
 
 def wait_for_status(page, text: str, directory, server, timeout_ms: int = 120_000) -> None:
-  """Waits for the status line to contain `text`; on timeout the page's text, a screenshot
-  (failed_<text>.png in `directory`) and the server's tracebacks say what happened instead."""
+  """Waits for the status line to contain `text`. An error message in the page instead, or a
+  timeout, fails at once with the message (or the page's text), a screenshot
+  (failed_<text>.png in `directory`) and the server's tracebacks."""
   from playwright.sync_api import TimeoutError as PlaywrightTimeout
+  error_toast = '[data-testid="toast-body"].error'
   try:
-    page.wait_for_selector(f'#status:has-text("{text}")', timeout=timeout_ms)
+    page.wait_for_selector(f'#status:has-text("{text}"), {error_toast}', timeout=timeout_ms)
+    if not page.locator(error_toast).count():
+      return
+    shown = f'an error message: {page.locator(error_toast).first.inner_text()!r}'
   except PlaywrightTimeout:
-    shot = directory / f'failed_{re.sub(r"[^a-z0-9]", "_", text.lower())}.png'
-    page.screenshot(path=str(shot), full_page=True)
-    raise AssertionError(f'No "{text}" in the status; the page shows:\n'
-                         f'{page.inner_text("body")[-2000:]}\nscreenshot: {shot}\n'
-                         f'server tracebacks: {server_errors(server.log())[-2:]}') from None
+    shown = f'the page shows:\n{page.inner_text("body")[-2000:]}'
+  shot = directory / f'failed_{re.sub(r"[^a-z0-9]", "_", text.lower())}.png'
+  page.screenshot(path=str(shot), full_page=True)
+  raise AssertionError(f'No "{text}" in the status; {shown}\nscreenshot: {shot}\n'
+                       f'server tracebacks: {server_errors(server.log())[-2:]}')
 
 
 def _settled_editor(page, reads: int = 3, interval_ms: int = 250, timeout_s: float = 30.0):
-  """(zoom, canvas bounding box) once `reads` readings in a row, interval_ms apart, agree."""
+  """(zoom, canvas bounding box) once the editor shows a photo and `reads` readings in a row,
+  interval_ms apart, agree."""
+  # The empty editor shows a zoom too (57 %) beside its "Upload an image" placeholder: on a
+  # loaded machine a photo can take seconds to arrive, and a stroke painted before it lands
+  # on the empty canvas (Inpaint then says to upload a photo first).
+  page.wait_for_function(
+      "() => { const text = document.querySelector('#editor').innerText;"
+      " return /\\d+%/.test(text) && !text.includes('Upload an image'); }", timeout=60_000)
   deadline, history = time.monotonic() + timeout_s, []
   while True:
     zoom = int(re.search(r'(\d+)%', page.inner_text('#editor')).group(1)) / 100
@@ -191,8 +203,6 @@ def upload_and_paint(page, photo_path, shape, x_offsets, y_offset):
   centre); returns the line's ends (x, y) in photo pixels."""
   height, width = shape[:2]
   page.set_input_files('#editor input[type=file]', str(photo_path))
-  page.wait_for_function(
-      "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
   # The photo is shown centred in the canvas at the toolbar's zoom, once the editor's layout
   # settles: on a loaded machine it can still move after the zoom first shows (a stroke then
   # landed 55 px right of where it was aimed).
@@ -275,8 +285,6 @@ def test_browser_upload_stroke_inpaint_offline(demo_server, tmp_path):
     # On a fresh page: pick an example, paint, inpaint.
     page = open_demo(context, url)
     page.locator('img[src*="astronaut_face"]').first.click()
-    page.wait_for_function(
-        "() => /\\d+%/.test(document.querySelector('#editor').innerText)", timeout=30_000)
     _, box = _settled_editor(page)
     middle_x, middle_y = box['x'] + box['width'] / 2, box['y'] + box['height'] / 2
     page.mouse.move(middle_x - 40, middle_y)
