@@ -360,7 +360,12 @@ def test_training_stops_when_another_run_takes_its_workdir_over(tmp_path, monkey
   config.log.checkpoint_every_steps = 1
   with pytest.raises(workdir_lock.WorkdirInUseError, match='taken over by PID 4242 on node-17'):
     train.train_and_evaluate(config, str(tmp_path))
-  assert max(checkpoints.create_manager(str(tmp_path)).all_steps(), default=0) <= 1
+  # The save begun while the run held the lock was completed and sealed before it stopped
+  # (no save left writing behind it); none began after.
+  assert checkpoints.create_manager(str(tmp_path)).all_steps() == [1]
+  step_dir = tmp_path / 'checkpoints' / '1'
+  assert (step_dir / checkpoints.CHECKSUMS).exists()
+  checkpoints.verify_checksums(step_dir)
   assert json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())['token'] == 'theirs'
 
 

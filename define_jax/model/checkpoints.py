@@ -13,12 +13,13 @@ bytes, which would otherwise restore as garbage weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging as std_logging
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -131,6 +132,26 @@ def finish(manager: ocp.CheckpointManager) -> None:
     step_dir = directory / str(step)
     if jax.process_index() == 0 and step_dir.is_dir():  # Deleted meanwhile (max_to_keep).
       (step_dir / CHECKSUMS).write_text(json.dumps(_file_checksums(step_dir), indent=0))
+
+
+@contextlib.contextmanager
+def finished_on_exit(manager: ocp.CheckpointManager) -> Iterator[None]:
+  """`finish`es the manager on the way out, also when an error stops the run, so that no
+  save is left writing behind a run that said it stopped (a lost workdir lock, NaN losses).
+  The error that stopped the run is the one raised; a save that cannot complete is a warning.
+  Multi-host runs only finish on success: an error may have left another process unable
+  to join the save's last step, and waiting for it would hang instead of stopping."""
+  try:
+    yield
+  except BaseException:
+    if jax.process_count() == 1:
+      try:
+        finish(manager)
+      except Exception as error:  # pylint: disable=broad-except
+        logging.warning('The checkpoint being saved when the run stopped was not completed: '
+                        '%s', error)
+    raise
+  finish(manager)
 
 
 def save(manager: ocp.CheckpointManager, state, config: Mapping[str, Any]) -> int:

@@ -289,7 +289,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
          f'({config.model.image_size}², loss {config.loss.preset!r}) at step {start_step} of '
          f'{optim.num_train_steps} on {jax.device_count()} {jax.devices()[0].platform} '
          f'device(s), {jax.process_count()} process(es); workdir {workdir}')
-  with stop.installed():
+  with stop.installed(), checkpoints.finished_on_exit(manager):
     while step < optim.num_train_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(train_iter)
@@ -354,7 +354,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                         checkpoints.checkpoint_dir(workdir))
         break
 
-  checkpoints.finish(manager)
   if step == optim.num_train_steps and is_chief:
     path = write_before_after(workdir, inpainter, state, starting_variables, *sample_images)
     elapsed = datetime.timedelta(seconds=int(time.time() - start_time))

@@ -16,7 +16,8 @@ A lease's age is that of the older of the renewal time written in the file and t
 modification time (the file server's clock): both move at every renewal, so either standing
 still shows a holder that stopped. Hosts' clocks must agree to within LEASE_S - RENEW_S
 (NTP keeps them far closer). A holder that finds its lock taken over anyway (a clock that
-jumped, a lost filesystem) stops training before its next checkpoint (`Lease.check`).
+jumped, a lost filesystem) stops training before its next checkpoint (`Lease.check`), once
+a save already under way has ended (`checkpoints.finished_on_exit`).
 """
 
 from __future__ import annotations
