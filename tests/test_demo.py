@@ -165,9 +165,10 @@ def wait_for_status(page, text: str, directory, server, timeout_ms: int = 120_00
   error_toast = '[data-testid="toast-body"].error'
   try:
     page.wait_for_selector(f'#status:has-text("{text}"), {error_toast}', timeout=timeout_ms)
-    if not page.locator(error_toast).count():
+    toasts = page.locator(error_toast)
+    if not toasts.count():
       return
-    shown = f'an error message: {page.locator(error_toast).first.inner_text()!r}'
+    shown = f'an error message: {toasts.first.inner_text()!r}'
   except PlaywrightTimeout:
     shown = f'the page shows:\n{page.inner_text("body")[-2000:]}'
   shot = directory / f'failed_{re.sub(r"[^a-z0-9]", "_", text.lower())}.png'
